@@ -1,0 +1,1 @@
+"""Dataset importers; each writes the folder format of DESIGN.md."""

@@ -1,0 +1,67 @@
+"""The one preprocessing definition shared by training, export and serving.
+
+A mismatch between training-time and serving-time preprocessing is the most common silent failure in this
+field, so every path goes through `prepare_image` (channels + resize, uint8) and `normalize` (to the float
+tensor layout the network wants). Training inserts augmentation between the two; serving calls `preprocess`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+ColorMode = Literal["gray", "color"]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Everything needed to reproduce preprocessing; it travels with the weights and in the ONNX metadata."""
+
+    image_size: int = 224
+    color_mode: ColorMode = "color"
+    channel_order: str = "RGB"
+    # EfficientNet-Lite was trained on inputs scaled to [-1, 1]: x / 127.5 - 1.
+    mean: float = 127.5
+    std: float = 127.5
+    interpolation: str = "area_down_linear_up"
+    layout: str = "NCHW"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
+        return cls(**data)
+
+
+def prepare_image(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Decoded uint8 gray/RGB image -> uint8 HxWx3 RGB at the model's input size.
+
+    Gray products are replicated into three identical channels so the pretrained 3-channel stem sees the
+    luminance it was trained on; color images of a gray product are converted to luminance first.
+    """
+    if image.ndim == 3 and spec.color_mode == "gray":
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    height, width = image.shape[:2]
+    size = spec.image_size
+    if (height, width) != (size, size):
+        # INTER_AREA averages when shrinking (no aliasing of fine scratches); linear when enlarging.
+        shrinking = height * width > size * size
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image)
+
+
+def normalize(prepared: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """uint8 HxWx3 (or NxHxWx3) -> float32 CxHxW (or NxCxHxW) scaled as the backbone expects."""
+    scaled = (prepared.astype(np.float32) - spec.mean) / spec.std
+    return np.ascontiguousarray(np.moveaxis(scaled, -1, -3))
+
+
+def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Decoded image -> float32 CxHxW network input; what serving and evaluation call."""
+    return normalize(prepare_image(image, spec), spec)

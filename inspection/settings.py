@@ -1,0 +1,56 @@
+"""The one settings object (env prefix INSPECTION_) and the directory layout under INSPECTION_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; every path the system writes derives from `home`."""
+
+    model_config = SettingsConfigDict(env_prefix="INSPECTION_", extra="forbid")
+
+    home: Path = Field(default=Path("var"), description="State directory: datasets, runs, models, database.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default is SQLite in home.")
+    configs_dir: Path = Field(default=Path("configs"), description="Per-product YAML configs.")
+    device: str = Field(default="auto", description="Torch device for training: auto, cpu, cuda.")
+    num_threads: int = Field(default=0, description="Torch CPU threads; 0 means one per core.")
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        # MLflow 3 refuses a bare file store; an SQLite backend keeps it embedded and supports the registry.
+        return f"sqlite:///{(self.mlflow_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'inspection.db').resolve()}"
+
+    def dataset_dir(self, product: str) -> Path:
+        return self.datasets_dir / product
+
+    def run_dir(self, product: str) -> Path:
+        return self.runs_dir / product
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, with explicit overrides (tests pass their own home)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,68 @@
+"""Shared fixtures: isolated INSPECTION_HOMEs and one small synthetic product trained once per session."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from datasets.synth import generate_synthetic_product
+from inspection.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_PRODUCT = "widget"
+# Small enough to train in seconds on 2 cores, big enough that AUROC on its test split means something.
+TINY_CONFIG = """
+image_size: 128
+train:
+  epochs: 3
+  augmented_views: 2
+  probe_steps: 200
+"""
+
+
+def make_configs_dir(root: Path, products: dict[str, str]) -> Path:
+    """A configs dir with the repo's defaults plus the given per-product YAML texts."""
+    (root / "products").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "configs" / "default.yaml", root / "default.yaml")
+    for name, text in products.items():
+        (root / "products" / f"{name}.yaml").write_text(text)
+    return root
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings on a fresh, empty INSPECTION_HOME."""
+    configs = make_configs_dir(tmp_path / "configs", {TINY_PRODUCT: TINY_CONFIG})
+    return Settings(home=tmp_path / "var", configs_dir=configs, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic product in the folder layout (200 gray 128px parts, four defect types, masks)."""
+    root = tmp_path_factory.mktemp("synthetic") / "widget"
+    generate_synthetic_product(root, n=200, seed=7, image_size=128)
+    return root
+
+
+@dataclass
+class TrainedProduct:
+    settings: Settings
+    product: str
+    outcome: object
+
+
+@pytest.fixture(scope="session")
+def trained_product(tmp_path_factory: pytest.TempPathFactory, synthetic_source: Path) -> TrainedProduct:
+    """The synthetic product imported and trained once (version 1, champion) in its own INSPECTION_HOME."""
+    from datasets.importers.folder import import_folder
+    from training.pipeline import train_product
+
+    base = tmp_path_factory.mktemp("trained")
+    configs = make_configs_dir(base / "configs", {TINY_PRODUCT: TINY_CONFIG})
+    settings = Settings(home=base / "var", configs_dir=configs, device="cpu")
+    import_folder(synthetic_source, settings.dataset_dir(TINY_PRODUCT), TINY_PRODUCT)
+    outcome = train_product(settings, TINY_PRODUCT)
+    return TrainedProduct(settings, TINY_PRODUCT, outcome)

@@ -1,0 +1,102 @@
+"""A tiny end-to-end train on a synthetic product: learns, calibrates, reports, tracks, registers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from datasets.layout import scan_dataset
+from datasets.splits import SPLITS_FILE
+from models.checkpoint import MODEL_FILE, load_bundle
+from models.registry import champion, list_versions, mlflow_client
+from training.evaluate_product import evaluate_product
+
+pytestmark = pytest.mark.slow
+
+REPORT_KEYS = {"product", "model_version", "threshold", "target_miss_rate", "test"}
+TEST_KEYS = {
+    "n_good",
+    "n_defect",
+    "miss_rate",
+    "miss_rate_ci95",
+    "false_detection_rate",
+    "false_detection_rate_ci95",
+    "auroc",
+    "accuracy",
+    "per_defect_type",
+    "confusion_matrix",
+}
+
+
+def test_tiny_train_reaches_auroc_on_held_out_test_split(trained_product) -> None:
+    report = trained_product.outcome.report
+    assert set(report) >= REPORT_KEYS and set(report["test"]) >= TEST_KEYS
+    test = report["test"]
+    assert test["auroc"] >= 0.9, test
+    assert test["n_good"] + test["n_defect"] == 40  # 20% of 200 images, never seen in training
+    assert set(test["per_defect_type"]) == {"crack", "scratch", "spot", "stain"}
+    low, high = test["miss_rate_ci95"]
+    assert 0 <= low <= test["miss_rate"] <= high <= 1
+
+
+def test_threshold_meets_the_target_on_validation(trained_product) -> None:
+    calibration = trained_product.outcome.calibration
+    assert calibration.method == "miss_rate"
+    assert calibration.val_miss_rate <= calibration.target_miss_rate
+
+
+def test_first_version_is_registered_as_champion_with_its_artifacts(trained_product) -> None:
+    settings, product = trained_product.settings, trained_product.product
+    versions = list_versions(settings, product)
+    assert [v.version for v in versions] == [1]
+    served = champion(settings, product)
+    assert served is not None and served.version == 1
+    bundle = load_bundle(served.artifacts / MODEL_FILE)
+    assert bundle.defect_types == ["crack", "scratch", "spot", "stain"]
+    assert bundle.threshold == pytest.approx(trained_product.outcome.calibration.threshold)
+    assert bundle.spec.color_mode == "gray" and bundle.spec.image_size == 128
+    saved = json.loads((served.artifacts / "evaluation" / "report.json").read_text())
+    assert saved == trained_product.outcome.report
+    assert (served.artifacts / "evaluation" / "roc.png").stat().st_size > 5000
+
+
+def test_mlflow_run_holds_params_epoch_metrics_and_config(trained_product) -> None:
+    client = mlflow_client(trained_product.settings)
+    run = client.get_run(trained_product.outcome.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["image_size"] == "128"
+    history = client.get_metric_history(run.info.run_id, "val_auroc")
+    assert len(history) >= 2  # the probe plus at least one fine-tune epoch
+    assert "test_miss_rate" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
+    assert "config/resolved_config.json" in artifacts
+
+
+def test_frozen_split_is_written_and_test_images_were_not_trained_on(trained_product) -> None:
+    root = trained_product.settings.dataset_dir(trained_product.product)
+    assignment = json.loads((root / SPLITS_FILE).read_text())["assignment"]
+    assert set(assignment) == {r.relpath for r in scan_dataset(root)}
+    client = mlflow_client(trained_product.settings)
+    local = client.download_artifacts(trained_product.outcome.run_id, "config/splits.json")
+    logged = json.loads(Path(local).read_text())["splits"]
+    assert not set(logged["train"]) & set(logged["test"])
+    assert {p for side in logged.values() for p in side} == set(assignment)
+
+
+def test_evaluate_reproduces_the_training_report(trained_product, tmp_path) -> None:
+    report, paths = evaluate_product(trained_product.settings, trained_product.product, out_dir=tmp_path)
+    trained = trained_product.outcome.report
+    assert report["test"]["auroc"] == pytest.approx(trained["test"]["auroc"], abs=1e-6)
+    assert report["test"]["confusion_matrix"] == trained["test"]["confusion_matrix"]
+    assert {"report", "roc", "confusion"} <= set(paths)
+
+
+def test_evaluate_on_external_folder(trained_product, synthetic_source, tmp_path) -> None:
+    report, _ = evaluate_product(
+        trained_product.settings, trained_product.product, data_dir=synthetic_source, out_dir=tmp_path
+    )
+    assert report["data"] == str(synthetic_source)
+    assert report["test"]["n_good"] + report["test"]["n_defect"] == 200
+    assert report["test"]["auroc"] >= 0.9

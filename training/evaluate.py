@@ -1,0 +1,117 @@
+"""The evaluation report of DESIGN.md: miss and false-detection rates with Wilson intervals, AUROC, accuracy,
+per defect type and the confusion matrix, computed on images the model never saw; plus its two plots.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets.layout import ImageRecord, write_atomic_text
+from inspection.metrics import auroc, confusion_matrix, false_detection_rate, miss_rate
+from inspection.names import GOOD_LABEL
+from training.plots import plot_confusion_matrix, plot_roc
+from training.predict import Predictions
+
+
+def predicted_labels(predictions: Predictions, defect_types: Sequence[str], threshold: float) -> list[str]:
+    """'good' below the threshold, else the most probable defect type."""
+    flagged = predictions.defect_probability >= threshold
+    best_type = predictions.type_probabilities.argmax(axis=1)
+    return [defect_types[t] if flag else GOOD_LABEL for flag, t in zip(flagged, best_type, strict=True)]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def evaluate_predictions(
+    records: Sequence[ImageRecord], predictions: Predictions, defect_types: Sequence[str], threshold: float
+) -> dict[str, Any]:
+    """The `test` block of the report for one labeled image set."""
+    labels = np.array([r.is_defect for r in records], dtype=np.int64)
+    scores = predictions.defect_probability
+    missed = miss_rate(labels, scores, threshold)
+    flagged = false_detection_rate(labels, scores, threshold)
+    predicted = predicted_labels(predictions, defect_types, threshold)
+    truth = [r.label for r in records]
+    # Classes include labels present only in the evaluated data (an external folder may hold a new defect type).
+    classes = [GOOD_LABEL, *defect_types, *sorted({t for t in truth} - {GOOD_LABEL, *defect_types})]
+    per_type = {}
+    for defect in sorted({t for t in truth if t != GOOD_LABEL}):
+        mask = np.array([t == defect for t in truth])
+        estimate = miss_rate(np.ones(mask.sum(), dtype=np.int64), scores[mask], threshold)
+        type_hits = [p == defect for p, keep in zip(predicted, mask, strict=True) if keep]
+        per_type[defect] = {
+            "n": int(mask.sum()),
+            "n_missed": estimate.k,
+            "miss_rate": _rounded(estimate.rate),
+            "miss_rate_ci95": [_rounded(x) for x in estimate.ci95],
+            "type_accuracy": _rounded(float(np.mean(type_hits))) if type_hits else None,
+        }
+    binary_correct = (scores >= threshold) == labels.astype(bool)
+    return {
+        "n_good": int((labels == 0).sum()),
+        "n_defect": int(labels.sum()),
+        "miss_rate": _rounded(missed.rate),
+        "miss_rate_ci95": [_rounded(x) for x in missed.ci95],
+        "n_missed": missed.k,
+        "false_detection_rate": _rounded(flagged.rate),
+        "false_detection_rate_ci95": [_rounded(x) for x in flagged.ci95],
+        "n_false_detections": flagged.k,
+        "auroc": _rounded(auroc(labels, scores)),
+        "accuracy": _rounded(float(binary_correct.mean())) if len(labels) else None,
+        "per_defect_type": per_type,
+        "confusion_matrix": {
+            "classes": classes,
+            "matrix": confusion_matrix(truth, predicted, classes).tolist(),
+            "binary": {
+                "true_defect_flagged": int(((scores >= threshold) & (labels == 1)).sum()),
+                "true_defect_passed": missed.k,
+                "true_good_flagged": flagged.k,
+                "true_good_passed": int(((scores < threshold) & (labels == 0)).sum()),
+            },
+        },
+    }
+
+
+def build_report(
+    product: str,
+    model_version: int | str | None,
+    threshold: float,
+    target_miss_rate: float,
+    records: Sequence[ImageRecord],
+    predictions: Predictions,
+    defect_types: Sequence[str],
+    data_source: str,
+) -> dict[str, Any]:
+    """The full report object of DESIGN.md."""
+    return {
+        "product": product,
+        "model_version": model_version,
+        "threshold": round(float(threshold), 6),
+        "target_miss_rate": target_miss_rate,
+        "data": data_source,
+        "test": evaluate_predictions(records, predictions, defect_types, threshold),
+    }
+
+
+def write_report(
+    report: dict[str, Any], records: Sequence[ImageRecord], predictions: Predictions, out_dir: Path
+) -> dict[str, Path]:
+    """Write report.json, roc.png and confusion_matrix.png into `out_dir`; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = np.array([r.is_defect for r in records], dtype=np.int64)
+    title = f"{report['product']} v{report['model_version']} on {report['data']}"
+    paths = {"report": out_dir / "report.json"}
+    write_atomic_text(paths["report"], json.dumps(report, indent=2))
+    if len(set(labels.tolist())) == 2:
+        paths["roc"] = plot_roc(labels, predictions.defect_probability, report["threshold"], out_dir / "roc.png", title)
+    matrix = np.array(report["test"]["confusion_matrix"]["matrix"])
+    classes = report["test"]["confusion_matrix"]["classes"]
+    paths["confusion"] = plot_confusion_matrix(matrix, classes, out_dir / "confusion_matrix.png", title)
+    return paths

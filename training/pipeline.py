@@ -1,0 +1,222 @@
+"""`inspection train P`: import-to-registry composition of the training steps for one product."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from datasets.layout import ImageRecord, label_counts, require_trainable, scan_dataset
+from datasets.splits import Split, load_or_create_splits, split_records
+from inspection.names import GOOD_LABEL
+from inspection.preprocessing import PreprocessSpec
+from inspection.product_config import ProductConfig, load_product_config
+from inspection.progress import console, progress_task
+from inspection.settings import Settings
+from models.checkpoint import MODEL_FILE, ModelBundle, save_bundle
+from models.classifier import DefectClassifier
+from models.registry import mlflow_client, register_version, resolve_version
+from training import tracking
+from training.augment import build_augmenter
+from training.calibration import Calibration, calibrate_threshold
+from training.data import defect_type_index, load_prepared, resolve_color_mode
+from training.evaluate import build_report, write_report
+from training.features import cached_views, trunk_features
+from training.predict import Predictions, predict_records
+from training.trainer import EpochStats, TrainingData, train_classifier
+
+
+@dataclass
+class TrainOutcome:
+    product: str
+    version: int
+    run_id: str
+    report: dict[str, Any]
+    calibration: Calibration
+    artifacts: Path
+    seconds: float
+
+
+def select_device(requested: str) -> torch.device:
+    """'auto' picks CUDA when present, so the same command uses a GPU where there is one."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _targets(records: list[ImageRecord], defect_types: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    is_defect = torch.tensor([r.label != GOOD_LABEL for r in records], dtype=torch.float32)
+    return is_defect, torch.from_numpy(defect_type_index(records, defect_types))
+
+
+def _prepare_data(
+    model: DefectClassifier,
+    parts: dict[Split, list[ImageRecord]],
+    config: ProductConfig,
+    spec: PreprocessSpec,
+    defect_types: list[str],
+    device: torch.device,
+) -> TrainingData:
+    views, batch = config.train.augmented_views, config.train.batch_size
+    augmenter = build_augmenter(config.augment, seed=config.seed)
+    total = views * len(parts["train"]) + len(parts["val"])
+    model.to(device)
+    with progress_task("trunk features", total) as advance:
+        train_views = cached_views(model, parts["train"], spec, device, views, augmenter, batch, advance)
+        val_images = [load_prepared(r, spec) for r in parts["val"]]
+        val_features = trunk_features(model, val_images, spec, device, batch, None, advance)
+    train_is_defect, train_type = _targets(parts["train"], defect_types)
+    val_is_defect, val_type = _targets(parts["val"], defect_types)
+    return TrainingData(train_views, train_is_defect, train_type, val_features, val_is_defect, val_type)
+
+
+def _score(
+    model: DefectClassifier, records: list[ImageRecord], spec: PreprocessSpec, device: torch.device, name: str
+) -> Predictions:
+    with progress_task(f"scoring {name}", len(records)) as advance:
+        return predict_records(model, records, spec, device, advance=advance)
+
+
+def train_product(
+    settings: Settings,
+    product: str,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+) -> TrainOutcome:
+    """Train, calibrate on validation, evaluate on the frozen test split, and register a new version."""
+    started = time.perf_counter()
+    overrides: dict[str, Any] = {}
+    if epochs is not None:
+        overrides["train"] = {"epochs": epochs}
+    if seed is not None:
+        overrides["seed"] = seed
+    config = load_product_config(settings.configs_dir, product, overrides)
+    root = settings.dataset_dir(product)
+    records = scan_dataset(root)
+    require_trainable(records, product)
+    assignment = load_or_create_splits(
+        root, records, config.split.val_fraction, config.split.test_fraction, config.split.seed
+    )
+    parts = split_records(records, assignment)
+    defect_types = sorted({r.label for r in records} - {GOOD_LABEL})
+    spec = PreprocessSpec(image_size=config.image_size, color_mode=resolve_color_mode(records, config.color_mode))
+    device = select_device(settings.device)
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    seed_everything(config.seed)
+    console.print(
+        f"[bold]{product}[/]: {len(records)} images {label_counts(records)}; split "
+        + ", ".join(f"{k} {len(v)}" for k, v in parts.items())
+        + f"; {spec.color_mode} {spec.image_size}px on {device}"
+    )
+    model = DefectClassifier(len(defect_types), config.train.trainable_stages, config.train.dropout)
+    params = {
+        "product": product,
+        "n_images": len(records),
+        "defect_types": ",".join(defect_types),
+        "device": str(device),
+        "color_mode": spec.color_mode,
+        **{f"split_{k}": len(v) for k, v in parts.items()},
+        **{f"train.{k}": v for k, v in config.train.model_dump().items()},
+        "image_size": config.image_size,
+        "seed": config.seed,
+        "target_miss_rate": config.target_miss_rate,
+    }
+    with tracking.training_run(settings, product, params) as run:
+        tracking.log_json(config.model_dump(), "config/resolved_config.json")
+        tracking.log_json({"splits": {k: [r.relpath for r in v] for k, v in parts.items()}}, "config/splits.json")
+        data = _prepare_data(model, parts, config, spec, defect_types, device)
+        with progress_task("training epochs", config.train.epochs + 1) as advance:
+
+            def on_epoch(stats: EpochStats) -> None:
+                tracking.log_epoch(
+                    {"train_loss": stats.train_loss, "val_loss": stats.val_loss, "val_auroc": stats.val_auroc},
+                    step=stats.epoch,
+                )
+                auroc_text = "n/a" if stats.val_auroc is None else f"{stats.val_auroc:.4f}"
+                console.print(
+                    f"epoch {stats.epoch:>3} {stats.phase:<8} train loss {stats.train_loss:.4f} "
+                    f"val loss {stats.val_loss:.4f} val AUROC {auroc_text}"
+                )
+                advance(1)
+
+            checkpoint = settings.run_dir(product) / "checkpoint.pt"
+            result = train_classifier(model, data, config.train, config.seed, device, checkpoint, resume, on_epoch)
+        del data
+        model.cpu()
+        cpu = torch.device("cpu")
+        val = _score(model, parts["val"], spec, cpu, "validation")
+        val_labels = np.array([r.is_defect for r in parts["val"]], dtype=np.int64)
+        calibration = calibrate_threshold(val_labels, val.defect_probability, config.target_miss_rate)
+        console.print(f"threshold {calibration.threshold:.4f}: {calibration.note}")
+        test = _score(model, parts["test"], spec, cpu, "test")
+        bundle = ModelBundle(
+            model=model,
+            spec=spec,
+            defect_types=defect_types,
+            threshold=calibration.threshold,
+            target_miss_rate=config.target_miss_rate,
+            info={
+                "product": product,
+                "run_id": run.info.run_id,
+                "best_epoch": result.best_epoch,
+                "calibration": calibration.__dict__,
+                "label_counts": label_counts(records),
+                "split_counts": {k: len(v) for k, v in parts.items()},
+            },
+        )
+        staging = settings.run_dir(product) / run.info.run_id
+        save_bundle(bundle, staging / MODEL_FILE)
+        tracking.log_files([staging / MODEL_FILE], artifact_path="model")
+        artifact_uri = f"{run.info.artifact_uri}/model"
+        version = register_version(
+            settings,
+            product,
+            run.info.run_id,
+            artifact_uri,
+            tags={"target_miss_rate": str(config.target_miss_rate), "threshold": f"{calibration.threshold:.6f}"},
+        )
+        try:
+            report = build_report(
+                product,
+                version,
+                calibration.threshold,
+                config.target_miss_rate,
+                parts["test"],
+                test,
+                defect_types,
+                data_source="test split",
+            )
+            report["calibration"] = calibration.__dict__
+            report["training"] = {
+                "epochs_run": len(result.history),
+                "best_epoch": result.best_epoch + 1,
+                "stopped_early": result.stopped_early,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            paths = write_report(report, parts["test"], test, staging / "evaluation")
+            tracking.log_files(list(paths.values()), artifact_path="model/evaluation")
+            tracking.log_report(report)
+        except BaseException:
+            mlflow_client(settings).delete_model_version(product, str(version))
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        checkpoint.unlink(missing_ok=True)
+    artifacts = resolve_version(settings, product, version).artifacts
+    return TrainOutcome(
+        product, version, run.info.run_id, report, calibration, artifacts, time.perf_counter() - started
+    )

@@ -1,0 +1,266 @@
+"""The training loop: a linear probe on frozen embeddings, then fine-tuning of the upper stages, with validation-based
+early stopping and a per-epoch checkpoint that `resume=True` continues from.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from inspection.metrics import auroc
+from inspection.product_config import TrainConfig
+from models.classifier import DefectClassifier
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    phase: str  # "probe" (heads on frozen embeddings) or "finetune"
+    train_loss: float
+    val_loss: float
+    val_auroc: float | None
+
+
+@dataclass
+class TrainingData:
+    """Cached trunk features and targets: train views (V, N, ...), clean validation features (M, ...)."""
+
+    train_views: torch.Tensor
+    train_is_defect: torch.Tensor
+    train_type: torch.Tensor  # defect type index, -1 for good parts
+    val_features: torch.Tensor
+    val_is_defect: torch.Tensor
+    val_type: torch.Tensor
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochStats] = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_early: bool = False
+
+
+def _loss_from_logits(
+    defect_logit: torch.Tensor, type_logits: torch.Tensor, is_defect: torch.Tensor, types: torch.Tensor, weights: dict
+) -> torch.Tensor:
+    loss = nn.functional.binary_cross_entropy_with_logits(defect_logit, is_defect, pos_weight=weights["pos"])
+    defective = types >= 0
+    if defective.any() and type_logits.shape[1] > 1:
+        type_loss = nn.functional.cross_entropy(type_logits[defective], types[defective], weight=weights["types"])
+        loss = loss + weights["type_loss"] * type_loss
+    return loss
+
+
+def _losses(
+    model: DefectClassifier, features: torch.Tensor, is_defect: torch.Tensor, types: torch.Tensor, weights: dict
+) -> torch.Tensor:
+    defect_logit, type_logits = model.logits(features)
+    return _loss_from_logits(defect_logit, type_logits, is_defect, types, weights)
+
+
+def _class_weights(data: TrainingData, num_types: int, config: TrainConfig) -> dict[str, Any]:
+    n_defect = float(data.train_is_defect.sum())
+    n_good = float(len(data.train_is_defect)) - n_defect
+    # Balance the binary loss so a rare defect class still pulls; clipped so a handful of defects can't dominate.
+    pos = torch.tensor(min(max(n_good / max(n_defect, 1.0), 0.2), 10.0))
+    counts = torch.bincount(data.train_type[data.train_type >= 0], minlength=num_types).float()
+    types = counts.sum() / (num_types * counts.clamp(min=1.0))
+    return {"pos": pos, "types": types, "type_loss": config.defect_type_loss_weight}
+
+
+@torch.no_grad()
+def _validate(
+    model: DefectClassifier, data: TrainingData, weights: dict, batch_size: int
+) -> tuple[float, float | None]:
+    model.eval()
+    losses, scores = [], []
+    for start in range(0, len(data.val_features), batch_size):
+        end = start + batch_size
+        features = data.val_features[start:end].float()
+        losses.append(float(_losses(model, features, data.val_is_defect[start:end], data.val_type[start:end], weights)))
+        scores.append(torch.sigmoid(model.logits(features)[0]))
+    score = torch.cat(scores).numpy() if scores else np.zeros(0)
+    return float(np.mean(losses)) if losses else math.nan, auroc(data.val_is_defect.numpy(), score)
+
+
+def _freeze_for_finetune(model: DefectClassifier) -> None:
+    model.train()
+    model.trunk.eval()
+    # Batch-norm layers keep their pretrained running statistics: re-estimating them from small batches of a
+    # small dataset shifts every embedding away from what the probe fitted the heads to (the loss jumps 10x).
+    for module in model.upper.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+    for parameter in model.trunk.parameters():
+        parameter.requires_grad_(False)
+
+
+@torch.no_grad()
+def _embeddings(model: DefectClassifier, features: torch.Tensor, device: torch.device, batch: int) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.embed(features[i : i + batch].float().to(device)) for i in range(0, len(features), batch)])
+
+
+def fit_linear_probe(
+    model: DefectClassifier, data: TrainingData, config: TrainConfig, weights: dict, device: torch.device
+) -> EpochStats:
+    """Fit the heads on frozen pooled embeddings of every training view (cheap, full-batch), keep the best.
+
+    A well-started head stops the fine-tune's first epochs from wrecking the pretrained upper stages with
+    gradients from a random classifier.
+    """
+    views, _n_train = data.train_views.shape[:2]
+    train = _embeddings(model, data.train_views.flatten(0, 1), device, config.batch_size)
+    val = _embeddings(model, data.val_features, device, config.batch_size)
+    is_defect = data.train_is_defect.repeat(views).to(device)
+    types = data.train_type.repeat(views).to(device)
+    optimizer = torch.optim.AdamW(model.head_parameters(), lr=config.probe_learning_rate, weight_decay=1e-2)
+    heads = (model.defect_head, model.type_head)
+    best: tuple[tuple[float, float], list[dict], float] | None = None
+    for step in range(config.probe_steps):
+        loss = _loss_from_logits(heads[0](train).squeeze(1), heads[1](train), is_defect, types, weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 20 == 19 or step == config.probe_steps - 1:
+            with torch.no_grad():
+                val_logit = heads[0](val).squeeze(1)
+                val_loss = float(
+                    _loss_from_logits(
+                        val_logit, heads[1](val), data.val_is_defect.to(device), data.val_type.to(device), weights
+                    )
+                )
+                val_auroc = auroc(data.val_is_defect.numpy(), torch.sigmoid(val_logit).cpu().numpy())
+            key = (val_auroc if val_auroc is not None else 0.0, -val_loss)
+            if best is None or key > best[0]:
+                best = (key, [copy.deepcopy(h.state_dict()) for h in heads], loss.item())
+    assert best is not None
+    for head, state in zip(heads, best[1], strict=True):
+        head.load_state_dict(state)
+    val_loss, val_auroc = _validate(model, data, weights, config.batch_size)
+    return EpochStats(0, "probe", best[2], val_loss, val_auroc)
+
+
+def _learning_rate_factor(epoch: int, progress: float, config: TrainConfig) -> float:
+    """Linear warm-up through fine-tune epoch 1 (the probed heads must not be knocked off by the first, noisiest
+    steps), then cosine decay so the last epochs settle. `progress` is the fraction of the epoch done."""
+    if epoch == 1:
+        return max(progress, 0.05)
+    return 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(config.epochs, 1)))
+
+
+def train_classifier(
+    model: DefectClassifier,
+    data: TrainingData,
+    config: TrainConfig,
+    seed: int,
+    device: torch.device,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Linear probe, then fine-tune heads and upper stages on cached trunk features; returns with the best
+    validation weights loaded. Epoch 0 is the probe; fine-tune epochs are 1..epochs."""
+    model.to(device)
+    num_types = model.type_head.out_features
+    weights = {
+        k: v.to(device) if isinstance(v, torch.Tensor) else v
+        for k, v in _class_weights(data, num_types, config).items()
+    }
+    for parameter in model.trunk.parameters():
+        parameter.requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": model.head_parameters(), "lr": config.learning_rate},
+            {"params": model.upper_parameters(), "lr": config.backbone_learning_rate},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    base_rates = [group["lr"] for group in optimizer.param_groups]
+    result, best_key, best_state, start_epoch, stale = TrainResult(), (-math.inf, -math.inf), None, 0, 0
+    if resume and checkpoint_path and checkpoint_path.exists():
+        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        result.history = [EpochStats(**row) for row in saved["history"]]
+        best_key, best_state, stale = tuple(saved["best_key"]), saved["best_state"], saved["stale"]
+        result.best_epoch, start_epoch = saved["best_epoch"], saved["epoch"] + 1
+
+    views, n_train = data.train_views.shape[0], data.train_views.shape[1]
+    for epoch in range(start_epoch, config.epochs + 1):
+        torch.manual_seed(seed * 1000 + epoch)
+        if epoch == 0:
+            stats = fit_linear_probe(model, data, config, weights, device)
+        else:
+            _freeze_for_finetune(model)
+            # Seeded per epoch, so a resumed run draws exactly the batches an uninterrupted one would.
+            generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+            order = torch.randperm(n_train, generator=generator)
+            chosen_view = torch.randint(views, (n_train,), generator=generator)
+            losses = []
+            for start in range(0, n_train, config.batch_size):
+                index = order[start : start + config.batch_size]
+                if len(index) < 2:  # batch-norm cannot train on a single sample
+                    continue
+                for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
+                    group["lr"] = rate * _learning_rate_factor(epoch, start / n_train, config)
+                features = data.train_views[chosen_view[index], index].float().to(device)
+                is_defect, types = data.train_is_defect[index].to(device), data.train_type[index].to(device)
+                loss = _losses(model, features, is_defect, types, weights)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            val_loss, val_auroc = _validate(model, data, weights, config.batch_size)
+            stats = EpochStats(epoch, "finetune", float(np.mean(losses)), val_loss, val_auroc)
+        result.history.append(stats)
+        key = (stats.val_auroc if stats.val_auroc is not None else 0.0, -stats.val_loss)
+        if key > best_key:
+            best_key, best_state, stale, result.best_epoch = key, copy.deepcopy(model.state_dict()), 0, epoch
+        else:
+            stale += 1
+        if checkpoint_path:
+            _save_checkpoint(checkpoint_path, epoch, model, optimizer, result, best_key, best_state, stale)
+        if on_epoch:
+            on_epoch(stats)
+        if stale >= config.patience:
+            result.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+def _save_checkpoint(
+    path: Path,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    result: TrainResult,
+    best_key: tuple,
+    best_state: dict | None,
+    stale: int,
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "history": [asdict(s) for s in result.history],
+        "best_key": list(best_key),
+        "best_state": best_state,
+        "best_epoch": result.best_epoch,
+        "stale": stale,
+    }
+    torch.save(state, tmp)
+    tmp.replace(path)
