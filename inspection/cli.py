@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
-from inspection.progress import console
+from inspection.progress import console as log_console
 from inspection.settings import Settings, load_settings
+
+# Results (tables, reports) go to stdout so they can be piped; progress and logs go to stderr.
+console = Console()
 
 app = typer.Typer(help="Defect inspection for production lines.", no_args_is_help=True, pretty_exceptions_enable=False)
 datasets_app = typer.Typer(help="Import, generate and inspect per-product datasets.", no_args_is_help=True)
@@ -238,6 +242,18 @@ def _print_report(report: dict) -> None:
     for name, row in test["per_defect_type"].items():
         table.add_row(f"  miss rate: {name}", _pct(row["miss_rate"]), f"n={row['n']}")
     console.print(table)
+    points = Table(title="operating points (thresholds chosen on validation)")
+    for column in ("operating point", "threshold", "miss rate", "false detections", "accuracy"):
+        points.add_column(column, justify="left" if column == "operating point" else "right")
+    for name, point in report.get("operating_points", {}).items():
+        points.add_row(
+            name.replace("_", " "),
+            f"{point['threshold']:.4f}",
+            _pct(point["miss_rate"]),
+            _pct(point["false_detection_rate"]),
+            _pct(point["accuracy"]),
+        )
+    console.print(points)
 
 
 def main() -> None:
@@ -245,10 +261,10 @@ def main() -> None:
     try:
         app()
     except InspectionError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        log_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
     except FileExistsError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        log_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
 
 

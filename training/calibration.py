@@ -122,3 +122,24 @@ def calibrate_threshold(
         n_defect=n_defect,
         note=note,
     )
+
+
+def max_accuracy_threshold(labels: ArrayLike, scores: ArrayLike) -> float:
+    """The threshold with the highest validation accuracy (the balanced operating point papers quote).
+
+    Reported beside the miss-rate threshold so a QA engineer sees what the miss-rate target costs; it is
+    chosen on validation like the other, never on the test split it is reported on.
+    """
+    y, s = _validate(labels, scores, 0.0, 1.0)
+    candidates = np.unique(s)
+    # Flagging at candidate c: score >= c. Accuracy for every candidate at once via sorted cumulative counts.
+    order = np.argsort(s)
+    sorted_scores, sorted_defect = s[order], y[order]
+    first = np.searchsorted(sorted_scores, candidates, side="left")
+    good_below = np.cumsum(~sorted_defect)
+    defect_below = np.cumsum(sorted_defect)
+    n_good_passed = np.where(first > 0, good_below[first - 1], 0)
+    n_defect_passed = np.where(first > 0, defect_below[first - 1], 0)
+    correct = n_good_passed + (int(y.sum()) - n_defect_passed)
+    best = float(candidates[int(np.argmax(correct))])
+    return _midpoint_below(best, s)

@@ -57,6 +57,7 @@ def evaluate_product(
         predictions,
         bundle.defect_types,
         data_source=source,
+        extra_thresholds=bundle.info.get("extra_thresholds"),
     )
     target = out_dir or settings.home / "reports" / product / f"v{info.version}"
     return report, write_report(report, records, predictions, target)

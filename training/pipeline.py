@@ -24,7 +24,7 @@ from models.classifier import DefectClassifier
 from models.registry import mlflow_client, register_version, resolve_version
 from training import tracking
 from training.augment import build_augmenter
-from training.calibration import Calibration, calibrate_threshold
+from training.calibration import Calibration, calibrate_threshold, max_accuracy_threshold
 from training.data import defect_type_index, load_prepared, resolve_color_mode
 from training.evaluate import build_report, write_report
 from training.features import cached_views, trunk_features
@@ -163,6 +163,7 @@ def train_product(
         val_labels = np.array([r.is_defect for r in parts["val"]], dtype=np.int64)
         calibration = calibrate_threshold(val_labels, val.defect_probability, config.target_miss_rate)
         console.print(f"threshold {calibration.threshold:.4f}: {calibration.note}")
+        extra_thresholds = {"max_validation_accuracy": max_accuracy_threshold(val_labels, val.defect_probability)}
         test = _score(model, parts["test"], spec, cpu, "test")
         bundle = ModelBundle(
             model=model,
@@ -175,6 +176,7 @@ def train_product(
                 "run_id": run.info.run_id,
                 "best_epoch": result.best_epoch,
                 "calibration": calibration.__dict__,
+                "extra_thresholds": extra_thresholds,
                 "label_counts": label_counts(records),
                 "split_counts": {k: len(v) for k, v in parts.items()},
             },
@@ -200,6 +202,7 @@ def train_product(
                 test,
                 defect_types,
                 data_source="test split",
+                extra_thresholds=extra_thresholds,
             )
             report["calibration"] = calibration.__dict__
             report["training"] = {

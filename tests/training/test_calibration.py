@@ -165,3 +165,16 @@ def test_plot_confusion_matrix_writes_png(tmp_path: Path) -> None:
     assert_png(plot_confusion_matrix(matrix, classes, tmp_path / "cm.png", title="confusion"))
     with pytest.raises(ValueError, match="does not match"):
         plot_confusion_matrix(matrix, classes[:2], tmp_path / "bad.png", title="bad")
+
+
+def test_max_accuracy_threshold_matches_brute_force() -> None:
+    from training.calibration import max_accuracy_threshold
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random(400) < 0.3).astype(int)
+    scores = np.round(np.clip(rng.normal(0.35 + 0.3 * labels, 0.15), 0, 1), 2)  # rounded: many ties
+    threshold = max_accuracy_threshold(labels, scores)
+    accuracy = ((scores >= threshold) == labels).mean()
+    brute = max(((scores >= t) == labels).mean() for t in np.unique(scores))
+    assert accuracy == pytest.approx(brute)
+    assert threshold not in set(scores.tolist())  # placed between scores, like the miss-rate threshold

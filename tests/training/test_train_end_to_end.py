@@ -100,3 +100,15 @@ def test_evaluate_on_external_folder(trained_product, synthetic_source, tmp_path
     assert report["data"] == str(synthetic_source)
     assert report["test"]["n_good"] + report["test"]["n_defect"] == 200
     assert report["test"]["auroc"] >= 0.9
+
+
+def test_operating_points_report_the_serving_threshold_and_the_balanced_one(trained_product) -> None:
+    report = trained_product.outcome.report
+    points = report["operating_points"]
+    assert set(points) == {"target_miss_rate", "max_validation_accuracy"}
+    serving = points["target_miss_rate"]
+    assert serving["threshold"] == report["threshold"]
+    assert serving["miss_rate"] == report["test"]["miss_rate"]
+    assert serving["accuracy"] == report["test"]["accuracy"]
+    balanced = points["max_validation_accuracy"]
+    assert 0 <= balanced["accuracy"] <= 1

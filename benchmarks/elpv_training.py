@@ -1,0 +1,35 @@
+"""ELPV end to end on this machine: import, train with the product's config, evaluate on the frozen test split."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from datasets.importers.elpv import import_elpv
+from inspection.settings import Settings
+from training.pipeline import train_product
+
+PRODUCT = "solar-cells"
+# Deitsch et al. (2019), CNN accuracy on the same binary task; our figure is reported as a ratio to it.
+DEITSCH_CNN_ACCURACY = 0.8842
+
+
+def run(configs_dir: Path) -> dict[str, float]:
+    """Figures: wall time of import + training, and the test-split report's headline numbers."""
+    with tempfile.TemporaryDirectory(prefix="bench-elpv-") as home:
+        settings = Settings(home=Path(home), configs_dir=configs_dir)
+        started = time.perf_counter()
+        import_elpv(settings.dataset_dir(PRODUCT), PRODUCT)
+        outcome = train_product(settings, PRODUCT)
+        seconds = time.perf_counter() - started
+    test = outcome.report["test"]
+    return {
+        "elpv_import_train_seconds": round(seconds, 1),
+        "elpv_test_accuracy": test["accuracy"],
+        "elpv_test_auroc": test["auroc"],
+        "elpv_test_miss_rate": test["miss_rate"],
+        "elpv_test_false_detection_rate": test["false_detection_rate"],
+        "elpv_threshold": outcome.report["threshold"],
+        "elpv_accuracy_vs_deitsch_cnn": round(test["accuracy"] / DEITSCH_CNN_ACCURACY, 4),
+    }

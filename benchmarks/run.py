@@ -1,0 +1,43 @@
+"""`make bench`: run every benchmark (or those named), print a table, write reports/bench.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks import elpv_training
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS: dict[str, Callable[[Path], dict[str, float]]] = {
+    "elpv_training": elpv_training.run,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
+    args = parser.parse_args()
+    unknown = set(args.names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    figures: dict[str, float] = {}
+    for name in args.names or BENCHMARKS:
+        figures.update(BENCHMARKS[name](REPO / "configs"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    table = Table(title=f"benchmarks ({args.out})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, f"{value}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The `inspection` command as a user runs it: a real subprocess, clear errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspection.settings import Settings
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "INSPECTION_HOME": str(settings.home),
+        "INSPECTION_CONFIGS_DIR": str(settings.configs_dir),
+        "INSPECTION_DEVICE": "cpu",
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "inspection.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode == 2, result
+    output = result.stdout + result.stderr
+    assert fragment in output
+    assert "Traceback" not in output
+
+
+def test_help_lists_the_contract_commands(settings) -> None:
+    result = run_cli(settings, "--help")
+    assert result.returncode == 0
+    for command in ("datasets", "train", "evaluate", "models"):
+        assert command in result.stdout
+
+
+def test_unknown_product_is_a_clear_error(settings) -> None:
+    assert_clean_error(run_cli(settings, "train", "nosuch"), "no dataset")
+
+
+def test_invalid_product_name_is_refused(settings) -> None:
+    assert_clean_error(run_cli(settings, "datasets", "show", "../etc"), "invalid product name")
+
+
+def test_import_of_a_single_class_folder_is_refused_and_leaves_nothing(settings, tmp_path: Path) -> None:
+    source = tmp_path / "only-good" / "good"
+    source.mkdir(parents=True)
+    cv2.imwrite(str(source / "a.png"), np.full((16, 16), 128, np.uint8))
+    result = run_cli(settings, "datasets", "import", "folder", str(source.parent), "--product", "lonely")
+    assert_clean_error(result, "defective")
+    assert not settings.dataset_dir("lonely").exists()
+    assert not list(settings.datasets_dir.glob(".staging-*"))
+
+
+def test_evaluate_without_a_model_says_how_to_get_one(settings, synthetic_source: Path) -> None:
+    assert (
+        run_cli(settings, "datasets", "import", "folder", str(synthetic_source), "--product", "widget").returncode == 0
+    )
+    assert_clean_error(run_cli(settings, "evaluate", "widget"), "inspection train widget")
+
+
+def test_synth_then_show(settings) -> None:
+    assert run_cli(settings, "datasets", "synth", "--product", "parts", "--n", "40").returncode == 0
+    result = run_cli(settings, "datasets", "show", "parts")
+    assert result.returncode == 0
+    assert "scratch" in result.stdout and "40 images" in result.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_writes_the_json_report(trained_product, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = run_cli(trained_product.settings, "evaluate", trained_product.product, "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["model_version"] == 1
+    assert report["test"]["auroc"] == trained_product.outcome.report["test"]["auroc"]
+    assert "miss rate" in result.stdout
