@@ -10,11 +10,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import elpv_training
+from benchmarks import elpv_training, untuned_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS: dict[str, Callable[[Path], dict[str, float]]] = {
     "elpv_training": elpv_training.run,
+    "untuned_defaults": untuned_defaults.run,
 }
 
 

@@ -1,0 +1,104 @@
+"""The export gate: an exported model must score real decoded images as the PyTorch model does.
+
+The ONNX side preprocesses with the spec embedded in the ONNX file's metadata (exactly what the server will
+do), the PyTorch side with the training spec; so a preprocessing mismatch fails the gate, not only a
+numerical difference in the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inspection.errors import InspectionError
+from inspection.preprocessing import PreprocessSpec, preprocess
+from models.classifier import DefectClassifier
+from models.onnx_runtime import OnnxScorer
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """How closely ONNX Runtime reproduced PyTorch on `n_images` images (max over both outputs)."""
+
+    n_images: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    tolerance: float
+    passed: bool
+
+
+class ParityError(InspectionError):
+    """The exported model does not reproduce the PyTorch model within tolerance."""
+
+
+def torch_scores(
+    model: DefectClassifier, spec: PreprocessSpec, images: Sequence[np.ndarray], batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """(defect probability (N,), type probabilities (N, K)) from PyTorch, in eval mode, on decoded images."""
+    was_training = model.training
+    model.eval()
+    defects: list[np.ndarray] = []
+    types: list[np.ndarray] = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                batch = np.stack([preprocess(image, spec) for image in images[start : start + batch_size]])
+                output = model(torch.from_numpy(batch))
+                defects.append(output.defect_probability.numpy())
+                types.append(output.type_probabilities.numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(defects), np.concatenate(types)
+
+
+def _spec_differences(trained: PreprocessSpec, embedded: PreprocessSpec) -> str:
+    fields = [k for k, v in trained.to_dict().items() if embedded.to_dict().get(k) != v]
+    return f"; embedded preprocessing differs from training's in: {', '.join(fields)}" if fields else ""
+
+
+def check_parity(
+    model: DefectClassifier,
+    spec: PreprocessSpec,
+    onnx_path: Path,
+    images: Sequence[np.ndarray],
+    tolerance: float = 1e-4,
+    batch_size: int = 4,
+) -> ParityResult:
+    """Score `images` with PyTorch (training `spec`) and with the ONNX file (its embedded spec); raise if apart.
+
+    Raises ParityError when any defect or type probability differs by more than `tolerance`, or when the
+    ONNX file cannot score the images with its own embedded preprocessing.
+    """
+    if not images:
+        raise ValueError("parity needs at least one image")
+    try:
+        scorer = OnnxScorer(onnx_path)
+        onnx_defect, onnx_types = scorer.score_images(images, batch_size=batch_size)
+    except InspectionError as exc:
+        raise ParityError(f"the export cannot score images with its own embedded preprocessing: {exc}") from exc
+    torch_defect, torch_types = torch_scores(model, spec, images, batch_size=batch_size)
+    if onnx_types.shape != torch_types.shape:
+        raise ParityError(
+            f"{onnx_path}: type probabilities have shape {onnx_types.shape}, PyTorch gives {torch_types.shape}"
+        )
+    diffs = np.concatenate(
+        [np.abs(onnx_defect.astype(np.float64) - torch_defect), np.abs(onnx_types - torch_types).ravel()]
+    )
+    result = ParityResult(
+        n_images=len(images),
+        max_abs_diff=float(diffs.max()),
+        mean_abs_diff=float(diffs.mean()),
+        tolerance=tolerance,
+        passed=bool(diffs.max() <= tolerance),
+    )
+    if not result.passed:
+        raise ParityError(
+            f"{onnx_path}: ONNX Runtime and PyTorch disagree by up to {result.max_abs_diff:.3g} "
+            f"(mean {result.mean_abs_diff:.3g}) over {result.n_images} images, tolerance {tolerance:g}"
+            f"{_spec_differences(spec, scorer.spec)}"
+        )
+    return result

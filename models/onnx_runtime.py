@@ -1,0 +1,111 @@
+"""Scoring an exported classifier with ONNX Runtime; what the server loads.
+
+Torch-free on purpose (DESIGN: the serving path never imports torch): only numpy, onnxruntime and
+`inspection`. Everything needed to preprocess for the model is read from the ONNX file's own metadata, so a
+served model cannot drift from the preprocessing it was exported with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from inspection.errors import InspectionError
+from inspection.preprocessing import PreprocessSpec, preprocess
+
+METADATA_KEY_PREFIX = "inspection."
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("defect_probability", "type_probabilities")
+_PROVIDERS = ["CPUExecutionProvider"]
+
+
+def decode_metadata(custom_map: Mapping[str, str]) -> dict[str, Any]:
+    """ONNX metadata_props (JSON-encoded values under the prefix) -> decoded dict without the prefix."""
+    return {
+        key.removeprefix(METADATA_KEY_PREFIX): json.loads(value)
+        for key, value in custom_map.items()
+        if key.startswith(METADATA_KEY_PREFIX)
+    }
+
+
+def read_onnx_metadata(path: Path) -> dict[str, Any]:
+    """The `inspection.*` metadata of an ONNX file, decoded, as ONNX Runtime (i.e. the server) sees it."""
+    options = ort.SessionOptions()
+    # Only the metadata is wanted: skip graph optimization and keep the session as cheap as possible.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=_PROVIDERS)
+    return decode_metadata(session.get_modelmeta().custom_metadata_map)
+
+
+class OnnxScorer:
+    """One CPU InferenceSession over an exported classifier, with the preprocessing embedded in it."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        # One request's graph is a chain of convolutions: parallel branches would only contend for cores.
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=_PROVIDERS)
+        self.metadata = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
+        if "preprocess" not in self.metadata:
+            raise InspectionError(f"{path}: no '{METADATA_KEY_PREFIX}preprocess' metadata; not an inspection export")
+        self.spec = PreprocessSpec.from_dict(self.metadata["preprocess"])
+        self.defect_types: list[str] = list(self.metadata.get("defect_types", []))
+        threshold = self.metadata.get("threshold")
+        self.threshold: float | None = None if threshold is None else float(threshold)
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        # Fail at load time, with the reason, rather than on the first frame with an ORT shape error.
+        inputs = {node.name: node.shape for node in self.session.get_inputs()}
+        outputs = {node.name: node.shape for node in self.session.get_outputs()}
+        if INPUT_NAME not in inputs or not set(OUTPUT_NAMES) <= set(outputs):
+            raise InspectionError(
+                f"{self.path}: expected input '{INPUT_NAME}' and outputs {list(OUTPUT_NAMES)}, "
+                f"found {sorted(inputs)} -> {sorted(outputs)}"
+            )
+        self._type_dim = outputs[OUTPUT_NAMES[1]][1]
+        height, width = inputs[INPUT_NAME][2:4]
+        size = self.spec.image_size
+        if any(isinstance(dim, int) and dim != size for dim in (height, width)):
+            raise InspectionError(
+                f"{self.path}: the graph takes {height}x{width} inputs but its preprocessing metadata "
+                f"resizes to {size}x{size}"
+            )
+
+    @property
+    def num_defect_types(self) -> int:
+        """K, the width of `type_probabilities`."""
+        return self._type_dim if isinstance(self._type_dim, int) else len(self.defect_types)
+
+    def score_batch(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed float32 NxCxHxW -> (defect probability (N,), type probabilities (N, K))."""
+        if inputs.ndim != 4:
+            raise ValueError(f"expected an NxCxHxW batch, got shape {inputs.shape}")
+        batch = np.ascontiguousarray(inputs, dtype=np.float32)
+        defect, types = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        return np.asarray(defect), np.asarray(types)
+
+    def score_images(self, images: Sequence[np.ndarray], batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded uint8 gray/RGB images of any size -> (defect probability (N,), type probabilities (N, K))."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        defects: list[np.ndarray] = []
+        types: list[np.ndarray] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            defect, type_probs = self.score_batch(np.stack([preprocess(image, self.spec) for image in chunk]))
+            defects.append(defect)
+            types.append(type_probs)
+        if not defects:
+            return np.zeros(0, np.float32), np.zeros((0, self.num_defect_types), np.float32)
+        return np.concatenate(defects), np.concatenate(types)

@@ -1,0 +1,149 @@
+"""ONNX export: checked, self-describing, optimizable, and provably the same model as in PyTorch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from inspection.preprocessing import PreprocessSpec
+from models.classifier import DefectClassifier
+from models.onnx_export import (
+    INPUT_NAME,
+    OPSET,
+    OUTPUT_NAMES,
+    export_classifier,
+    optimize_onnx,
+    sha256_of_file,
+    weights_sha256,
+)
+from models.onnx_parity import ParityError, check_parity
+from models.onnx_runtime import OnnxScorer, read_onnx_metadata
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = PreprocessSpec(image_size=64, color_mode="gray")
+DEFECT_TYPES = ["scratch", "spot", "crack"]
+
+
+@pytest.fixture(scope="module")
+def model() -> DefectClassifier:
+    torch.manual_seed(0)  # the heads are random: seeded so every run exports the same model
+    return DefectClassifier(num_defect_types=len(DEFECT_TYPES), trainable_stages=2, pretrained=True).eval()
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    """Decoded images as the server gets them: gray and color, smaller, equal and larger than the input."""
+    rng = np.random.default_rng(0)
+    shapes = [(48, 80), (64, 64), (100, 90, 3), (30, 40, 3), (130, 70)]
+    return [rng.integers(0, 256, size=shape, dtype=np.uint8) for shape in shapes]
+
+
+@pytest.fixture(scope="module")
+def metadata(model: DefectClassifier) -> dict[str, Any]:
+    return {
+        "defect_types": DEFECT_TYPES,
+        "threshold": 0.37,
+        "target_miss_rate": 0.01,
+        "model_version": 3,
+        "product": "widget",
+        "training_data": {"n_good": 40, "n_defect": 12},
+        "weights_sha256": weights_sha256(model),
+    }
+
+
+@pytest.fixture(scope="module")
+def exported(model: DefectClassifier, metadata: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_classifier(model, SPEC, tmp_path_factory.mktemp("onnx") / "model.onnx", metadata)
+
+
+def test_export_is_a_checked_opset_17_graph_with_named_io(exported: Path) -> None:
+    proto = onnx.load(str(exported))
+    onnx.checker.check_model(proto, full_check=True)
+    default_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    assert default_opset >= OPSET
+    assert [i.name for i in proto.graph.input] == [INPUT_NAME]
+    assert [o.name for o in proto.graph.output] == list(OUTPUT_NAMES)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch"
+    assert [d.dim_value for d in dims[1:]] == [3, SPEC.image_size, SPEC.image_size]
+
+
+def test_same_padding_is_exported_as_static_pads(exported: Path) -> None:
+    # timm's TF-"same" convs compute pads from the input shape; the export fixes them for the spec's size.
+    ops = {node.op_type for node in onnx.load(str(exported)).graph.node}
+    assert "Pad" in ops
+    assert not ops & {"Shape", "Ceil", "Gather"}
+
+
+def test_batch_dimension_is_dynamic(exported: Path) -> None:
+    scorer = OnnxScorer(exported, threads=1)
+    rng = np.random.default_rng(1)
+    for n in (3, 1):
+        defect, types = scorer.score_batch(rng.standard_normal((n, 3, 64, 64)).astype(np.float32))
+        assert defect.shape == (n,)
+        assert types.shape == (n, len(DEFECT_TYPES))
+        assert np.allclose(types.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_metadata_round_trips(exported: Path, metadata: dict[str, Any]) -> None:
+    assert read_onnx_metadata(exported) == {**metadata, "preprocess": SPEC.to_dict()}
+    scorer = OnnxScorer(exported, threads=1)
+    assert scorer.spec == SPEC
+    assert scorer.defect_types == DEFECT_TYPES
+    assert scorer.threshold == pytest.approx(0.37)
+
+
+def test_optimized_model_keeps_metadata_and_scores(exported: Path, images: list[np.ndarray], tmp_path: Path) -> None:
+    optimized = optimize_onnx(exported, tmp_path / "model.opt.onnx")
+    assert read_onnx_metadata(optimized) == read_onnx_metadata(exported)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temp file left behind
+    raw = OnnxScorer(exported, threads=1).score_images(images, batch_size=2)
+    fast = OnnxScorer(optimized, threads=1).score_images(images, batch_size=2)
+    for a, b in zip(raw, fast, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_exported_model_matches_pytorch_on_decoded_images(
+    model: DefectClassifier, exported: Path, images: list[np.ndarray]
+) -> None:
+    result = check_parity(model, SPEC, exported, images, tolerance=1e-4)
+    assert result.passed
+    assert result.n_images == len(images)
+    assert result.max_abs_diff <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [replace(SPEC, image_size=72), replace(SPEC, mean=0.0, std=255.0), replace(SPEC, color_mode="color")],
+    ids=["image_size", "normalization", "color_mode"],
+)
+def test_preprocessing_mismatch_fails_the_gate(
+    model: DefectClassifier, images: list[np.ndarray], broken: PreprocessSpec, tmp_path: Path
+) -> None:
+    path = export_classifier(model, SPEC, tmp_path / "broken.onnx", {"preprocess": broken.to_dict()})
+    with pytest.raises(ParityError):
+        check_parity(model, SPEC, path, images, tolerance=1e-4)
+
+
+def test_hashes_are_deterministic_and_sensitive(model: DefectClassifier, exported: Path) -> None:
+    assert weights_sha256(model) == weights_sha256(model)
+    changed = DefectClassifier(num_defect_types=len(DEFECT_TYPES), trainable_stages=2, pretrained=True)
+    changed.load_state_dict(model.state_dict())
+    assert weights_sha256(changed) == weights_sha256(model)
+    with torch.no_grad():
+        changed.defect_head.bias += 1e-3
+    assert weights_sha256(changed) != weights_sha256(model)
+    assert len(sha256_of_file(exported)) == 64
+
+
+def test_runtime_module_does_not_import_torch() -> None:
+    code = "import sys, models.onnx_runtime; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)

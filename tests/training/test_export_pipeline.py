@@ -1,0 +1,53 @@
+"""Export of the trained synthetic product: parity with PyTorch, INT8 gate, files attached to the version."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from models.onnx_runtime import OnnxScorer, read_onnx_metadata
+from models.registry import resolve_version
+from training.export_pipeline import FP32_FILE, INT8_FILE, ONNX_DIR, export_product
+
+pytestmark = pytest.mark.slow
+
+
+def test_export_fp32_passes_parity_and_embeds_what_serving_needs(trained_product) -> None:
+    settings, product = trained_product.settings, trained_product.product
+    outcome = export_product(settings, product)
+    assert outcome.parity.passed and outcome.parity.max_abs_diff <= 1e-4
+    assert outcome.parity.n_images == 40  # every image of the frozen test split
+    metadata = read_onnx_metadata(outcome.fp32_path)
+    assert metadata["model_version"] == 1 and metadata["product"] == product
+    assert metadata["defect_types"] == ["crack", "scratch", "spot", "stain"]
+    assert metadata["threshold"] == pytest.approx(trained_product.outcome.calibration.threshold)
+    assert metadata["preprocess"]["image_size"] == 128 and metadata["preprocess"]["color_mode"] == "gray"
+    assert len(metadata["weights_sha256"]) == 64
+    artifacts = resolve_version(settings, product, 1).artifacts / ONNX_DIR
+    assert (artifacts / FP32_FILE).exists() and not list(artifacts.parent.glob(".export-*"))
+    scorer = OnnxScorer(outcome.fp32_path)
+    assert scorer.threshold == pytest.approx(metadata["threshold"])
+
+
+def test_int8_is_refused_when_the_tolerance_is_impossible(trained_product) -> None:
+    settings, product = trained_product.settings, trained_product.product
+    outcome = export_product(settings, product, int8=True, int8_tolerance=-1.0)
+    assert outcome.int8 is not None and not outcome.int8.accepted
+    assert outcome.int8_path is None
+    assert not (outcome.fp32_path.parent / INT8_FILE).exists()
+    report = json.loads((outcome.fp32_path.parent / "export_report.json").read_text())
+    assert report["int8"]["accepted"] is False
+
+
+def test_int8_with_the_default_tolerance_is_judged_and_reported(trained_product) -> None:
+    settings, product = trained_product.settings, trained_product.product
+    outcome = export_product(settings, product, int8=True)
+    decision = outcome.int8
+    assert decision is not None
+    assert outcome.sizes_mb["int8"] < outcome.sizes_mb["fp32"] / 2  # weights really are 8 bit
+    if decision.accepted:
+        assert outcome.int8_path is not None and outcome.int8_path.exists()
+        assert abs(decision.int8_miss_rate - decision.fp32_miss_rate) <= 0.005
+    else:
+        assert "refused" in decision.reason

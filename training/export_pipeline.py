@@ -1,0 +1,195 @@
+"""`inspection export P [--version V] [--int8]`: export, check, compare, and attach to the registered version.
+
+Export means export, check, compare: ONNX checker, ONNX Runtime graph optimization, a parity gate against the
+PyTorch model on real decoded test images, and (with --int8) static quantization accepted only if it keeps the
+miss and false-detection rates. The files land in the version's MLflow artifacts under `onnx/`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+from models.onnx_export import export_classifier, optimize_onnx, weights_sha256
+from models.onnx_parity import ParityResult, check_parity
+from models.onnx_runtime import OnnxScorer
+
+from datasets.layout import ImageRecord, label_counts, scan_dataset, write_atomic_text
+from datasets.splits import Split, load_or_create_splits, split_records
+from inspection.imaging import read_image
+from inspection.product_config import load_product_config
+from inspection.progress import console, progress_task
+from inspection.settings import Settings
+from models.checkpoint import MODEL_FILE, ModelBundle, load_bundle
+from models.quantize import quantize_int8
+from models.registry import mlflow_client, resolve_version
+from training.int8_gate import DEFAULT_TOLERANCE, Int8Decision, int8_gate
+
+ONNX_DIR = "onnx"
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+CALIBRATION_IMAGES = 128
+
+
+@dataclass
+class ExportOutcome:
+    product: str
+    version: int
+    fp32_path: Path
+    int8_path: Path | None
+    parity: ParityResult
+    int8: Int8Decision | None
+    sizes_mb: dict[str, float]
+    latency_ms_bs1: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["fp32_path"], data["int8_path"] = str(self.fp32_path), self.int8_path and str(self.int8_path)
+        return data
+
+
+def _decode(records: list[ImageRecord], what: str) -> list[np.ndarray]:
+    with progress_task(f"decoding {what}", len(records)) as advance:
+        images = []
+        for record in records:
+            images.append(read_image(record.path))
+            advance(1)
+    return images
+
+
+def _calibration_sample(records: list[ImageRecord], seed: int) -> list[ImageRecord]:
+    # Spread over labels so rare defect types shape the activation ranges too.
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(records))[:CALIBRATION_IMAGES]
+    return [records[i] for i in sorted(order)]
+
+
+def _latency_ms(path: Path, images: list[np.ndarray], repeats: int = 30) -> float:
+    scorer = OnnxScorer(path)
+    sample = images[: min(len(images), repeats)]
+    scorer.score_images(sample[:2])  # warm-up: first runs allocate
+    started = time.perf_counter()
+    scorer.score_images(sample)
+    return 1000 * (time.perf_counter() - started) / len(sample)
+
+
+def _scores(path: Path, images: list[np.ndarray]) -> np.ndarray:
+    return OnnxScorer(path).score_images(images)[0]
+
+
+def _int8_candidate(
+    raw: Path,
+    staging: Path,
+    fp32: Path,
+    bundle: ModelBundle,
+    parts: dict[Split, list[ImageRecord]],
+    test_images: list[np.ndarray],
+    seed: int,
+    tolerance: float,
+) -> tuple[Path, Int8Decision]:
+    calibration = _decode(_calibration_sample(parts["train"], seed), "calibration images")
+    candidate = quantize_int8(raw, staging / INT8_FILE, calibration, bundle.spec)
+    val_images = _decode(parts["val"], "validation split")
+    val_labels = np.array([r.is_defect for r in parts["val"]], dtype=np.int64)
+    test_labels = np.array([r.is_defect for r in parts["test"]], dtype=np.int64)
+    decision = int8_gate(
+        val_labels,
+        _scores(fp32, val_images),
+        _scores(candidate, val_images),
+        test_labels,
+        _scores(fp32, test_images),
+        _scores(candidate, test_images),
+        bundle.target_miss_rate,
+        tolerance,
+    )
+    return candidate, decision
+
+
+def _metadata(product: str, version: int, bundle: ModelBundle, records: list[ImageRecord], parts: dict) -> dict:
+    return {
+        "product": product,
+        "model_version": version,
+        "defect_types": bundle.defect_types,
+        "threshold": bundle.threshold,
+        "target_miss_rate": bundle.target_miss_rate,
+        "training_data": {"label_counts": label_counts(records), "split_counts": {k: len(v) for k, v in parts.items()}},
+        "weights_sha256": weights_sha256(bundle.model),
+        "onnxruntime_version": onnxruntime.__version__,
+    }
+
+
+def export_product(
+    settings: Settings,
+    product: str,
+    *,
+    version: int | None = None,
+    int8: bool = False,
+    int8_tolerance: float = DEFAULT_TOLERANCE,
+) -> ExportOutcome:
+    """Export a registered version to ONNX (and INT8 if asked and accepted); attach files to the version."""
+    info = resolve_version(settings, product, version)
+    bundle = load_bundle(info.artifacts / MODEL_FILE)
+    config = load_product_config(settings.configs_dir, product)
+    root = settings.dataset_dir(product)
+    records = scan_dataset(root)
+    split = load_or_create_splits(
+        root, records, config.split.val_fraction, config.split.test_fraction, config.split.seed
+    )
+    parts = split_records(records, split)
+    out_dir = info.artifacts / ONNX_DIR
+    # Everything is built in a staging folder and moved into place only after every gate passed, so a failed
+    # export never leaves a model file that serving could pick up.
+    staging = Path(tempfile.mkdtemp(dir=info.artifacts, prefix=".export-"))
+    try:
+        raw = export_classifier(
+            bundle.model,
+            bundle.spec,
+            staging / "model.raw.onnx",
+            _metadata(product, info.version, bundle, records, parts),
+        )
+        fp32 = optimize_onnx(raw, staging / FP32_FILE)
+        test_images = _decode(parts["test"], "test split")
+        parity = check_parity(bundle.model, bundle.spec, fp32, test_images)
+        console.print(f"parity: max |onnx - torch| = {parity.max_abs_diff:.2e} over {parity.n_images} test images")
+        sizes = {"fp32": fp32.stat().st_size / 1e6}
+        latency = {"fp32": _latency_ms(fp32, test_images)}
+        decision, int8_path = None, None
+        if int8:
+            candidate, decision = _int8_candidate(
+                raw, staging, fp32, bundle, parts, test_images, config.seed, int8_tolerance
+            )
+            console.print(decision.reason)
+            sizes["int8"] = candidate.stat().st_size / 1e6
+            latency["int8"] = _latency_ms(candidate, test_images)
+            int8_path = candidate if decision.accepted else None
+        out_dir.mkdir(exist_ok=True)
+        for stale in (FP32_FILE, INT8_FILE):
+            (out_dir / stale).unlink(missing_ok=True)
+        fp32 = fp32.replace(out_dir / FP32_FILE)
+        int8_path = int8_path.replace(out_dir / INT8_FILE) if int8_path else None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    outcome = ExportOutcome(product, info.version, fp32, int8_path, parity, decision, sizes, latency)
+    write_atomic_text(out_dir / "export_report.json", json.dumps(outcome.summary(), indent=2, default=str))
+    _tag_version(settings, product, info.version, outcome)
+    return outcome
+
+
+def _tag_version(settings: Settings, product: str, version: int, outcome: ExportOutcome) -> None:
+    client = mlflow_client(settings)
+    tags = {
+        "onnx_parity_max_abs_diff": f"{outcome.parity.max_abs_diff:.3e}",
+        "onnx_serving_precision": "int8" if outcome.int8_path else "fp32",
+    }
+    if outcome.int8 is not None:
+        tags["int8_accepted"] = str(outcome.int8.accepted).lower()
+        tags["int8_reason"] = outcome.int8.reason
+    for key, value in tags.items():
+        client.set_model_version_tag(product, str(version), key, value)
