@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,10 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import elpv_training, untuned_defaults
+from benchmarks.context import BenchContext
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS: dict[str, Callable[[Path], dict[str, float]]] = {
+BENCHMARKS: dict[str, Callable[[BenchContext], dict[str, float]]] = {
     "elpv_training": elpv_training.run,
+    "inference_speed": elpv_training.run_speed,
     "untuned_defaults": untuned_defaults.run,
 }
 
@@ -28,8 +31,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     figures: dict[str, float] = {}
-    for name in args.names or BENCHMARKS:
-        figures.update(BENCHMARKS[name](REPO / "configs"))
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        context = BenchContext(configs_dir=REPO / "configs", workdir=Path(workdir))
+        for name in args.names or BENCHMARKS:
+            figures.update(BENCHMARKS[name](context))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     table = Table(title=f"benchmarks ({args.out})")

@@ -7,10 +7,9 @@ installable here, so this checks the defaults on a part that differs from ELPV i
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
+from benchmarks.context import BenchContext
 from datasets.synth import generate_synthetic_product
 from inspection.settings import Settings
 from training.pipeline import train_product
@@ -18,17 +17,16 @@ from training.pipeline import train_product
 PRODUCT = "untuned-part"
 
 
-def run(configs_dir: Path) -> dict[str, float]:
+def run(context: BenchContext) -> dict[str, float]:
     """Figures: wall time and the test-split headline numbers with nothing but configs/default.yaml."""
-    with tempfile.TemporaryDirectory(prefix="bench-untuned-") as home:
-        settings = Settings(home=Path(home), configs_dir=configs_dir)
-        assert not (configs_dir / "products" / f"{PRODUCT}.yaml").exists()
-        generate_synthetic_product(
-            settings.dataset_dir(PRODUCT), n=400, seed=11, color=True, image_size=160, defect_fraction=0.3
-        )
-        started = time.perf_counter()
-        outcome = train_product(settings, PRODUCT)
-        seconds = time.perf_counter() - started
+    settings = Settings(home=context.workdir / "untuned-home", configs_dir=context.configs_dir)
+    assert not (context.configs_dir / "products" / f"{PRODUCT}.yaml").exists()
+    generate_synthetic_product(
+        settings.dataset_dir(PRODUCT), n=400, seed=11, color=True, image_size=160, defect_fraction=0.3
+    )
+    started = time.perf_counter()
+    outcome = train_product(settings, PRODUCT)
+    seconds = time.perf_counter() - started
     test = outcome.report["test"]
     balanced = outcome.report["operating_points"]["max_validation_accuracy"]
     return {

@@ -55,7 +55,7 @@ def quantize_int8(
         prepared = Path(work) / "prepared.onnx"
         quantized = Path(work) / "quantized.onnx"
         # Shape inference and constant folding first, as ONNX Runtime recommends before static quantization.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(fp32_path), str(prepared))
         quantize_static(
             str(prepared),
             str(quantized),

@@ -1,14 +1,17 @@
 """Per-product model registry on MLflow's registry (SQLite backend under INSPECTION_HOME).
 
 The registered model is named after the product. Alias `champion` marks what serves; the first version of a
-product becomes champion by itself so a fresh install serves at once.
+product becomes champion by itself so a fresh install serves at once. Every later version becomes `challenger`
+(the newest candidate awaiting promotion); the gate that moves `champion` lives in models/promotion.py.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from mlflow import MlflowClient
@@ -19,10 +22,14 @@ from inspection.settings import Settings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
+# Where the pipeline leaves the frozen-test-split report inside a version's artifacts.
+REPORT_RELPATH = Path("evaluation") / "report.json"
 
 # MLflow logs schema migrations at INFO on every new store; that is noise on a CLI.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,15 +69,15 @@ def _info(client: MlflowClient, product: str, version: int) -> ModelVersionInfo:
 
 
 def register_version(settings: Settings, product: str, run_id: str, artifact_uri: str, tags: dict[str, str]) -> int:
-    """Register the run's model folder as a new version; the first version becomes champion."""
+    """Register the run's model folder as a new version; the first becomes champion, later ones challenger."""
     client = mlflow_client(settings)
     try:
         client.get_registered_model(product)
     except MlflowException:
         client.create_registered_model(product, description=f"Defect classifier for product {product}")
     version = int(client.create_model_version(product, source=artifact_uri, run_id=run_id, tags=tags).version)
-    if champion(settings, product) is None:
-        client.set_registered_model_alias(product, CHAMPION, str(version))
+    alias = CHAMPION if champion(settings, product) is None else CHALLENGER
+    client.set_registered_model_alias(product, alias, str(version))
     return version
 
 
@@ -81,13 +88,23 @@ def list_versions(settings: Settings, product: str) -> list[ModelVersionInfo]:
     return sorted((_info(client, product, int(mv.version)) for mv in found), key=lambda v: v.version)
 
 
-def champion(settings: Settings, product: str) -> ModelVersionInfo | None:
-    """The version that serves, or None when the product has none."""
+def version_with_alias(settings: Settings, product: str, alias: str) -> ModelVersionInfo | None:
+    """The version an alias points at, or None when the alias (or the product) does not exist."""
     client = mlflow_client(settings)
     try:
-        return _info(client, product, int(client.get_model_version_by_alias(product, CHAMPION).version))
+        return _info(client, product, int(client.get_model_version_by_alias(product, alias).version))
     except MlflowException:
         return None
+
+
+def champion(settings: Settings, product: str) -> ModelVersionInfo | None:
+    """The version that serves, or None when the product has none."""
+    return version_with_alias(settings, product, CHAMPION)
+
+
+def challenger(settings: Settings, product: str) -> ModelVersionInfo | None:
+    """The newest candidate awaiting promotion, or None."""
+    return version_with_alias(settings, product, CHALLENGER)
 
 
 def resolve_version(settings: Settings, product: str, version: int | None = None) -> ModelVersionInfo:
@@ -101,3 +118,52 @@ def resolve_version(settings: Settings, product: str, version: int | None = None
         return _info(mlflow_client(settings), product, version)
     except MlflowException as exc:
         raise InspectionError(f"product {product!r} has no model version {version}") from exc
+
+
+def set_alias(settings: Settings, product: str, alias: str, version: int) -> None:
+    """Point an alias at an existing version (no gate: promotion.promote is the gated way to move champion)."""
+    resolve_version(settings, product, version)
+    mlflow_client(settings).set_registered_model_alias(product, alias, str(version))
+
+
+def delete_alias(settings: Settings, product: str, alias: str) -> None:
+    """Remove an alias; removing one that is not set is not an error."""
+    if version_with_alias(settings, product, alias) is not None:
+        mlflow_client(settings).delete_registered_model_alias(product, alias)
+
+
+def model_tags(settings: Settings, product: str) -> dict[str, str]:
+    """Tags of the product's registered model (empty when the product has no model yet)."""
+    try:
+        return dict(mlflow_client(settings).get_registered_model(product).tags)
+    except MlflowException:
+        return {}
+
+
+def set_model_tag(settings: Settings, product: str, key: str, value: str) -> None:
+    """Set one tag on the product's registered model (values up to 5,000 bytes are portable)."""
+    try:
+        mlflow_client(settings).set_registered_model_tag(product, key, value)
+    except MlflowException as exc:
+        raise InspectionError(f"product {product!r} has no registered model") from exc
+
+
+def set_version_tags(settings: Settings, product: str, version: int, tags: dict[str, str]) -> None:
+    """Set tags on one version (an existing one: a clear error otherwise)."""
+    resolve_version(settings, product, version)
+    client = mlflow_client(settings)
+    for key, value in tags.items():
+        client.set_model_version_tag(product, str(version), key, value)
+
+
+def read_report(info: ModelVersionInfo) -> dict[str, Any] | None:
+    """The version's frozen-test-split evaluation report, or None when it is missing or unreadable."""
+    path = info.artifacts / REPORT_RELPATH
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("unreadable evaluation report %s: %s", path, exc)
+        return None
+    return report if isinstance(report, dict) else None

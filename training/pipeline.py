@@ -21,6 +21,7 @@ from inspection.progress import console, progress_task
 from inspection.settings import Settings
 from models.checkpoint import MODEL_FILE, ModelBundle, save_bundle
 from models.classifier import DefectClassifier
+from models.model_card import write_model_card
 from models.registry import mlflow_client, register_version, resolve_version
 from training import tracking
 from training.augment import build_augmenter
@@ -213,6 +214,8 @@ def train_product(
             }
             paths = write_report(report, parts["test"], test, staging / "evaluation")
             tracking.log_files(list(paths.values()), artifact_path="model/evaluation")
+            card = write_model_card(report, bundle.info, staging / "model_card.md")
+            tracking.log_files([card], artifact_path="model")
             tracking.log_report(report)
         except BaseException:
             mlflow_client(settings).delete_model_version(product, str(version))

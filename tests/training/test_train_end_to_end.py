@@ -60,6 +60,10 @@ def test_first_version_is_registered_as_champion_with_its_artifacts(trained_prod
     saved = json.loads((served.artifacts / "evaluation" / "report.json").read_text())
     assert saved == trained_product.outcome.report
     assert (served.artifacts / "evaluation" / "roc.png").stat().st_size > 5000
+    card = (served.artifacts / "model_card.md").read_text()
+    assert "## Known limits" in card
+    # Each defect type has 3 test images here, far too few to trust its miss rate: the card must say so.
+    assert "too few" in card and "crack" in card
 
 
 def test_mlflow_run_holds_params_epoch_metrics_and_config(trained_product) -> None:

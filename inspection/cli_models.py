@@ -1,0 +1,82 @@
+"""`inspection models ...`: the per-product model registry (list, promote, rollback)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from inspection.cli_common import console, settings_from_env
+from inspection.names import validate_product_name
+
+models_app = typer.Typer(help="The per-product model registry.", no_args_is_help=True)
+
+
+@models_app.command("list")
+def models_list_cmd(product: Annotated[str, typer.Argument(help="Product name.")]) -> None:
+    """Registered versions with aliases, test miss and false-detection rates, and promotion history."""
+    from models.promotion import evidence, promotion_log, rate_text
+    from models.registry import list_versions
+
+    settings = settings_from_env()
+    validate_product_name(product)
+    versions = list_versions(settings, product)
+    if not versions:
+        console.print(f"product {product} has no registered model: run `inspection train {product}`")
+        return
+    table = Table(title=f"models of {product} (rates on the frozen test split)")
+    for column in ("version", "aliases", "miss rate (95% CI, n)", "false detections (95% CI, n)", "threshold"):
+        table.add_column(column)
+    table.add_column("promoted")
+    for info in versions:
+        found = evidence(info)
+        miss = fdr = "no report"
+        if found is not None:
+            miss = rate_text(found.miss_rate, found.miss_rate_ci95, found.n_defect)
+            fdr = rate_text(found.false_detection_rate, found.false_detection_rate_ci95, found.n_good)
+        promoted = ""
+        if info.tags.get("promoted_at"):
+            source = info.tags.get("promoted_from")
+            promoted = info.tags["promoted_at"] + (f" from v{source}" if source else "")
+            promoted += " FORCED" if info.tags.get("forced") == "true" else ""
+        table.add_row(str(info.version), ",".join(info.aliases), miss, fdr, info.tags.get("threshold", ""), promoted)
+    console.print(table)
+    for entry in promotion_log(settings, product)[-5:]:
+        forced = " (forced)" if entry.get("forced") else ""
+        line = f"{entry.get('at')} {entry.get('action')} v{entry.get('from')} -> v{entry.get('to')}{forced}"
+        console.print(line + (f": {entry['reason']}" if entry.get("reason") else ""), markup=False, highlight=False)
+
+
+@models_app.command("promote")
+def models_promote_cmd(
+    product: Annotated[str, typer.Argument(help="Product name.")],
+    version: Annotated[int | None, typer.Argument(help="Version to promote (default: the challenger).")] = None,
+    force: Annotated[bool, typer.Option(help="Override the miss-rate gate (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why; mandatory with --force, recorded either way.")] = None,
+) -> None:
+    """Make a version the champion if its test miss rate is not worse than the champion's beyond its 95% CI."""
+    from models.promotion import promote
+
+    settings = settings_from_env()
+    validate_product_name(product)
+    result = promote(settings, product, version, force=force, reason=reason)
+    console.print(result.comparison, markup=False, highlight=False)
+    if not result.changed:
+        console.print(f"v{result.new_version} is already the champion of {product}; nothing changed")
+        return
+    previous = "none" if result.old_version is None else f"v{result.old_version}"
+    forced = " (FORCED past the gate)" if result.forced else ""
+    console.print(f"{product}: champion is now v{result.new_version} (was {previous}){forced}", markup=False)
+
+
+@models_app.command("rollback")
+def models_rollback_cmd(product: Annotated[str, typer.Argument(help="Product name.")]) -> None:
+    """Restore the champion that served before the current one."""
+    from models.promotion import rollback
+
+    settings = settings_from_env()
+    validate_product_name(product)
+    result = rollback(settings, product)
+    console.print(result.comparison, markup=False, highlight=False)
+    console.print(f"{product}: champion is now v{result.new_version} (rolled back from v{result.old_version})")

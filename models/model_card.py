@@ -1,0 +1,170 @@
+"""A markdown model card per version: data, test-split metrics with intervals, threshold, and known limits.
+
+The "Known limits" section is derived from the numbers, so a card never claims more than its sample sizes allow.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# Below this many test examples a per-type miss rate is mostly noise (its Wilson interval spans tens of points).
+MIN_TYPE_EXAMPLES = 30
+# An interval wider than this (10 percentage points) is too loose to compare or promote on.
+MAX_CI_WIDTH = 0.10
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _ci(ci: list[float] | tuple[float, float] | None) -> str:
+    return "n/a" if not ci else f"{_pct(ci[0])}–{_pct(ci[1])}"
+
+
+def _calibration(report: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    found = report.get("calibration") or info.get("calibration") or {}
+    return found if isinstance(found, dict) else {}
+
+
+def _data_section(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    lines = ["## Data", ""]
+    counts = info.get("label_counts") or {}
+    if counts:
+        lines += ["| label | images |", "|---|---:|"]
+        lines += [f"| {label} | {n} |" for label, n in counts.items()]
+        lines += [f"| **total** | {sum(counts.values())} |", ""]
+    splits = info.get("split_counts") or {}
+    if splits:
+        lines.append("Splits (frozen, seeded, stratified): " + ", ".join(f"{k} {v}" for k, v in splits.items()) + ".")
+    lines += [f"Metrics below are on: {report.get('data', 'the test split')} (never used for training).", ""]
+    return lines
+
+
+def _metrics_section(report: dict[str, Any]) -> list[str]:
+    test = report["test"]
+    n_all = test["n_good"] + test["n_defect"]
+    auroc = test.get("auroc")
+    lines = [
+        "## Test metrics",
+        "",
+        "| figure | value | 95% interval (Wilson) | n |",
+        "|---|---:|---:|---:|",
+        f"| miss rate | {_pct(test['miss_rate'])} | {_ci(test['miss_rate_ci95'])} | {test['n_defect']} |",
+        f"| false-detection rate | {_pct(test['false_detection_rate'])} | "
+        f"{_ci(test['false_detection_rate_ci95'])} | {test['n_good']} |",
+        f"| AUROC | {'n/a' if auroc is None else f'{auroc:.4f}'} |  | {n_all} |",
+        f"| accuracy | {_pct(test.get('accuracy'))} |  | {n_all} |",
+        "",
+    ]
+    per_type = test.get("per_defect_type") or {}
+    if per_type:
+        lines += [
+            "### Miss rate per defect type",
+            "",
+            "| defect type | n | miss rate | 95% interval |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, row in per_type.items():
+            lines.append(f"| {name} | {row['n']} | {_pct(row['miss_rate'])} | {_ci(row.get('miss_rate_ci95'))} |")
+        lines.append("")
+    points = report.get("operating_points") or {}
+    if points:
+        lines += [
+            "### Operating points (thresholds chosen on validation, rates on test)",
+            "",
+            "| operating point | threshold | miss rate | false-detection rate | accuracy |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, p in points.items():
+            lines.append(
+                f"| {name.replace('_', ' ')} | {p['threshold']:.4f} | {_pct(p['miss_rate'])} | "
+                f"{_pct(p['false_detection_rate'])} | {_pct(p.get('accuracy'))} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _threshold_section(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    calibration = _calibration(report, info)
+    lines = [
+        "## Threshold",
+        "",
+        f"Serving threshold **{report['threshold']:.4f}** (a part is flagged when its defect score is at or "
+        f"above it), calibrated on the validation split for a target miss rate of {_pct(report['target_miss_rate'])}.",
+    ]
+    if calibration.get("note"):
+        lines.append(f"How it was chosen: {calibration['note']}.")
+    lines.append("")
+    return lines
+
+
+def known_limits(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    """Plain-language limits read off the numbers (small samples, wide intervals, calibration fallbacks)."""
+    test = report["test"]
+    limits = []
+    if test["n_defect"] == 0:
+        limits.append("The test split has no defective images: the miss rate is unknown.")
+    elif test["miss_rate_ci95"][1] - test["miss_rate_ci95"][0] > MAX_CI_WIDTH:
+        width = 100 * (test["miss_rate_ci95"][1] - test["miss_rate_ci95"][0])
+        limits.append(
+            f"The miss rate's 95% interval is {width:.1f} points wide (n={test['n_defect']} defective test images): "
+            "more defective test images are needed to pin it down."
+        )
+    if test["n_good"] == 0:
+        limits.append("The test split has no good images: the false-detection rate is unknown.")
+    elif test["false_detection_rate_ci95"][1] - test["false_detection_rate_ci95"][0] > MAX_CI_WIDTH:
+        width = 100 * (test["false_detection_rate_ci95"][1] - test["false_detection_rate_ci95"][0])
+        limits.append(
+            f"The false-detection rate's 95% interval is {width:.1f} points wide (n={test['n_good']} good test "
+            "images): more good test images are needed to pin it down."
+        )
+    for name, row in (test.get("per_defect_type") or {}).items():
+        if row["n"] < MIN_TYPE_EXAMPLES:
+            limits.append(
+                f"Defect type `{name}` has only {row['n']} test examples (< {MIN_TYPE_EXAMPLES}): "
+                "too few examples to trust this type's miss rate."
+            )
+    calibration = _calibration(report, info)
+    if calibration.get("method") == "good_quantile":
+        limits.append(
+            "Threshold calibration fell back to a percentile of good scores (the validation split had no "
+            "defective images), so the threshold does not control the miss rate."
+        )
+    target, missed = report.get("target_miss_rate"), test.get("miss_rate")
+    if target is not None and missed is not None and missed > target:
+        limits.append(f"The test miss rate {_pct(missed)} is above the calibration target {_pct(target)}.")
+    if test.get("auroc") is None:
+        limits.append("AUROC is undefined: the test split lacks good or defective images.")
+    return limits
+
+
+def render_model_card(report: dict[str, Any], info: dict[str, Any]) -> str:
+    """The card's markdown text."""
+    product = report.get("product") or info.get("product", "?")
+    lines = [f"# Model card: {product} v{report.get('model_version', '?')}", ""]
+    if info.get("run_id"):
+        lines += [f"MLflow run `{info['run_id']}`.", ""]
+    lines += _data_section(report, info) + _metrics_section(report) + _threshold_section(report, info)
+    lines += ["## Known limits", ""]
+    limits = known_limits(report, info)
+    lines += [f"- {limit}" for limit in limits] or [
+        "- None read off the numbers; they describe data like this test split only."
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(report: dict[str, Any], info: dict[str, Any], path: Path) -> Path:
+    """Write the card atomically (temp file + rename): readers see the old card or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(render_model_card(report, info))
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
