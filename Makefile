@@ -35,11 +35,13 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The main job on real data: import the ELPV solar cells, train, evaluate on the frozen test split.
+# The main job on real data: import the ELPV solar cells, train, evaluate on the frozen test split, export.
 demo: install
 	$(BIN)/inspection datasets import elpv --product solar-cells --replace
 	$(BIN)/inspection train solar-cells
 	$(BIN)/inspection evaluate solar-cells --json reports/solar-cells-report.json
+	$(BIN)/inspection export solar-cells --int8
+	$(BIN)/inspection models list solar-cells
 
 bench: install
 	$(PY) -m benchmarks.run

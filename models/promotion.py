@@ -29,7 +29,7 @@ MAX_REASON_CHARS = 1000
 LOG_REASON_CHARS = 200
 
 
-class PromotionRefused(InspectionError):  # noqa: N818 (name fixed by the issue)
+class PromotionRefused(InspectionError):  # noqa: N818 (reads as the outcome at call sites)
     """The candidate is not measurably as good as the champion on the same frozen test split."""
 
 

@@ -17,9 +17,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime
-from models.onnx_export import export_classifier, optimize_onnx, weights_sha256
-from models.onnx_parity import ParityResult, check_parity
-from models.onnx_runtime import OnnxScorer
 
 from datasets.layout import ImageRecord, label_counts, scan_dataset, write_atomic_text
 from datasets.splits import Split, load_or_create_splits, split_records
@@ -28,6 +25,9 @@ from inspection.product_config import load_product_config
 from inspection.progress import console, progress_task
 from inspection.settings import Settings
 from models.checkpoint import MODEL_FILE, ModelBundle, load_bundle
+from models.onnx_export import export_classifier, optimize_onnx, weights_sha256
+from models.onnx_parity import ParityResult, check_parity
+from models.onnx_runtime import OnnxScorer
 from models.quantize import quantize_int8
 from models.registry import mlflow_client, resolve_version
 from training.int8_gate import DEFAULT_TOLERANCE, Int8Decision, int8_gate
