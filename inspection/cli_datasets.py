@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -36,6 +37,21 @@ def _print_import(report: object) -> None:
         console.print(f"[yellow]skipped[/] {path}: {reason}")
 
 
+def _run_import(product: str, run: Callable[..., Any]) -> None:
+    """Validate the name, run an importer into the product's dataset folder with a progress bar, print the result."""
+    from inspection.progress import progress_task
+
+    settings = settings_from_env()
+    validate_product_name(product)
+    with progress_task(f"importing {product}") as advance:
+        report = run(
+            settings.dataset_dir(product),
+            on_progress=advance,
+            on_total=advance.set_total,  # type: ignore[attr-defined]
+        )
+    _print_import(report)
+
+
 @import_app.command("folder")
 def import_folder_cmd(
     src: Annotated[Path, typer.Argument(help="Folder with one sub-folder per label (good, <defect type>).")],
@@ -47,21 +63,13 @@ def import_folder_cmd(
 ) -> None:
     """Import SRC (<label>/<image>, optional masks/<label>/<stem>.png); unreadable files are reported."""
     from datasets.importers.folder import import_folder
-    from inspection.progress import progress_task
 
-    settings = settings_from_env()
-    validate_product_name(product)
-    with progress_task(f"importing {product}") as advance:
-        report = import_folder(
-            src,
-            settings.dataset_dir(product),
-            product,
-            group_pattern=group_pattern,
-            replace=replace,
-            on_progress=advance,
-            on_total=advance.set_total,  # type: ignore[attr-defined]
-        )
-    _print_import(report)
+    _run_import(
+        product,
+        lambda dest, **progress: import_folder(
+            src, dest, product, group_pattern=group_pattern, replace=replace, **progress
+        ),
+    )
 
 
 @import_app.command("elpv")
@@ -72,20 +80,8 @@ def import_elpv_cmd(
 ) -> None:
     """Import the 2,624 ELPV solar-cell images (defect probability >= 0.5 is 'defect')."""
     from datasets.importers.elpv import import_elpv
-    from inspection.progress import progress_task
 
-    settings = settings_from_env()
-    validate_product_name(product)
-    with progress_task(f"importing {product}") as advance:
-        report = import_elpv(
-            settings.dataset_dir(product),
-            product,
-            replace=replace,
-            limit=limit,
-            on_progress=advance,
-            on_total=advance.set_total,  # type: ignore[attr-defined]
-        )
-    _print_import(report)
+    _run_import(product, lambda dest, **progress: import_elpv(dest, product, replace=replace, limit=limit, **progress))
 
 
 @datasets_app.command("synth")

@@ -105,22 +105,17 @@ def known_limits(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
     """Plain-language limits read off the numbers (small samples, wide intervals, calibration fallbacks)."""
     test = report["test"]
     limits = []
-    if test["n_defect"] == 0:
-        limits.append("The test split has no defective images: the miss rate is unknown.")
-    elif test["miss_rate_ci95"][1] - test["miss_rate_ci95"][0] > MAX_CI_WIDTH:
-        width = 100 * (test["miss_rate_ci95"][1] - test["miss_rate_ci95"][0])
-        limits.append(
-            f"The miss rate's 95% interval is {width:.1f} points wide (n={test['n_defect']} defective test images): "
-            "more defective test images are needed to pin it down."
-        )
-    if test["n_good"] == 0:
-        limits.append("The test split has no good images: the false-detection rate is unknown.")
-    elif test["false_detection_rate_ci95"][1] - test["false_detection_rate_ci95"][0] > MAX_CI_WIDTH:
-        width = 100 * (test["false_detection_rate_ci95"][1] - test["false_detection_rate_ci95"][0])
-        limits.append(
-            f"The false-detection rate's 95% interval is {width:.1f} points wide (n={test['n_good']} good test "
-            "images): more good test images are needed to pin it down."
-        )
+    for rate, n, images, ci in (
+        ("miss rate", test["n_defect"], "defective", test["miss_rate_ci95"]),
+        ("false-detection rate", test["n_good"], "good", test["false_detection_rate_ci95"]),
+    ):
+        if n == 0:
+            limits.append(f"The test split has no {images} images: the {rate} is unknown.")
+        elif ci[1] - ci[0] > MAX_CI_WIDTH:
+            limits.append(
+                f"The {rate}'s 95% interval is {100 * (ci[1] - ci[0]):.1f} points wide (n={n} {images} test "
+                f"images): more {images} test images are needed to pin it down."
+            )
     for name, row in (test.get("per_defect_type") or {}).items():
         if row["n"] < MIN_TYPE_EXAMPLES:
             limits.append(
