@@ -15,6 +15,7 @@ from rich.table import Table
 
 from inspection.cli_common import console, print_report, settings_from_env
 from inspection.cli_datasets import datasets_app
+from inspection.cli_keys import keys_app
 from inspection.cli_models import models_app
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
@@ -23,6 +24,7 @@ from inspection.progress import console as log_console
 app = typer.Typer(help="Defect inspection for production lines.", no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command("train")

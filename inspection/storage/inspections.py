@@ -1,0 +1,92 @@
+"""Inspection rows: add (one per answered frame), fetch, filter and page, and record QA feedback."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inspection.errors import InspectionError
+from inspection.storage.schema import Inspection
+
+MAX_PAGE_SIZE = 500
+
+
+class InspectionNotFound(InspectionError):  # noqa: N818 (reads as the outcome at call sites)
+    """No inspection with that id."""
+
+
+@dataclass(frozen=True)
+class InspectionFilter:
+    """What `list_inspections` narrows by; every field optional."""
+
+    product: str | None = None
+    line_id: str | None = None
+    camera_id: str | None = None
+    verdict: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    has_feedback: bool | None = None
+
+
+def add_inspection(sessions: sessionmaker[Session], **fields: Any) -> Inspection:
+    """Insert one answered inspection in its own transaction; the id is a fresh UUID unless given."""
+    row = Inspection(id=fields.pop("id", None) or str(uuid.uuid4()), **fields)
+    if row.received_at is None:
+        row.received_at = datetime.now(UTC)
+    with sessions.begin() as session:
+        session.add(row)
+    return row
+
+
+def get_inspection(sessions: sessionmaker[Session], inspection_id: str) -> Inspection:
+    """The row with this id, or InspectionNotFound."""
+    with sessions() as session:
+        row = session.get(Inspection, inspection_id)
+    if row is None:
+        raise InspectionNotFound(f"no inspection {inspection_id}")
+    return row
+
+
+def list_inspections(
+    sessions: sessionmaker[Session], where: InspectionFilter, limit: int = 50, offset: int = 0
+) -> tuple[list[Inspection], int]:
+    """One page of matching rows, newest first, and the total number of matches."""
+    if not 1 <= limit <= MAX_PAGE_SIZE or offset < 0:
+        raise InspectionError(f"limit must be in [1, {MAX_PAGE_SIZE}] and offset >= 0")
+    conditions = []
+    for column in ("product", "line_id", "camera_id", "verdict"):
+        value = getattr(where, column)
+        if value is not None:
+            conditions.append(getattr(Inspection, column) == value)
+    if where.since is not None:
+        conditions.append(Inspection.received_at >= where.since)
+    if where.until is not None:
+        conditions.append(Inspection.received_at < where.until)
+    if where.has_feedback is not None:
+        conditions.append(
+            Inspection.feedback_label.is_not(None) if where.has_feedback else Inspection.feedback_label.is_(None)
+        )
+    query = select(Inspection).where(*conditions)
+    with sessions() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.scalars(
+            query.order_by(Inspection.received_at.desc(), Inspection.id).limit(limit).offset(offset)
+        ).all()
+    return list(rows), int(total)
+
+
+def record_feedback(sessions: sessionmaker[Session], inspection_id: str, label: str, by: str | None) -> Inspection:
+    """Store QA's ground truth for an inspection (a later correction replaces an earlier one)."""
+    with sessions.begin() as session:
+        row = session.get(Inspection, inspection_id, with_for_update=True)
+        if row is None:
+            raise InspectionNotFound(f"no inspection {inspection_id}")
+        row.feedback_label = label
+        row.feedback_at = datetime.now(UTC)
+        row.feedback_by = by
+    return row

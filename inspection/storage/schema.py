@@ -1,0 +1,54 @@
+"""Tables. Every answered inspection is one row; API keys are stored only as hashes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Float, Index, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Inspection(Base):
+    """One frame's verdict, who sent it, which model answered, and (later) what QA said it really was."""
+
+    __tablename__ = "inspections"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUID4, assigned by the server
+    product: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[str | None] = mapped_column(String(64))
+    camera_id: Mapped[str | None] = mapped_column(String(64))
+    frame_id: Mapped[str | None] = mapped_column(String(128))
+    captured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    verdict: Mapped[str] = mapped_column(String(16))  # "pass" or "defect"
+    defect_probability: Mapped[float] = mapped_column(Float)
+    defect_type: Mapped[str | None] = mapped_column(String(64))
+    threshold: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    archive_path: Mapped[str | None] = mapped_column(String(512))
+    feedback_label: Mapped[str | None] = mapped_column(String(64))
+    feedback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    feedback_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_inspections_product_received", "product", "received_at"),
+        Index("ix_inspections_line_received", "line_id", "received_at"),
+    )
+
+
+class ApiKey(Base):
+    """An API key's SHA-256 hash and role; the key itself is shown once at creation and never stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))  # camera | qa | manager
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
