@@ -102,6 +102,19 @@ def export_cmd(
         console.print(outcome.int8.reason)
 
 
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Run the inspection server (FastAPI + ONNX Runtime) for this INSPECTION_HOME."""
+    import uvicorn
+
+    from serving.app import create_app
+
+    uvicorn.run(create_app(settings_from_env()), host=host, port=port, log_level="info")
+
+
 def main() -> None:
     """Entry point: user errors become one clear line and exit status 2, never a traceback."""
     try:

@@ -18,6 +18,12 @@ class Settings(BaseSettings):
     configs_dir: Path = Field(default=Path("configs"), description="Per-product YAML configs.")
     device: str = Field(default="auto", description="Torch device for training: auto, cpu, cuda.")
     num_threads: int = Field(default=0, description="Torch CPU threads; 0 means one per core.")
+    max_body_bytes: int = Field(default=20_000_000, description="Largest accepted frame upload.")
+    max_pixels: int = Field(default=50_000_000, description="Largest accepted frame, by its header.")
+    batch_max: int = Field(default=8, description="Largest micro-batch the engine forms.")
+    batch_wait_ms: float = Field(default=2.0, description="How long the engine waits to fill a batch.")
+    queue_size: int = Field(default=64, description="Frames waiting per model before answering 503.")
+    archive_pass_fraction: float = Field(default=0.02, ge=0, le=1, description="Share of passes archived.")
 
     @property
     def datasets_dir(self) -> Path:
@@ -39,6 +45,10 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifacts_dir(self) -> Path:
         return self.mlflow_dir / "artifacts"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.home / "archive"
 
     @property
     def resolved_database_url(self) -> str:

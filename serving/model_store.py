@@ -1,0 +1,42 @@
+"""Which ONNX file serves each product: the champion's accepted INT8 export if there is one, else its fp32 export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from inspection.settings import Settings
+from models import registry
+
+# Export writes model.int8.onnx only when INT8 passed its accuracy gate, so its presence is the decision.
+SERVING_CANDIDATES = ("onnx/model.int8.onnx", "onnx/model.onnx")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    product: str
+    version: int
+    path: Path
+
+
+def serving_file(artifacts: Path) -> Path | None:
+    """The file to serve from a version's artifacts, or None when it was never exported."""
+    for candidate in SERVING_CANDIDATES:
+        if (artifacts / candidate).exists():
+            return artifacts / candidate
+    return None
+
+
+def champion_model(settings: Settings, product: str) -> ServedModel | None:
+    """The exported champion of `product`, or None (no model, or champion not exported yet)."""
+    info = registry.champion(settings, product)
+    if info is None:
+        return None
+    path = serving_file(info.artifacts)
+    return ServedModel(product, info.version, path) if path else None
+
+
+def registered_products(settings: Settings) -> list[str]:
+    """Every product with a registered model, sorted."""
+    client = registry.mlflow_client(settings)
+    return sorted(model.name for model in client.search_registered_models())

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource; they speak HTTP and call services."""

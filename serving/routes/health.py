@@ -1,0 +1,35 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up and answering."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when at least one model is loaded and the database answers; 503 with the reasons otherwise."""
+    state = request.app.state.serving
+
+    def database_ok() -> bool:
+        try:
+            with state.sessions() as session:
+                session.execute(text("select 1"))
+            return True
+        except Exception:
+            return False
+
+    database = await run_in_threadpool(database_ok)
+    models = {product: engine.model_version for product, engine in state.engines.items()}
+    ready = database and bool(models)
+    return JSONResponse({"ready": ready, "database": database, "models": models}, status_code=200 if ready else 503)

@@ -1,0 +1,131 @@
+"""POST /v1/inspect/{product}: a camera frame in, a verdict out, and a row for every answer."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from inspection.errors import InspectionError
+from inspection.names import validate_product_name
+from inspection.preprocessing import preprocess
+from inspection.storage.inspections import add_inspection
+from serving.archive import archive_frame, should_archive
+from serving.auth import CameraKey
+from serving.frames import check_content_type, decode_frame
+from serving.state import ServingState
+
+router = APIRouter(tags=["inspect"])
+FRAME_FIELDS = ("camera_id", "line_id", "frame_id", "captured_at")
+
+
+class InspectResponse(BaseModel):
+    inspection_id: str
+    product: str
+    verdict: str
+    defect_probability: float
+    defect_type: str | None
+    threshold: float
+    model_version: int
+    latency_ms: float
+
+
+async def _read_frame(request: Request, limit: int) -> tuple[bytes, str]:
+    """The image bytes and their content type, from a raw body or a multipart 'file' field; 413 past the limit."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, "multipart request without a 'file' field")
+        data = await upload.read(limit + 1)
+        content_type = upload.content_type or ""
+    else:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                break
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        if size > limit:
+            data = data + b"x"  # over the limit: reported below
+    if len(data) > limit:
+        raise HTTPException(413, f"frame larger than {limit:,} bytes")
+    check_content_type(content_type)
+    return data, content_type
+
+
+def _frame_fields(request: Request) -> dict[str, str | None]:
+    # Query parameters win; headers (camera_id or X-Camera-Id style) serve cameras that cannot change URLs.
+    fields: dict[str, str | None] = {}
+    for name in FRAME_FIELDS:
+        header = "x-" + name.replace("_", "-")
+        fields[name] = request.query_params.get(name) or request.headers.get(name) or request.headers.get(header)
+    return fields
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InspectionError(f"captured_at {value!r} is not an ISO 8601 time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@router.post("/v1/inspect/{product}", response_model=InspectResponse)
+async def inspect_frame(product: str, request: Request, key: CameraKey) -> InspectResponse:
+    """Score one frame with the product's champion model; the verdict is stored before it is answered."""
+    started = time.perf_counter()
+    state: ServingState = request.app.state.serving
+    validate_product_name(product)
+    engine = state.engines.get(product)
+    if engine is None:
+        raise HTTPException(404, f"no served model for product {product!r}")
+    fields = _frame_fields(request)
+    captured_at = _parse_time(fields["captured_at"])
+    data, content_type = await _read_frame(request, state.settings.max_body_bytes)
+    spec = engine.spec
+    image = await run_in_threadpool(decode_frame, data, spec, state.settings.max_pixels)
+    inputs = await run_in_threadpool(preprocess, image, spec)
+    verdict = await engine.submit(inputs)
+    inspection_id, received = str(uuid.uuid4()), datetime.now(UTC)
+    archive_path = None
+    if should_archive(inspection_id, verdict.is_defect, state.settings.archive_pass_fraction):
+        archive_path = await run_in_threadpool(
+            archive_frame, state.settings.archive_dir, product, inspection_id, received, data, content_type
+        )
+    latency_ms = 1000 * (time.perf_counter() - started)
+    row = dict(
+        id=inspection_id,
+        product=product,
+        line_id=fields["line_id"],
+        camera_id=fields["camera_id"],
+        frame_id=fields["frame_id"],
+        captured_at=captured_at,
+        received_at=received,
+        verdict="defect" if verdict.is_defect else "pass",
+        defect_probability=verdict.defect_probability,
+        defect_type=verdict.defect_type,
+        threshold=verdict.threshold,
+        model_version=verdict.model_version,
+        latency_ms=latency_ms,
+        archive_path=str(archive_path) if archive_path else None,
+    )
+    await run_in_threadpool(lambda: add_inspection(state.sessions, **row))
+    return InspectResponse(
+        inspection_id=inspection_id,
+        product=product,
+        verdict=str(row["verdict"]),
+        defect_probability=verdict.defect_probability,
+        defect_type=verdict.defect_type,
+        threshold=verdict.threshold,
+        model_version=verdict.model_version,
+        latency_ms=round(latency_ms, 3),
+    )

@@ -1,0 +1,234 @@
+"""The micro-batching engine: same numbers as direct scoring, batching, backpressure, hot swap, graceful close."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inspection.preprocessing import PreprocessSpec, preprocess
+from models.classifier import DefectClassifier
+from models.onnx_export import export_classifier
+from models.onnx_runtime import OnnxScorer
+from serving.engine import EngineClosed, EngineOverloaded, InferenceEngine, Verdict
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = PreprocessSpec(image_size=64, color_mode="gray")
+DEFECT_TYPES = ["crack", "spot"]
+ATOL_BATCHED = 1e-5  # ORT may pick other kernels for another batch size; the numbers agree to float rounding
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A real tiny classifier exported twice: version 1, and version 2 with a shifted defect head."""
+    torch.manual_seed(0)  # the heads are random: seeded so every run exports the same models
+    model = DefectClassifier(num_defect_types=len(DEFECT_TYPES), trainable_stages=1, pretrained=True).eval()
+    shifted = copy.deepcopy(model)
+    with torch.no_grad():
+        shifted.defect_head.bias += 2.0  # version 2 scores visibly differently, so a verdict shows its model
+    root = tmp_path_factory.mktemp("engine-models")
+    paths = []
+    for version, network in ((1, model), (2, shifted)):
+        metadata = {"model_version": version, "threshold": 0.5, "defect_types": DEFECT_TYPES}
+        paths.append(export_classifier(network, SPEC, root / f"v{version}.onnx", metadata))
+    return paths[0], paths[1]
+
+
+@pytest.fixture(scope="module")
+def scorer_v1(model_files: tuple[Path, Path]) -> OnnxScorer:
+    return OnnxScorer(model_files[0], threads=1)  # one thread: the tests share 2 cores with other work
+
+
+@pytest.fixture(scope="module")
+def scorer_v2(model_files: tuple[Path, Path]) -> OnnxScorer:
+    return OnnxScorer(model_files[1], threads=1)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    """100 preprocessed frames from decoded images of assorted sizes, as the server would submit them."""
+    rng = np.random.default_rng(0)
+    shapes = [(64, 64), (80, 96), (50, 70), (64, 64, 3)]
+    images = [rng.integers(0, 256, size=shapes[i % len(shapes)], dtype=np.uint8) for i in range(100)]
+    return [preprocess(image, SPEC) for image in images]
+
+
+class SlowScorer:
+    """A real scorer that takes `delay` seconds per batch, so the worker stays busy and the queue fills."""
+
+    def __init__(self, inner: OnnxScorer, delay: float):
+        self.inner, self.delay = inner, delay
+        self.spec, self.defect_types = inner.spec, inner.defect_types
+        self.threshold, self.metadata = inner.threshold, inner.metadata
+
+    def score_batch(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        time.sleep(self.delay)
+        return self.inner.score_batch(inputs)
+
+
+class FlakyScorer(SlowScorer):
+    """A real scorer that fails any batch holding a frame whose first value is the poison marker."""
+
+    POISON = 99.0
+
+    def score_batch(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if np.any(inputs[:, 0, 0, 0] == self.POISON):
+            raise RuntimeError("scoring failed")
+        return self.inner.score_batch(inputs)
+
+
+def direct(scorer: OnnxScorer, frame: np.ndarray) -> tuple[float, np.ndarray]:
+    """The defect probability and type probabilities of one frame scored straight through ONNX Runtime."""
+    defect, types = scorer.score_batch(frame[None])
+    return float(defect[0]), types[0]
+
+
+def test_verdict_equals_direct_scoring(scorer_v1: OnnxScorer, frames: list[np.ndarray]) -> None:
+    async def scenario() -> Verdict:
+        engine = InferenceEngine(scorer_v1)
+        try:
+            return await engine.submit(frames[0])
+        finally:
+            await engine.close()
+
+    verdict = asyncio.run(scenario())
+    probability, types = direct(scorer_v1, frames[0])
+    assert verdict.defect_probability == pytest.approx(probability, abs=1e-6)
+    assert (verdict.model_version, verdict.threshold, verdict.batch_size) == (1, 0.5, 1)
+    assert verdict.is_defect == (probability >= 0.5)
+    assert verdict.defect_type == (DEFECT_TYPES[int(np.argmax(types))] if verdict.is_defect else None)
+
+
+def test_concurrent_submits_are_batched_and_each_frame_gets_its_own_result(
+    scorer_v1: OnnxScorer, frames: list[np.ndarray]
+) -> None:
+    async def scenario() -> list[Verdict]:
+        engine = InferenceEngine(scorer_v1, max_batch=8, max_wait_ms=5, queue_size=64)
+        try:
+            return await asyncio.gather(*(engine.submit(frame) for frame in frames[:64]))
+        finally:
+            await engine.close()
+
+    verdicts = asyncio.run(scenario())
+    assert len(verdicts) == 64
+    assert max(verdict.batch_size for verdict in verdicts) > 1
+    assert all(verdict.batch_size <= 8 for verdict in verdicts)
+    for frame, verdict in zip(frames[:64], verdicts, strict=True):
+        assert verdict.defect_probability == pytest.approx(direct(scorer_v1, frame)[0], abs=ATOL_BATCHED)
+
+
+def test_full_queue_refuses_at_once_and_never_grows(scorer_v1: OnnxScorer, frames: list[np.ndarray]) -> None:
+    async def scenario() -> None:
+        engine = InferenceEngine(SlowScorer(scorer_v1, delay=0.3), max_batch=1, queue_size=2)  # type: ignore[arg-type]
+        first = asyncio.create_task(engine.submit(frames[0]))
+        await asyncio.sleep(0)  # the first frame is queued
+        for _ in range(1000):  # until the worker has taken it and spends 0.3 s scoring it
+            if not engine.queue_depth:
+                break
+            await asyncio.sleep(0.001)
+        burst = [asyncio.create_task(engine.submit(frame)) for frame in frames[1:11]]
+        await asyncio.sleep(0)  # every burst task has now tried to enqueue
+        assert engine.queue_depth == 2
+        started = time.perf_counter()
+        with pytest.raises(EngineOverloaded):
+            await engine.submit(frames[11])
+        assert time.perf_counter() - started < 0.05  # refused immediately, not after waiting for room
+        outcomes = await asyncio.gather(first, *burst, return_exceptions=True)
+        assert sum(isinstance(outcome, Verdict) for outcome in outcomes) == 3  # in flight + the two queued
+        assert sum(isinstance(outcome, EngineOverloaded) for outcome in outcomes) == 8
+        await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_hot_swap_mid_stream_answers_every_frame_with_the_model_that_scored_it(
+    scorer_v1: OnnxScorer, scorer_v2: OnnxScorer, frames: list[np.ndarray]
+) -> None:
+    async def scenario() -> list[Verdict]:
+        engine = InferenceEngine(scorer_v1, max_batch=8, max_wait_ms=2, queue_size=128)
+        tasks = []
+        for index, frame in enumerate(frames):
+            tasks.append(asyncio.create_task(engine.submit(frame)))
+            if index == 49:
+                engine.swap(scorer_v2, 2)
+                assert engine.model_version == 2 and engine.spec == scorer_v2.spec
+            await asyncio.sleep(0.002)  # a stream, not one burst: batches close on both sides of the swap
+        try:
+            return await asyncio.gather(*tasks)  # any failed frame fails the test
+        finally:
+            await engine.close()
+
+    verdicts = asyncio.run(scenario())
+    versions = [verdict.model_version for verdict in verdicts]
+    assert versions == sorted(versions) and set(versions) == {1, 2}
+    assert set(versions[50:]) == {2}  # submitted after the swap: never scored by the old model
+    scorers = {1: scorer_v1, 2: scorer_v2}
+    for frame, verdict in zip(frames, verdicts, strict=True):
+        expected = direct(scorers[verdict.model_version], frame)[0]
+        assert verdict.defect_probability == pytest.approx(expected, abs=ATOL_BATCHED)
+
+
+def test_close_answers_every_queued_frame_then_refuses(scorer_v1: OnnxScorer, frames: list[np.ndarray]) -> None:
+    async def scenario() -> None:
+        engine = InferenceEngine(SlowScorer(scorer_v1, delay=0.05), max_batch=2, queue_size=16)  # type: ignore[arg-type]
+        tasks = [asyncio.create_task(engine.submit(frame)) for frame in frames[:10]]
+        await asyncio.sleep(0)
+        assert engine.queue_depth > 0  # frames are still waiting when close() begins
+        await engine.close()
+        assert all(task.done() and isinstance(task.result(), Verdict) for task in tasks)
+        with pytest.raises(EngineClosed):
+            await engine.submit(frames[0])
+        with pytest.raises(EngineClosed):
+            engine.swap(scorer_v1, 3)
+        await engine.close()  # idempotent
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_batch_fails_only_its_frames_and_the_worker_survives(
+    scorer_v1: OnnxScorer, frames: list[np.ndarray]
+) -> None:
+    poisoned = frames[2].copy()
+    poisoned[0, 0, 0] = FlakyScorer.POISON
+
+    async def scenario() -> tuple[list[object], Verdict]:
+        engine = InferenceEngine(FlakyScorer(scorer_v1, delay=0.0), max_batch=1)  # type: ignore[arg-type]
+        try:
+            batch = [frames[0], frames[1], poisoned, frames[3], frames[4]]
+            outcomes = await asyncio.gather(*(engine.submit(frame) for frame in batch), return_exceptions=True)
+            return outcomes, await engine.submit(frames[5])
+        finally:
+            await engine.close()
+
+    outcomes, later = asyncio.run(scenario())
+    assert isinstance(outcomes[2], RuntimeError)
+    assert all(isinstance(outcome, Verdict) for index, outcome in enumerate(outcomes) if index != 2)
+    assert later.defect_probability == pytest.approx(direct(scorer_v1, frames[5])[0], abs=1e-6)
+
+
+def test_a_frame_of_the_wrong_size_fails_alone(scorer_v1: OnnxScorer, frames: list[np.ndarray]) -> None:
+    wrong = preprocess(np.zeros((32, 32), np.uint8), PreprocessSpec(image_size=32, color_mode="gray"))
+
+    async def scenario() -> list[object]:
+        engine = InferenceEngine(scorer_v1, max_batch=8, max_wait_ms=20)
+        try:
+            submitted = [frames[0], wrong, frames[1]]
+            return await asyncio.gather(*(engine.submit(frame) for frame in submitted), return_exceptions=True)
+        finally:
+            await engine.close()
+
+    outcomes = asyncio.run(scenario())
+    assert isinstance(outcomes[0], Verdict) and isinstance(outcomes[2], Verdict)
+    assert isinstance(outcomes[1], ValueError) and "does not match" in str(outcomes[1])
+
+
+def test_engine_import_does_not_pull_in_torch() -> None:
+    code = "import sys, serving.engine; assert 'torch' not in sys.modules, 'serving.engine imported torch'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
