@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,32 +10,12 @@ from fastapi import FastAPI
 
 from inspection.settings import Settings
 from inspection.storage.database import open_database
-from models.onnx_runtime import OnnxScorer
-from serving.engine import InferenceEngine
 from serving.errors import install_error_handlers
-from serving.model_store import champion_model, registered_products
-from serving.routes import health, inspect, inspections
+from serving.metrics import RequestMetricsMiddleware, ServingMetrics
+from serving.model_watcher import sync_engines, watch_champions
+from serving.reject_publisher import RejectPublisher
+from serving.routes import health, inspect, inspections, metrics, products, stats
 from serving.state import ServingState
-
-log = logging.getLogger("serving")
-
-
-def load_engines(settings: Settings) -> dict[str, InferenceEngine]:
-    """One engine per product whose champion has been exported; products without one are logged, not fatal."""
-    engines = {}
-    for product in registered_products(settings):
-        served = champion_model(settings, product)
-        if served is None:
-            log.warning("product %s has no exported champion; run `inspection export %s`", product, product)
-            continue
-        engines[product] = InferenceEngine(
-            OnnxScorer(served.path),
-            max_batch=settings.batch_max,
-            max_wait_ms=settings.batch_wait_ms,
-            queue_size=settings.queue_size,
-            model_version=served.version,
-        )
-    return engines
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -44,15 +24,25 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = ServingState(settings=settings, sessions=open_database(settings.resolved_database_url))
-        state.engines = load_engines(settings)
+        await sync_engines(state)
+        if settings.mqtt_url:
+            state.rejects = RejectPublisher(settings.mqtt_url, settings.mqtt_topic_prefix, app.state.metrics.registry)
+            state.rejects.start()
         app.state.serving = state
+        watcher = asyncio.create_task(watch_champions(state, settings.model_poll_seconds))
         yield
+        watcher.cancel()
         # Graceful: every queued and in-flight frame is answered before the engines stop.
         for engine in state.engines.values():
             await engine.close()
+        if state.rejects is not None:  # after the engines: the last answered defects still get their message
+            await asyncio.to_thread(state.rejects.stop)
 
     app = FastAPI(title="Line inspection", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for module in (inspect, inspections, health):
+    # Engines exist only once the lifespan has run; the queue-depth gauge reads them at scrape time.
+    app.state.metrics = ServingMetrics(lambda: getattr(getattr(app.state, "serving", None), "engines", {}))
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    for module in (inspect, inspections, products, stats, health, metrics):
         app.include_router(module.router)
     return app

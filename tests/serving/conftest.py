@@ -36,6 +36,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_started(server: uvicorn.Server, thread: threading.Thread, timeout: float = 60) -> None:
+    """Block until uvicorn accepts connections; fail clearly if it died or hung."""
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def live_server(trained_product) -> Iterator[LiveServer]:
     from training.export_pipeline import export_product
@@ -48,11 +57,7 @@ def live_server(trained_product) -> Iterator[LiveServer]:
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
+    wait_until_started(server, thread)
     yield LiveServer(f"http://127.0.0.1:{port}", settings, product, keys)
     server.should_exit = True
     thread.join(timeout=30)

@@ -1,0 +1,89 @@
+"""Products and their model versions; gated promotion that this replica applies at once (others on their poll)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from inspection.names import validate_product_name
+from models import registry
+from models.promotion import PromotionRefused, promote
+from serving.auth import QaKey, ReaderKey
+from serving.model_store import registered_products, serving_file
+from serving.model_watcher import sync_engines
+
+router = APIRouter(tags=["products"])
+
+
+class PromoteRequest(BaseModel):
+    force: bool = False
+    reason: str | None = None
+
+
+@router.get("/v1/products")
+async def list_products(request: Request, key: ReaderKey) -> list[dict[str, Any]]:
+    """Registered products with the model version this replica serves."""
+    engines = request.app.state.serving.engines
+    products = await run_in_threadpool(registered_products, request.app.state.serving.settings)
+    return [{"product": p, "served_version": engines[p].model_version if p in engines else None} for p in products]
+
+
+@router.get("/v1/products/{product}/models")
+async def list_models(product: str, request: Request, key: ReaderKey) -> list[dict[str, Any]]:
+    """Versions with aliases, whether they are exported, and their frozen-test miss and false-detection rates."""
+    settings = request.app.state.serving.settings
+    validate_product_name(product)
+
+    def describe() -> list[dict[str, Any]]:
+        rows = []
+        for info in registry.list_versions(settings, product):
+            test = (registry.read_report(info) or {}).get("test", {})
+            rows.append(
+                {
+                    "version": info.version,
+                    "aliases": list(info.aliases),
+                    "exported": serving_file(info.artifacts) is not None,
+                    **{k: test.get(k) for k in ("n_good", "n_defect", "miss_rate", "miss_rate_ci95")},
+                    **{k: test.get(k) for k in ("false_detection_rate", "false_detection_rate_ci95")},
+                }
+            )
+        return rows
+
+    rows = await run_in_threadpool(describe)
+    if not rows:
+        raise HTTPException(404, f"product {product!r} has no registered model")
+    return rows
+
+
+@router.post("/v1/products/{product}/models/{version}/promote")
+async def promote_version(
+    product: str, version: int, request: Request, key: QaKey, body: PromoteRequest | None = None
+) -> dict[str, Any]:
+    """Promote a version to champion through the registry's gate; refused promotions answer 409."""
+    state = request.app.state.serving
+    validate_product_name(product)
+    body = body or PromoteRequest()
+    info = await run_in_threadpool(registry.resolve_version, state.settings, product, version)
+    if serving_file(info.artifacts) is None:
+        raise HTTPException(
+            409, f"version {version} has not been exported; run `inspection export {product} --version {version}`"
+        )
+    try:
+        result = await run_in_threadpool(
+            lambda: promote(state.settings, product, version, force=body.force, reason=body.reason)
+        )
+    except PromotionRefused as exc:
+        raise HTTPException(409, str(exc)) from exc
+    await sync_engines(state)
+    return {
+        "product": product,
+        "old_version": result.old_version,
+        "new_version": result.new_version,
+        "forced": result.forced,
+        "changed": result.changed,
+        "comparison": result.comparison,
+        "promoted_by": key.name,
+    }

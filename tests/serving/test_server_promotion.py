@@ -1,0 +1,91 @@
+"""Promotion while cameras stream: every frame is answered, and each answer names the version that scored it."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+
+from inspection.settings import Settings
+from inspection.storage.api_keys import create_api_key
+from inspection.storage.database import open_database
+from inspection.storage.inspections import InspectionFilter, list_inspections
+from models import registry
+from serving.app import create_app
+from tests.serving.conftest import LiveServer, _free_port, wait_until_started
+from tests.serving.test_server import _frame
+
+pytestmark = pytest.mark.slow
+
+
+def _home_with_two_exported_versions(trained_product, tmp_path: Path) -> Settings:
+    """A private copy of the trained home plus a second registered version (a copy of v1's exported files)."""
+    from training.export_pipeline import export_product
+
+    source = trained_product.settings
+    export_product(source, trained_product.product)
+    home = tmp_path / "var"
+    shutil.copytree(source.home, home)
+    settings = source.model_copy(update={"home": home, "model_poll_seconds": 0.2})
+    v1 = registry.resolve_version(settings, trained_product.product, 1)
+    v2_artifacts = tmp_path / "v2-artifacts"
+    shutil.copytree(v1.artifacts, v2_artifacts)
+    client = registry.mlflow_client(settings)
+    run = client.create_run(client.get_experiment_by_name(trained_product.product).experiment_id)
+    client.set_terminated(run.info.run_id)
+    assert registry.register_version(settings, trained_product.product, run.info.run_id, v2_artifacts.as_uri(), {}) == 2
+    return settings
+
+
+def test_promotion_under_load_drops_nothing(trained_product, tmp_path: Path) -> None:
+    settings = _home_with_two_exported_versions(trained_product, tmp_path)
+    product = trained_product.product
+    sessions = open_database(settings.resolved_database_url)
+    keys = {role: create_api_key(sessions, role, f"promotion {role}") for role in ("camera", "qa")}
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until_started(server, thread)
+    live = LiveServer(f"http://127.0.0.1:{port}", settings, product, keys)
+    frames = [_frame(seed) for seed in range(5)]
+    promoted = threading.Event()
+
+    def camera(index: int) -> list[int]:
+        versions = []
+        with live.client("camera") as client:
+            for i in range(120):
+                response = client.post(
+                    f"/v1/inspect/{product}",
+                    content=frames[i % 5],
+                    headers={"Content-Type": "image/png"},
+                    params={"line_id": "line-promo", "camera_id": f"cam-{index}"},
+                )
+                assert response.status_code == 200, response.text
+                versions.append(response.json()["model_version"])
+                if index == 0 and i == 40:
+                    with live.client("qa") as qa:
+                        answer = qa.post(f"/v1/products/{product}/models/2/promote", json={})
+                    assert answer.status_code == 200, answer.text
+                    promoted.set()
+        return versions
+
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            per_camera = list(pool.map(camera, range(4)))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert promoted.is_set()
+    for versions in per_camera:
+        assert versions == sorted(versions), "a camera saw the old model after the new one"
+        assert versions[-1] == 2
+    assert sum(v == 1 for v in per_camera[0]) >= 40
+    total = list_inspections(sessions, InspectionFilter(line_id="line-promo"), limit=1)[1]
+    assert total == 4 * 120
+    assert np.sum([len(v) for v in per_camera]) == total
