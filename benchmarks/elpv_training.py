@@ -46,3 +46,16 @@ def run_speed(context: BenchContext) -> dict[str, float]:
     if not context.elpv_trained:
         run(context)
     return measure(context.elpv_settings, PRODUCT, context.workdir)
+
+
+def run_server_load(context: BenchContext) -> dict[str, float]:
+    """End-to-end HTTP load on the exported ELPV model (trains and exports first when this run has not)."""
+    from benchmarks.server_load import run_load
+    from serving.model_store import champion_model
+    from training.export_pipeline import export_product
+
+    if not context.elpv_trained:
+        run(context)
+    if champion_model(context.elpv_settings, PRODUCT) is None:
+        export_product(context.elpv_settings, PRODUCT, int8=True)
+    return run_load(context.elpv_settings, PRODUCT)

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS: dict[str, Callable[[BenchContext], dict[str, float]]] = {
     "elpv_training": elpv_training.run,
     "inference_speed": elpv_training.run_speed,
+    "server_load": elpv_training.run_server_load,
     "untuned_defaults": untuned_defaults.run,
 }
 
