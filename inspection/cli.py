@@ -17,6 +17,7 @@ from inspection.cli_common import console, print_report, settings_from_env
 from inspection.cli_datasets import datasets_app
 from inspection.cli_keys import keys_app
 from inspection.cli_models import models_app
+from inspection.cli_stats import stats_cmd
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
 from inspection.progress import console as log_console
@@ -25,6 +26,7 @@ app = typer.Typer(help="Defect inspection for production lines.", no_args_is_hel
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.command("stats")(stats_cmd)
 
 
 @app.command("train")

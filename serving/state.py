@@ -1,4 +1,4 @@
-"""What a running server holds: settings, the database, and one inference engine per served product."""
+"""What a running server holds: settings, the database, one inference engine per served product, the rejects."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.settings import Settings
 from serving.engine import InferenceEngine
+from serving.reject_publisher import RejectPublisher
 
 
 @dataclass
@@ -15,3 +16,4 @@ class ServingState:
     settings: Settings
     sessions: sessionmaker[Session]
     engines: dict[str, InferenceEngine] = field(default_factory=dict)
+    rejects: RejectPublisher | None = None  # None: MQTT reject messages are off

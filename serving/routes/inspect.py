@@ -119,6 +119,9 @@ async def inspect_frame(product: str, request: Request, key: CameraKey) -> Inspe
         archive_path=str(archive_path) if archive_path else None,
     )
     await run_in_threadpool(lambda: add_inspection(state.sessions, **row))
+    request.app.state.metrics.observe_verdict(product, verdict)
+    if verdict.is_defect and state.rejects is not None:
+        state.rejects.publish(row)  # non-blocking; a broker outage never fails the answer
     return InspectResponse(
         inspection_id=inspection_id,
         product=product,

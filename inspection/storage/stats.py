@@ -1,0 +1,185 @@
+"""Defect statistics from stored inspections: counts, defect rate, per-type counts and the live miss and
+false-detection rates measured against QA feedback, each with its Wilson 95% interval and sample size."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, func, literal_column, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inspection.errors import InspectionError
+from inspection.metrics import wilson_interval
+from inspection.storage.schema import Inspection
+
+Bucket = Literal["hour", "shift", "day"]
+BUCKETS: tuple[str, ...] = ("hour", "shift", "day")
+MIN_TRUSTED_N = 30  # below this a Wilson interval is too wide to act on
+NO_LINE = "(none)"
+UNTYPED = "(none)"
+_HOUR_FORMAT = "%Y-%m-%dT%H"
+
+
+@dataclass
+class _Tally:
+    """Running counts for one group of inspections."""
+
+    n: int = 0
+    n_defect: int = 0
+    per_type: Counter[str] = field(default_factory=Counter)
+    n_reviewed: int = 0
+    defects_reviewed: int = 0
+    defects_missed: int = 0
+    goods_reviewed: int = 0
+    goods_flagged: int = 0
+
+    def add(self, verdict: str, defect_type: str | None, label: str | None, count: int) -> None:
+        """Count `count` inspections that share this verdict, type and QA label."""
+        self.n += count
+        if verdict == "defect":
+            self.n_defect += count
+            self.per_type[defect_type or UNTYPED] += count
+        if label is None:
+            return
+        self.n_reviewed += count
+        if label == "good":
+            self.goods_reviewed += count
+            self.goods_flagged += count if verdict == "defect" else 0
+        else:
+            self.defects_reviewed += count
+            self.defects_missed += count if verdict == "pass" else 0
+
+    def block(self) -> dict[str, Any]:
+        """The JSON-ready summary of this group."""
+        warnings = []
+        if self.defects_reviewed < MIN_TRUSTED_N:
+            warnings.append(f"only {self.defects_reviewed} QA-checked defective frames: too few to trust the miss rate")
+        if self.goods_reviewed < MIN_TRUSTED_N:
+            warnings.append(
+                f"only {self.goods_reviewed} QA-checked good frames: too few to trust the false-detection rate"
+            )
+        return {
+            "n": self.n,
+            "n_defect": self.n_defect,
+            "defect_rate": self.n_defect / self.n if self.n else None,
+            "per_type": dict(sorted(self.per_type.items(), key=lambda item: (-item[1], item[0]))),
+            "qa": {
+                "n_reviewed": self.n_reviewed,
+                "miss_rate": _rate(self.defects_missed, self.defects_reviewed),
+                "false_detection_rate": _rate(self.goods_flagged, self.goods_reviewed),
+                "warning": "; ".join(warnings) or None,
+            },
+        }
+
+
+def _rate(k: int, n: int) -> dict[str, Any]:
+    return {"rate": k / n if n else None, "k": k, "n": n, "ci95": list(wilson_interval(k, n))}
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    # SQLite stores wall-clock time without an offset, so every bound must be in UTC like the stored rows;
+    # a naive bound is taken to be UTC already.
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _hour_key(sessions: sessionmaker[Session]) -> ColumnElement[str]:
+    # Truncating to the UTC hour in SQL keeps the rows sent to Python to one per hour and group, however many
+    # frames a line sends; shifts and days are whole hours, so they are rolled up from these keys in Python.
+    if sessions.kw["bind"].dialect.name == "sqlite":
+        return func.strftime(literal_column(f"'{_HOUR_FORMAT}'"), Inspection.received_at)
+    # Constants, not bound parameters: PostgreSQL only matches the GROUP BY expression to the selected one
+    # when they are textually identical, and two bound parameters never are.
+    utc = func.timezone(literal_column("'UTC'"), Inspection.received_at)
+    return func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24'"))
+
+
+def bucket_bounds(hour: datetime, bucket: Bucket, shift_starts: Sequence[int]) -> tuple[datetime, datetime]:
+    """Start and end of the hour, shift or day bucket holding the UTC hour `hour`."""
+    if bucket == "hour":
+        return hour, hour + timedelta(hours=1)
+    midnight = hour.replace(hour=0)
+    if bucket == "day":
+        return midnight, midnight + timedelta(days=1)
+    starts = sorted(shift_starts)
+    # Before the first start of a day, the hour belongs to the previous day's last shift (it runs past midnight).
+    started_today = hour.hour >= starts[0]
+    day = midnight if started_today else midnight - timedelta(days=1)
+    start_hour = max(s for s in starts if s <= hour.hour) if started_today else starts[-1]
+    later = [s for s in starts if s > start_hour]
+    end = day + timedelta(hours=later[0]) if later else day + timedelta(days=1, hours=starts[0])
+    return day + timedelta(hours=start_hour), end
+
+
+def compute_stats(
+    sessions: sessionmaker[Session],
+    *,
+    product: str | None = None,
+    line_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bucket: Bucket | None = None,
+    shift_starts: Sequence[int] = (6, 14, 22),
+) -> dict[str, Any]:
+    """Totals, per product, per line and (with `bucket`) per UTC hour, shift or day; `until` is exclusive."""
+    since, until = _as_utc(since), _as_utc(until)
+    if since is not None and until is not None and since >= until:
+        raise InspectionError("since must be earlier than until")
+    if bucket is not None and bucket not in BUCKETS:
+        raise InspectionError(f"bucket must be one of {', '.join(BUCKETS)}")
+    whole_hours = all(isinstance(s, int) and 0 <= s < 24 for s in shift_starts)
+    if not shift_starts or not whole_hours or len(set(shift_starts)) != len(shift_starts):
+        raise InspectionError("shift starts must be distinct whole hours in [0, 24)")
+    conditions = []
+    if product is not None:
+        conditions.append(Inspection.product == product)
+    if line_id is not None:
+        conditions.append(Inspection.line_id == line_id)
+    if since is not None:
+        conditions.append(Inspection.received_at >= since)
+    if until is not None:
+        conditions.append(Inspection.received_at < until)
+    columns = ("product", "line_id", "verdict", "defect_type", "feedback_label")
+    keys: list[ColumnElement[Any]] = [getattr(Inspection, name).expression for name in columns]
+    if bucket is not None:
+        keys.append(_hour_key(sessions).label("hour"))
+    query = select(*keys, func.count().label("n_rows")).where(*conditions).group_by(*keys)
+    with sessions() as session:
+        groups = session.execute(query).all()
+
+    totals = _Tally()
+    by_product: defaultdict[str, _Tally] = defaultdict(_Tally)
+    by_line: defaultdict[str, _Tally] = defaultdict(_Tally)
+    by_bucket: defaultdict[tuple[datetime, datetime], _Tally] = defaultdict(_Tally)
+    for group in groups:
+        tallies = [totals, by_product[group.product], by_line[group.line_id or NO_LINE]]
+        if bucket is not None:
+            hour = datetime.strptime(group.hour, _HOUR_FORMAT).replace(tzinfo=UTC)
+            tallies.append(by_bucket[bucket_bounds(hour, bucket, shift_starts)])
+        for tally in tallies:
+            tally.add(group.verdict, group.defect_type, group.feedback_label, int(group.n_rows))
+
+    result: dict[str, Any] = {
+        "filters": {
+            "product": product,
+            "line_id": line_id,
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+            "bucket": bucket,
+            "shift_starts": sorted(shift_starts),
+        },
+        "totals": totals.block(),
+        "by_product": {name: by_product[name].block() for name in sorted(by_product)},
+        "by_line": {name: by_line[name].block() for name in sorted(by_line)},
+    }
+    if bucket is not None:
+        result["buckets"] = [
+            {"start": start.isoformat(), "end": end.isoformat(), **by_bucket[start, end].block()}
+            for start, end in sorted(by_bucket)
+        ]
+    return result

@@ -1,0 +1,37 @@
+"""Defect statistics for plant managers and QA: counts, defect rate, per-type counts, live miss and
+false-detection rates with Wilson intervals, by product, line and time bucket."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from inspection.storage.stats import Bucket, compute_stats
+from serving.auth import ReaderKey
+
+router = APIRouter(tags=["stats"])
+
+
+@router.get("/v1/stats")
+async def get_stats(
+    request: Request,
+    _key: ReaderKey,
+    product: str | None = None,
+    line: Annotated[str | None, Query(description="Line id")] = None,
+    since: Annotated[datetime | None, Query(description="Inclusive start; without an offset it is UTC")] = None,
+    until: Annotated[datetime | None, Query(description="Exclusive end; without an offset it is UTC")] = None,
+    bucket: Annotated[Bucket | None, Query(description="Group by UTC hour, shift or day")] = None,
+) -> dict[str, Any]:
+    """Counts, defect rate, per-type counts and QA-measured miss / false-detection rates with 95% intervals."""
+    return await run_in_threadpool(
+        compute_stats,
+        request.app.state.serving.sessions,
+        product=product,
+        line_id=line,
+        since=since,
+        until=until,
+        bucket=bucket,
+    )
