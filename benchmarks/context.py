@@ -13,7 +13,8 @@ class BenchContext:
     configs_dir: Path
     workdir: Path
     elpv_trained: bool = False
+    elpv_home: Path | None = None  # an existing home with solar-cells trained (e.g. after `make demo`)
 
     @property
     def elpv_settings(self) -> Settings:
-        return Settings(home=self.workdir / "elpv-home", configs_dir=self.configs_dir)
+        return Settings(home=self.elpv_home or self.workdir / "elpv-home", configs_dir=self.configs_dir)

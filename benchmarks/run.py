@@ -27,13 +27,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
+    parser.add_argument(
+        "--elpv-home", type=Path, default=None, help="reuse this INSPECTION_HOME's trained solar-cells (skips training)"
+    )
     args = parser.parse_args()
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-        context = BenchContext(configs_dir=REPO / "configs", workdir=Path(workdir))
+        context = BenchContext(configs_dir=REPO / "configs", workdir=Path(workdir), elpv_home=args.elpv_home)
+        context.elpv_trained = args.elpv_home is not None
         for name in args.names or BENCHMARKS:
             figures.update(BENCHMARKS[name](context))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.to_thread(state.rejects.stop)
 
     app = FastAPI(title="Line inspection", version="0.1.0", lifespan=lifespan)
+    app.state.auth_cache = {}
     install_error_handlers(app)
     # Engines exist only once the lifespan has run; the queue-depth gauge reads them at scrape time.
     app.state.metrics = ServingMetrics(lambda: getattr(getattr(app.state, "serving", None), "engines", {}))

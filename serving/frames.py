@@ -38,9 +38,12 @@ def check_content_type(content_type: str | None) -> None:
 
 
 def reduction_factor(width: int, height: int, target: int) -> int:
-    """Largest of 8, 4, 2 that keeps both sides at least twice the model input, else 1 (full decode)."""
+    """Largest of 8, 4, 2 that keeps both sides at least the model input, else 1 (full decode).
+
+    The final resize to the input size then still only shrinks (area averaging), as in training.
+    """
     for factor in (8, 4, 2):
-        if min(width, height) // factor >= 2 * target:
+        if min(width, height) // factor >= target:
             return factor
     return 1
 

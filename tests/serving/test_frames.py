@@ -37,7 +37,7 @@ def test_other_content_types_are_refused(content_type: str | None) -> None:
 
 
 def test_reduction_keeps_twice_the_model_input() -> None:
-    assert reduction_factor(640, 480, 64) == 2  # 480 / 4 = 120 < 128
+    assert reduction_factor(640, 480, 224) == 2  # 480 / 4 = 120 < 224
     assert reduction_factor(4000, 3000, 64) == 8
     assert reduction_factor(200, 200, 224) == 1
 
@@ -45,7 +45,7 @@ def test_reduction_keeps_twice_the_model_input() -> None:
 def test_reduced_decoding_gives_the_same_network_input_as_full_decoding() -> None:
     data = _jpeg(_scene(960, 1280))
     reduced = decode_frame(data, GRAY, max_pixels=10_000_000)
-    assert reduced.shape == (240, 320)  # decoded at 1/4 inside the JPEG decoder
+    assert reduced.shape == (120, 160)  # decoded at 1/8 inside the JPEG decoder
     full = decode_image(data)
     difference = np.abs(preprocess(reduced, GRAY) - preprocess(full, GRAY))
     # Inputs are in [-1, 1]; DCT-domain scaling and INTER_AREA differ by rounding-level amounts.
