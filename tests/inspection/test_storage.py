@@ -5,20 +5,16 @@ PostgreSQL tests are marked `postgres` but never skipped: in CI an unreachable P
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import inspect, text
 
 from inspection.errors import InspectionError
 from inspection.storage.api_keys import authenticate, create_api_key, hash_key, revoke_api_key
-from inspection.storage.database import make_engine, session_factory, upgrade_schema
+from inspection.storage.database import make_engine, upgrade_schema
 from inspection.storage.inspections import (
     InspectionFilter,
     InspectionNotFound,
@@ -28,35 +24,6 @@ from inspection.storage.inspections import (
     record_feedback,
 )
 from inspection.storage.schema import ApiKey
-
-POSTGRES_ADMIN = os.environ.get("INSPECTION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_database() -> Iterator[str]:
-    # A throwaway database per test: tests never see each other's rows, and nothing is left behind.
-    name = f"inspection_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def sessions(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        urls: Iterator[str] = iter([f"sqlite:///{tmp_path / 'inspection.db'}"])
-    else:
-        urls = _postgres_database()
-    url = next(urls)
-    engine = make_engine(url)
-    upgrade_schema(engine)
-    yield session_factory(engine)
-    engine.dispose()
-    for _ in urls:  # runs the PostgreSQL generator's cleanup
-        pass
 
 
 def _verdict(**overrides):
