@@ -7,14 +7,13 @@ Per-image metadata (group key, importer-specific facts such as ELPV's defect pro
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inspection.atomic import write_atomic_text
 from inspection.errors import DatasetError
 from inspection.imaging import IMAGE_SUFFIXES
 from inspection.names import GOOD_LABEL, RESERVED_FOLDERS
@@ -42,19 +41,6 @@ class ImageRecord:
     def group_key(self) -> str:
         """Images sharing a physical part share this key; ungrouped images are their own group."""
         return self.group if self.group is not None else self.relpath
-
-
-def write_atomic_text(path: Path, text: str) -> None:
-    """Write a text file so that readers see the old or the new content, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_metadata(root: Path) -> dict[str, dict[str, Any]]:

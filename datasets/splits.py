@@ -17,7 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from datasets.layout import ImageRecord, write_atomic_text
+from datasets.layout import ImageRecord
+from inspection.atomic import write_atomic_text
 
 Split = Literal["train", "val", "test"]
 SPLITS_FILE = "splits.json"

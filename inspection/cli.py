@@ -54,7 +54,7 @@ def evaluate_cmd(
     version: Annotated[int | None, typer.Option(help="Model version (default: the champion).")] = None,
 ) -> None:
     """Evaluate a model: miss and false-detection rates with Wilson 95% intervals, AUROC, per type; plots."""
-    from datasets.layout import write_atomic_text
+    from inspection.atomic import write_atomic_text
     from training.evaluate_product import evaluate_product
 
     settings = settings_from_env()

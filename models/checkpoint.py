@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from inspection.atomic import atomic_target
 from inspection.preprocessing import PreprocessSpec
 from models.classifier import DefectClassifier
 
@@ -42,15 +41,8 @@ class ModelBundle:
 
 def save_bundle(bundle: ModelBundle, path: Path) -> Path:
     """Write the bundle atomically (temp file + rename) so a crash never leaves a truncated model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
+    with atomic_target(path) as tmp:
         torch.save(bundle.state(), tmp)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -5,10 +5,10 @@ The "Known limits" section is derived from the numbers, so a card never claims m
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from inspection.atomic import write_atomic_text
 
 # Below this many test examples a per-type miss rate is mostly noise (its Wilson interval spans tens of points).
 MIN_TYPE_EXAMPLES = 30
@@ -153,13 +153,4 @@ def render_model_card(report: dict[str, Any], info: dict[str, Any]) -> str:
 
 def write_model_card(report: dict[str, Any], info: dict[str, Any], path: Path) -> Path:
     """Write the card atomically (temp file + rename): readers see the old card or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(render_model_card(report, info))
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic_text(path, render_model_card(report, info))

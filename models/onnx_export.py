@@ -10,11 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from timm.layers.conv2d_same import Conv2dSame
 from timm.layers.padding import pad_same_arg
 from torch import nn
 
+from inspection.atomic import atomic_target
 from inspection.preprocessing import PreprocessSpec
 from models.classifier import DefectClassifier
 from models.onnx_runtime import INPUT_NAME, METADATA_KEY_PREFIX, OUTPUT_NAMES
@@ -78,22 +76,6 @@ def _static_same_padding(model: nn.Module, image_size: int) -> nn.Module:
     return model
 
 
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temp path beside `path`, renamed onto it on success and removed on failure: never a half-written model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        yield tmp
-        tmp.chmod(0o644)  # mkstemp makes it owner-only; a server running as another user must read the model
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> None:
     """Store each entry JSON-encoded under `inspection.<name>`, replacing earlier values of those keys."""
     encoded = {f"{METADATA_KEY_PREFIX}{name}": json.dumps(value, sort_keys=True) for name, value in metadata.items()}
@@ -110,7 +92,7 @@ def export_classifier(model: DefectClassifier, spec: PreprocessSpec, path: Path,
     dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
     batch_axis = {0: "batch"}
     path = Path(path)
-    with _atomic_target(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+    with atomic_target(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         # Known, harmless exporter noise that would otherwise reach every `inspection export` user:
         # the legacy-exporter notice, and F.pad's reversed-slice pads that ORT folds when it loads the graph.
         warnings.filterwarnings("ignore", message="You are using the legacy TorchScript", category=DeprecationWarning)
@@ -141,7 +123,7 @@ def optimize_onnx(src: Path, dst: Path) -> Path:
     file unportable. The result contains com.microsoft ops, so it is for ONNX Runtime only.
     """
     dst = Path(dst)
-    with _atomic_target(dst) as tmp:
+    with atomic_target(dst) as tmp:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(tmp)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
+
+from inspection.atomic import write_atomic_bytes
 
 EXTENSIONS = {"image/png": ".png", "image/bmp": ".bmp", "image/x-ms-bmp": ".bmp", "image/tiff": ".tif"}
 
@@ -24,14 +24,5 @@ def archive_frame(
 ) -> Path:
     """Write the original bytes atomically under <root>/<product>/<date>/<id>.<ext>; returns the path."""
     folder = root / product / received.strftime("%Y-%m-%d")
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{inspection_id}{EXTENSIONS.get(content_type.split(';')[0].strip().lower(), '.jpg')}"
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".frame-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic_bytes(target, data)

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from datasets.layout import ImageRecord, write_atomic_text
+from datasets.layout import ImageRecord
+from inspection.atomic import write_atomic_text
 from inspection.metrics import auroc, confusion_matrix, false_detection_rate, miss_rate
 from inspection.names import GOOD_LABEL
 from training.plots import plot_confusion_matrix, plot_roc

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from datasets.layout import ImageRecord, label_counts, scan_dataset, write_atomic_text
+from datasets.layout import ImageRecord, label_counts, scan_dataset
 from datasets.splits import Split, load_or_create_splits, split_records
+from inspection.atomic import write_atomic_text
 from inspection.imaging import read_image
 from inspection.product_config import load_product_config
 from inspection.progress import console, progress_task

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from inspection.atomic import atomic_target
 from inspection.metrics import auroc
 from inspection.product_config import TrainConfig
 from models.classifier import DefectClassifier
@@ -250,8 +251,6 @@ def _save_checkpoint(
     best_state: dict | None,
     stale: int,
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {
         "epoch": epoch,
         "model": model.state_dict(),
@@ -262,5 +261,5 @@ def _save_checkpoint(
         "best_epoch": result.best_epoch,
         "stale": stale,
     }
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_target(path) as tmp:
+        torch.save(state, tmp)
