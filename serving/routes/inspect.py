@@ -12,11 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
-from inspection.preprocessing import preprocess
 from inspection.storage.inspections import add_inspection
 from serving.archive import archive_frame, should_archive
 from serving.auth import CameraKey
-from serving.frames import check_content_type, decode_frame
+from serving.frames import check_content_type, frame_to_inputs
 from serving.state import ServingState
 
 router = APIRouter(tags=["inspect"])
@@ -92,8 +91,7 @@ async def inspect_frame(product: str, request: Request, key: CameraKey) -> Inspe
     captured_at = _parse_time(fields["captured_at"])
     data, content_type = await _read_frame(request, state.settings.max_body_bytes)
     spec = engine.spec
-    image = await run_in_threadpool(decode_frame, data, spec, state.settings.max_pixels)
-    inputs = await run_in_threadpool(preprocess, image, spec)
+    inputs = await run_in_threadpool(frame_to_inputs, data, spec, state.settings.max_pixels)
     verdict = await engine.submit(inputs)
     inspection_id, received = str(uuid.uuid4()), datetime.now(UTC)
     archive_path = None
