@@ -14,7 +14,7 @@ from serving.errors import install_error_handlers
 from serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.model_watcher import sync_engines, watch_champions
 from serving.reject_publisher import RejectPublisher
-from serving.routes import health, inspect, inspections, metrics, products, stats
+from serving.routes import health, inspect, inspections, me, metrics, products, stats
 from serving.state import ServingState
 
 
@@ -44,6 +44,6 @@ def create_app(settings: Settings) -> FastAPI:
     # Engines exist only once the lifespan has run; the queue-depth gauge reads them at scrape time.
     app.state.metrics = ServingMetrics(lambda: getattr(getattr(app.state, "serving", None), "engines", {}))
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
-    for module in (inspect, inspections, products, stats, health, metrics):
+    for module in (inspect, inspections, products, stats, me, health, metrics):
         app.include_router(module.router)
     return app

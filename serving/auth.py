@@ -47,6 +47,7 @@ def require_role(*roles: str) -> Callable[..., object]:
     return check
 
 
+AnyKey = Annotated[ApiKey, Depends(require_role("camera", "qa", "manager"))]
 CameraKey = Annotated[ApiKey, Depends(require_role("camera", "qa"))]
 QaKey = Annotated[ApiKey, Depends(require_role("qa"))]
 ReaderKey = Annotated[ApiKey, Depends(require_role("qa", "manager"))]

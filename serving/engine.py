@@ -95,6 +95,16 @@ class InferenceEngine:
         return self._current[1]
 
     @property
+    def threshold(self) -> float:
+        """Decision threshold of the current model."""
+        return self._current[2]
+
+    @property
+    def defect_types(self) -> list[str]:
+        """Defect type names of the current model, in the order of its type probabilities."""
+        return list(self._current[0].defect_types)
+
+    @property
     def spec(self) -> PreprocessSpec:
         """Preprocessing of the current model; callers preprocess with it before submit()."""
         return self._current[0].spec

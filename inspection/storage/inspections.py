@@ -7,13 +7,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
 from inspection.storage.schema import Inspection
 
 MAX_PAGE_SIZE = 500
+# A pass scored at or above this fraction of its threshold is "low confidence": close enough to the line that
+# QA should see it, and worth keeping for retraining. Half the threshold keeps the review queue short on a
+# well-separated product while still catching the near misses.
+LOW_CONFIDENCE_FRACTION = 0.5
+
+
+def needs_review(is_defect: bool, probability: float, threshold: float) -> bool:
+    """Defect verdicts and low-confidence passes: the frames a QA engineer should look at."""
+    return is_defect or probability >= LOW_CONFIDENCE_FRACTION * threshold
 
 
 class InspectionNotFound(InspectionError):  # noqa: N818 (reads as the outcome at call sites)
@@ -31,6 +40,7 @@ class InspectionFilter:
     since: datetime | None = None
     until: datetime | None = None
     has_feedback: bool | None = None
+    review: bool = False  # only frames that need_review()
 
 
 def add_inspection(sessions: sessionmaker[Session], **fields: Any) -> Inspection:
@@ -70,6 +80,13 @@ def list_inspections(
     if where.has_feedback is not None:
         conditions.append(
             Inspection.feedback_label.is_not(None) if where.has_feedback else Inspection.feedback_label.is_(None)
+        )
+    if where.review:
+        conditions.append(
+            or_(
+                Inspection.verdict == "defect",
+                Inspection.defect_probability >= LOW_CONFIDENCE_FRACTION * Inspection.threshold,
+            )
         )
     query = select(Inspection).where(*conditions)
     with sessions() as session:

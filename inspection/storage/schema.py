@@ -38,6 +38,7 @@ class Inspection(Base):
     __table_args__ = (
         Index("ix_inspections_product_received", "product", "received_at"),
         Index("ix_inspections_line_received", "line_id", "received_at"),
+        Index("ix_inspections_received", "received_at"),
     )
 
 

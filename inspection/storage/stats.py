@@ -5,23 +5,24 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, literal_column, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
 from inspection.metrics import wilson_interval
+from inspection.spc import p_chart
 from inspection.storage.schema import Inspection
+from inspection.storage.time_keys import parse_time_key, time_key
 
 Bucket = Literal["hour", "shift", "day"]
 BUCKETS: tuple[str, ...] = ("hour", "shift", "day")
 MIN_TRUSTED_N = 30  # below this a Wilson interval is too wide to act on
 NO_LINE = "(none)"
 UNTYPED = "(none)"
-_HOUR_FORMAT = "%Y-%m-%dT%H"
 
 
 @dataclass
@@ -88,17 +89,6 @@ def _as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _hour_key(sessions: sessionmaker[Session]) -> ColumnElement[str]:
-    # Truncating to the UTC hour in SQL keeps the rows sent to Python to one per hour and group, however many
-    # frames a line sends; shifts and days are whole hours, so they are rolled up from these keys in Python.
-    if sessions.kw["bind"].dialect.name == "sqlite":
-        return func.strftime(literal_column(f"'{_HOUR_FORMAT}'"), Inspection.received_at)
-    # Constants, not bound parameters: PostgreSQL only matches the GROUP BY expression to the selected one
-    # when they are textually identical, and two bound parameters never are.
-    utc = func.timezone(literal_column("'UTC'"), Inspection.received_at)
-    return func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24'"))
-
-
 def bucket_bounds(hour: datetime, bucket: Bucket, shift_starts: Sequence[int]) -> tuple[datetime, datetime]:
     """Start and end of the hour, shift or day bucket holding the UTC hour `hour`."""
     if bucket == "hour":
@@ -147,7 +137,7 @@ def compute_stats(
     columns = ("product", "line_id", "verdict", "defect_type", "feedback_label")
     keys: list[ColumnElement[Any]] = [getattr(Inspection, name).expression for name in columns]
     if bucket is not None:
-        keys.append(_hour_key(sessions).label("hour"))
+        keys.append(time_key(sessions, "hour").label("hour"))
     query = select(*keys, func.count().label("n_rows")).where(*conditions).group_by(*keys)
     with sessions() as session:
         groups = session.execute(query).all()
@@ -159,7 +149,7 @@ def compute_stats(
     for group in groups:
         tallies = [totals, by_product[group.product], by_line[group.line_id or NO_LINE]]
         if bucket is not None:
-            hour = datetime.strptime(group.hour, _HOUR_FORMAT).replace(tzinfo=UTC)
+            hour = parse_time_key(group.hour, "hour")
             tallies.append(by_bucket[bucket_bounds(hour, bucket, shift_starts)])
         for tally in tallies:
             tally.add(group.verdict, group.defect_type, group.feedback_label, int(group.n_rows))
@@ -178,8 +168,15 @@ def compute_stats(
         "by_line": {name: by_line[name].block() for name in sorted(by_line)},
     }
     if bucket is not None:
+        ordered = sorted(by_bucket)
+        limits = p_chart([(by_bucket[b].n_defect, by_bucket[b].n) for b in ordered])
         result["buckets"] = [
-            {"start": start.isoformat(), "end": end.isoformat(), **by_bucket[start, end].block()}
-            for start, end in sorted(by_bucket)
+            {
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                **by_bucket[start, end].block(),
+                "control": None if control is None else asdict(control),
+            }
+            for (start, end), control in zip(ordered, limits, strict=True)
         ]
     return result

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
-from inspection.storage.inspections import add_inspection
+from inspection.storage.inspections import add_inspection, needs_review
 from serving.archive import archive_frame, should_archive
 from serving.auth import CameraKey
 from serving.frames import check_content_type, frame_to_inputs
@@ -95,7 +95,8 @@ async def inspect_frame(product: str, request: Request, key: CameraKey) -> Inspe
     verdict = await engine.submit(inputs)
     inspection_id, received = str(uuid.uuid4()), datetime.now(UTC)
     archive_path = None
-    if should_archive(inspection_id, verdict.is_defect, state.settings.archive_pass_fraction):
+    review = needs_review(verdict.is_defect, verdict.defect_probability, verdict.threshold)
+    if should_archive(inspection_id, review, state.settings.archive_pass_fraction):
         archive_path = await run_in_threadpool(
             archive_frame, state.settings.archive_dir, product, inspection_id, received, data, content_type
         )

@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from inspection.names import validate_label
 from inspection.storage.inspections import InspectionFilter, get_inspection, list_inspections, record_feedback
-from serving.auth import QaKey
+from inspection.storage.schema import Inspection
+from serving.archive import archived_file, media_type_of
+from serving.auth import QaKey, ReaderKey
 
 router = APIRouter(tags=["inspections"])
 
@@ -37,8 +40,17 @@ class InspectionOut(BaseModel):
     archive_path: str | None
     feedback_label: str | None
     feedback_at: datetime | None
+    image_url: str | None = Field(default=None, description="The archived frame, when it was archived")
+    heatmap_url: str | None = Field(default=None, description="Where the defect is, when the model gives a map")
 
     model_config = {"from_attributes": True}
+
+    @classmethod
+    def from_row(cls, row: Inspection) -> InspectionOut:
+        out = cls.model_validate(row)
+        if row.archive_path:
+            out.image_url = f"/v1/inspections/{row.id}/image"
+        return out
 
 
 class InspectionPage(BaseModel):
@@ -55,7 +67,7 @@ async def give_feedback(inspection_id: str, feedback: Feedback, request: Request
     sessions = request.app.state.serving.sessions
     await run_in_threadpool(get_inspection, sessions, inspection_id)
     row = await run_in_threadpool(record_feedback, sessions, inspection_id, label, key.name)
-    return InspectionOut.model_validate(row)
+    return InspectionOut.from_row(row)
 
 
 @router.get("/v1/inspections", response_model=InspectionPage)
@@ -69,12 +81,22 @@ async def list_all(
     since: datetime | None = None,
     until: datetime | None = None,
     has_feedback: bool | None = None,
+    review: Annotated[bool, Query(description="Only defects and low-confidence passes (QA's queue)")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> InspectionPage:
-    """Inspections newest first, filtered by product, line, camera, verdict, time window and QA feedback."""
-    where = InspectionFilter(product, line_id, camera_id, verdict, since, until, has_feedback)
+    """Inspections newest first, filtered by product, line, camera, verdict, time window, QA feedback, review."""
+    where = InspectionFilter(product, line_id, camera_id, verdict, since, until, has_feedback, review)
     rows, total = await run_in_threadpool(list_inspections, request.app.state.serving.sessions, where, limit, offset)
-    return InspectionPage(
-        total=total, limit=limit, offset=offset, items=[InspectionOut.model_validate(r) for r in rows]
-    )
+    return InspectionPage(total=total, limit=limit, offset=offset, items=[InspectionOut.from_row(r) for r in rows])
+
+
+@router.get("/v1/inspections/{inspection_id}/image", response_class=FileResponse)
+async def archived_image(inspection_id: str, request: Request, _key: ReaderKey) -> FileResponse:
+    """The archived frame of an inspection (defects, low-confidence passes and a sample of the other passes)."""
+    state = request.app.state.serving
+    row = await run_in_threadpool(get_inspection, state.sessions, inspection_id)
+    path = archived_file(state.settings.archive_dir, row.archive_path)
+    if path is None:
+        raise HTTPException(404, f"inspection {inspection_id} has no archived frame")
+    return FileResponse(path, media_type=media_type_of(path))

@@ -25,10 +25,18 @@ class PromoteRequest(BaseModel):
 
 @router.get("/v1/products")
 async def list_products(request: Request, key: ReaderKey) -> list[dict[str, Any]]:
-    """Registered products with the model version this replica serves."""
+    """Registered products with the model version this replica serves, its defect types and threshold."""
     engines = request.app.state.serving.engines
     products = await run_in_threadpool(registered_products, request.app.state.serving.settings)
-    return [{"product": p, "served_version": engines[p].model_version if p in engines else None} for p in products]
+    return [
+        {
+            "product": p,
+            "served_version": engines[p].model_version if p in engines else None,
+            "defect_types": engines[p].defect_types if p in engines else [],
+            "threshold": engines[p].threshold if p in engines else None,
+        }
+        for p in products
+    ]
 
 
 @router.get("/v1/products/{product}/models")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from inspection.storage.stats import Bucket, compute_stats
+from inspection.storage.throughput import MAX_WINDOW_MINUTES, compute_throughput
 from serving.auth import ReaderKey
 
 router = APIRouter(tags=["stats"])
@@ -34,4 +35,18 @@ async def get_stats(
         since=since,
         until=until,
         bucket=bucket,
+    )
+
+
+@router.get("/v1/stats/throughput")
+async def get_throughput(
+    request: Request,
+    _key: ReaderKey,
+    product: str | None = None,
+    line: Annotated[str | None, Query(description="Line id")] = None,
+    minutes: Annotated[int, Query(ge=1, le=MAX_WINDOW_MINUTES, description="Window length")] = 60,
+) -> dict[str, Any]:
+    """Frames per minute over the window, frames/s over the last minute, and p50/p95/p99 server latency."""
+    return await run_in_threadpool(
+        compute_throughput, request.app.state.serving.sessions, product=product, line_id=line, minutes=minutes
     )

@@ -127,6 +127,24 @@ def test_hour_shift_and_day_buckets(sessions) -> None:
         compute_stats(sessions, bucket="shift", shift_starts=(6, 6))
 
 
+def test_buckets_carry_p_chart_limits_and_flag_a_burst(sessions) -> None:
+    # Eight steady hours at 5 % defects, then one hour at 40 %: only that hour is out of control.
+    for hour in range(9):
+        defects = 8 if hour == 8 else 1
+        for i in range(20):
+            _add(
+                sessions,
+                DAY + timedelta(hours=hour),
+                "defect" if i < defects else "pass",
+                "crack" if i < defects else None,
+            )
+    buckets = compute_stats(sessions, bucket="hour")["buckets"]
+    center = (8 * 1 + 8) / 180
+    assert all(b["control"]["center"] == pytest.approx(center) for b in buckets)
+    assert [b["control"]["out_of_control"] for b in buckets] == [False] * 8 + [True]
+    assert buckets[0]["control"]["ucl"] == pytest.approx(center + 3 * (center * (1 - center) / 20) ** 0.5)
+
+
 def test_cli_prints_tables_and_json(populated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from inspection.cli import app
 

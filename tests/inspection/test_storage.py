@@ -10,11 +10,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from inspection.errors import InspectionError
 from inspection.storage.api_keys import authenticate, create_api_key, hash_key, revoke_api_key
-from inspection.storage.database import make_engine, upgrade_schema
+from inspection.storage.database import MIGRATIONS, make_engine, upgrade_schema
 from inspection.storage.inspections import (
     InspectionFilter,
     InspectionNotFound,
@@ -23,7 +27,7 @@ from inspection.storage.inspections import (
     list_inspections,
     record_feedback,
 )
-from inspection.storage.schema import ApiKey
+from inspection.storage.schema import ApiKey, Base
 
 
 def _verdict(**overrides):
@@ -47,7 +51,21 @@ def test_migration_creates_both_tables_and_is_idempotent(sessions) -> None:
     upgrade_schema(engine)  # a second run is a no-op, as on every server start
     assert {"inspections", "api_keys", "alembic_version"} <= set(inspect(engine).get_table_names())
     with engine.connect() as connection:
-        assert connection.scalar(text("select version_num from alembic_version")) == "0001"
+        assert connection.scalar(text("select version_num from alembic_version")) == _head_revision()
+
+
+def _head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_migrations_build_exactly_the_orm_schema(sessions) -> None:
+    # A column or index added to schema.py without a migration would exist in tests' metadata but not in a
+    # migrated plant database; compare the two so that drift fails here, not at a plant.
+    with sessions.kw["bind"].connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
@@ -135,3 +153,13 @@ def test_api_keys_are_stored_hashed_and_authenticate_by_role(sessions) -> None:
     assert authenticate(sessions, key) is None
     with pytest.raises(InspectionError, match="unknown role"):
         create_api_key(sessions, "admin", "x")
+
+
+def test_review_filter_keeps_defects_and_low_confidence_passes(sessions) -> None:
+    at = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    common = dict(product="widget", received_at=at, threshold=0.4, model_version=1, latency_ms=3.0)
+    add_inspection(sessions, id="defect", verdict="defect", defect_probability=0.9, **common)
+    add_inspection(sessions, id="near-miss", verdict="pass", defect_probability=0.25, **common)  # >= 0.2
+    add_inspection(sessions, id="clear-pass", verdict="pass", defect_probability=0.05, **common)
+    rows, total = list_inspections(sessions, InspectionFilter(review=True))
+    assert total == 2 and {row.id for row in rows} == {"defect", "near-miss"}
