@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from inspection.cli_camera import camera_cmd
 from inspection.cli_common import console, print_report, settings_from_env
 from inspection.cli_datasets import datasets_app
 from inspection.cli_keys import keys_app
@@ -27,6 +28,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.command("stats")(stats_cmd)
+app.command("camera")(camera_cmd)
 
 
 @app.command("train")

@@ -95,6 +95,13 @@ class OnnxScorer:
         defect, types = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         return np.asarray(defect), np.asarray(types)
 
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Run each batch size once on a blank input: ORT's first run of a shape allocates and plans, and that
+        pause belongs at load or swap time, not on a line's first frame."""
+        size = self.spec.image_size
+        for batch in batch_sizes:
+            self.score_batch(np.zeros((batch, 3, size, size), np.float32))
+
     def score_images(self, images: Sequence[np.ndarray], batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Decoded uint8 gray/RGB images of any size -> (defect probability (N,), type probabilities (N, K))."""
         if batch_size < 1:

@@ -29,11 +29,18 @@ def _current_champions(state: ServingState) -> dict[str, ServedModel]:
     return found
 
 
+def warm_scorer(state: ServingState, served: ServedModel) -> OnnxScorer:
+    """A session for `served`, already run once at the batch sizes it will see."""
+    scorer = OnnxScorer(served.path)
+    scorer.warm_up(sorted({1, state.settings.batch_max}))
+    return scorer
+
+
 def new_engine(state: ServingState, served: ServedModel) -> InferenceEngine:
     """An engine for `served` with the configured batching and queue limits."""
     settings = state.settings
     return InferenceEngine(
-        OnnxScorer(served.path),
+        warm_scorer(state, served),
         max_batch=settings.batch_max,
         max_wait_ms=settings.batch_wait_ms,
         queue_size=settings.queue_size,
@@ -50,7 +57,7 @@ async def sync_engines(state: ServingState) -> list[str]:
             state.engines[product] = await run_in_threadpool(new_engine, state, served)
             changes.append(f"{product}: now serving v{served.version}")
         elif engine.model_version != served.version:
-            scorer = await run_in_threadpool(OnnxScorer, served.path)
+            scorer = await run_in_threadpool(warm_scorer, state, served)
             engine.swap(scorer, served.version)
             changes.append(f"{product}: v{engine.model_version} swapped in")
     for change in changes:

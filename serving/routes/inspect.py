@@ -20,6 +20,9 @@ from serving.state import ServingState
 
 router = APIRouter(tags=["inspect"])
 FRAME_FIELDS = ("camera_id", "line_id", "frame_id", "captured_at")
+# The columns' sizes: a longer value is refused with a clear 400 before scoring, rather than failing the
+# insert on PostgreSQL (SQLite would silently store it) after the frame was scored.
+FIELD_MAX_LENGTHS = {"camera_id": 64, "line_id": 64, "frame_id": 128, "captured_at": 64}
 
 
 class InspectResponse(BaseModel):
@@ -64,7 +67,10 @@ def _frame_fields(request: Request) -> dict[str, str | None]:
     fields: dict[str, str | None] = {}
     for name in FRAME_FIELDS:
         header = "x-" + name.replace("_", "-")
-        fields[name] = request.query_params.get(name) or request.headers.get(name) or request.headers.get(header)
+        value = request.query_params.get(name) or request.headers.get(name) or request.headers.get(header)
+        if value is not None and len(value) > FIELD_MAX_LENGTHS[name]:
+            raise InspectionError(f"{name} is longer than {FIELD_MAX_LENGTHS[name]} characters")
+        fields[name] = value
     return fields
 
 

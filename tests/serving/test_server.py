@@ -119,6 +119,18 @@ def test_sixteen_bit_and_rgba_frames_are_scored(live_server) -> None:
             assert response.status_code == 200, response.text
 
 
+def test_overlong_frame_fields_are_refused_before_scoring(live_server) -> None:
+    with live_server.client() as camera:
+        response = camera.post(
+            f"/v1/inspect/{live_server.product}",
+            content=_frame(),
+            headers={"Content-Type": "image/png"},
+            params={"frame_id": "f" * 129, "line_id": "line-long-fields"},
+        )
+        assert response.status_code == 400 and "frame_id" in response.json()["detail"]
+    assert _stored(live_server, line_id="line-long-fields") == 0
+
+
 def test_unknown_product_keys_and_roles(live_server) -> None:
     frame, png = _frame(), {"Content-Type": "image/png"}
     with live_server.client() as camera:
