@@ -15,6 +15,7 @@ from serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.model_watcher import sync_engines, watch_champions
 from serving.reject_publisher import RejectPublisher
 from serving.routes import health, inspect, inspections, me, metrics, products, stats
+from serving.routes.dashboard import install_dashboard
 from serving.state import ServingState
 
 
@@ -46,4 +47,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     for module in (inspect, inspections, products, stats, me, health, metrics):
         app.include_router(module.router)
+    install_dashboard(app)
     return app

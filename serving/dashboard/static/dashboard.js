@@ -1,0 +1,341 @@
+// The plant-manager / QA dashboard: SPC p-chart, Pareto, per-line comparison, trust figures, throughput and
+// models, refreshed every 10 s in place (charts update with update('none'), so nothing flickers).
+import {
+  ApiError, COLORS, api, currentUser, el, explainError, fillProductSelect, interval, num, panelMessage, pct,
+  query, setChartDefaults, startSession, trustFigures, upsertChart,
+} from "./common.js";
+
+const REFRESH_MS = 10_000;
+const MODELS_REFRESH_MS = 60_000; // the registry changes rarely and is slower to read than the stats
+const $ = (id) => document.getElementById(id);
+const LIMIT_STYLE = { pointStyle: "line", pointRadius: 10, pointHoverRadius: 10, pointBorderWidth: 2, borderWidth: 1.5 };
+const CLOCK = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+
+const state = {
+  product: "", bucket: "hour", line: "", windowHours: "168",
+  timer: null, busy: false, again: false, modelsAt: 0, modelsFor: null, buckets: [], lines: {},
+};
+
+function readUrl() {
+  const match = location.pathname.match(/^\/products\/([^/]+)\/?$/);
+  const params = new URLSearchParams(location.search);
+  state.product = match ? decodeURIComponent(match[1]) : "";
+  state.bucket = params.get("bucket") || "hour";
+  state.line = params.get("line") || "";
+  state.windowHours = params.has("window") ? params.get("window") : "168";
+  $("bucket-select").value = state.bucket;
+  $("window-select").value = state.windowHours;
+  // The selects must hold the URL's values before the lists arrive, or an early change would drop them.
+  if (![...$("product-select").options].some((o) => o.value === state.product)) {
+    fillProductSelect($("product-select"), [], state.product);
+  }
+  $("product-select").value = state.product;
+  if (![...$("line-select").options].some((o) => o.value === state.line)) {
+    $("line-select").append(el("option", { value: state.line }, state.line));
+  }
+  $("line-select").value = state.line;
+}
+
+function writeUrl() {
+  const path = state.product ? `/products/${encodeURIComponent(state.product)}` : "/";
+  const search = query({
+    bucket: state.bucket === "hour" ? "" : state.bucket,
+    line: state.line,
+    window: state.windowHours === "168" ? undefined : state.windowHours || "all",
+  });
+  history.pushState(null, "", path + search);
+}
+
+function scopeText() {
+  const parts = [state.product || "all products", state.line || "all lines"];
+  const win = $("window-select").selectedOptions[0]?.textContent ?? "";
+  return `${parts.join(" / ")}, ${win}`;
+}
+
+// Buckets are UTC on the server (shifts too), so their labels are UTC; ISO strings slice cleanly.
+function bucketLabel(bucket) {
+  const start = bucket.start.slice(5, 16).replace("T", " ");
+  if (state.bucket === "day") return bucket.start.slice(0, 10);
+  if (state.bucket === "shift") return `${start}–${bucket.end.slice(11, 16)}`;
+  return start;
+}
+
+function drawPChart(stats) {
+  const panel = $("panel-pchart");
+  $("bucket-name").textContent = state.bucket;
+  const buckets = stats.buckets || [];
+  state.buckets = buckets;
+  if (!stats.totals.n || !buckets.length) {
+    panelMessage(panel, `no inspections yet (${scopeText()})`);
+    return;
+  }
+  panelMessage(panel, null);
+  const out = buckets.map((b) => Boolean(b.control?.out_of_control));
+  const limit = (key) => buckets.map((b) => b.control?.[key] ?? null);
+  upsertChart($("chart-pchart"), {
+    type: "line",
+    data: {
+      labels: buckets.map(bucketLabel),
+      datasets: [
+        {
+          label: "defect rate", data: buckets.map((b) => b.defect_rate), borderColor: COLORS.blue,
+          pointBackgroundColor: out.map((o) => (o ? COLORS.red : COLORS.blue)),
+          pointBorderColor: out.map((o) => (o ? COLORS.red : COLORS.blue)),
+          pointRadius: out.map((o) => (o ? 7 : 3)), pointHoverRadius: 8, borderWidth: 2,
+        },
+        // Limits move with each bucket's n; 'middle' steps change halfway between points, where n changes.
+        // A short dash marks each bucket's own limit, so they show even when there is a single bucket.
+        { label: "center", data: limit("center"), borderColor: COLORS.grey, borderDash: [6, 4], ...LIMIT_STYLE },
+        { label: "UCL", data: limit("ucl"), borderColor: COLORS.amber, stepped: "middle", ...LIMIT_STYLE },
+        { label: "LCL", data: limit("lcl"), borderColor: COLORS.amber, stepped: "middle", borderDash: [2, 3], ...LIMIT_STYLE },
+      ],
+    },
+    options: {
+      interaction: { mode: "index", intersect: false },
+      // offset: points sit mid-category, so a lone bucket is not glued to the axis.
+      scales: { x: { offset: true }, y: { min: 0, suggestedMax: 0.1, ticks: { callback: (v) => pct(v, 0) } } },
+      plugins: {
+        tooltip: {
+          callbacks: {
+            label: (ctx) => {
+              if (ctx.datasetIndex !== 0) return `${ctx.dataset.label} ${pct(ctx.parsed.y)}`;
+              const b = state.buckets[ctx.dataIndex];
+              return `defect rate ${pct(b.defect_rate)} (${b.n_defect} / ${b.n})`;
+            },
+          },
+        },
+      },
+    },
+  });
+  const flagged = buckets.filter((b) => b.control?.out_of_control);
+  $("ooc-list").replaceChildren(
+    flagged.length
+      ? el("strong", { class: "alarm" }, `${flagged.length} bucket(s) out of control: `)
+      : el("span", { class: "ok" }, "All buckets within control limits."),
+    ...flagged.map((b) => {
+      const side = b.defect_rate > b.control.ucl ? `above UCL ${pct(b.control.ucl)}` : `below LCL ${pct(b.control.lcl)}`;
+      return el("span", { class: "ooc-item" }, `${bucketLabel(b)} UTC: ${pct(b.defect_rate)} (${b.n_defect} / ${b.n}), ${side}`);
+    }),
+  );
+}
+
+function drawPareto(totals) {
+  const panel = $("panel-pareto");
+  const entries = Object.entries(totals.per_type).sort((a, b) => b[1] - a[1]);
+  if (!totals.n) return panelMessage(panel, "no inspections yet");
+  if (!entries.length) return panelMessage(panel, `no defects found (${scopeText()})`);
+  panelMessage(panel, null);
+  const total = entries.reduce((sum, [, count]) => sum + count, 0);
+  let running = 0;
+  const cumulative = entries.map(([, count]) => ((running += count) / total) * 100);
+  upsertChart($("chart-pareto"), {
+    type: "bar",
+    data: {
+      labels: entries.map(([name]) => name),
+      datasets: [
+        { type: "bar", label: "defects", data: entries.map(([, count]) => count), backgroundColor: COLORS.blue, yAxisID: "y", order: 2 },
+        { type: "line", label: "cumulative %", data: cumulative, borderColor: COLORS.amber, backgroundColor: COLORS.amber, yAxisID: "y1", order: 1 },
+      ],
+    },
+    options: {
+      scales: {
+        y: { beginAtZero: true, ticks: { precision: 0 }, title: { display: true, text: "count" } },
+        y1: { position: "right", min: 0, max: 100, grid: { drawOnChartArea: false }, ticks: { callback: (v) => `${v} %` } },
+      },
+      plugins: { tooltip: { callbacks: { label: (ctx) => (ctx.datasetIndex ? `cumulative ${ctx.parsed.y.toFixed(1)} %` : `${ctx.parsed.y} defects`) } } },
+    },
+  });
+}
+
+function drawLines(byLine) {
+  const panel = $("panel-lines");
+  const entries = Object.entries(byLine);
+  state.lines = byLine;
+  if (!entries.length) return panelMessage(panel, "no inspections yet");
+  panelMessage(panel, null);
+  const colour = ([name]) => (state.line && name !== state.line ? COLORS.grey : COLORS.violet);
+  upsertChart($("chart-lines"), {
+    type: "bar",
+    data: {
+      labels: entries.map(([name, b]) => `${name} (n=${b.n})`),
+      datasets: [{ label: "defect rate", data: entries.map(([, b]) => b.defect_rate), backgroundColor: entries.map(colour) }],
+    },
+    options: {
+      scales: { y: { min: 0, suggestedMax: 0.1, ticks: { callback: (v) => pct(v, 0) } } },
+      plugins: {
+        legend: { display: false },
+        tooltip: {
+          callbacks: {
+            label: (ctx) => {
+              const b = Object.values(state.lines)[ctx.dataIndex];
+              return `defect rate ${pct(b.defect_rate)}: ${b.n_defect} defects of n = ${b.n}`;
+            },
+          },
+        },
+      },
+    },
+  });
+}
+
+function drawTrust(totals) {
+  const panel = $("panel-trust");
+  if (!totals.n) return panelMessage(panel, "no inspections yet");
+  panelMessage(panel, null);
+  const share = `${totals.qa.n_reviewed} of ${totals.n} inspected frames QA-checked (${pct(totals.qa.n_reviewed / totals.n)})`;
+  $("trust-body").replaceChildren(...trustFigures(totals.qa), el("p", { class: "muted", "data-testid": "qa-share" }, share));
+}
+
+function fillLineSelect(byLine) {
+  // Frames sent without a line are grouped as "(none)", which the API cannot filter on.
+  const names = Object.keys(byLine).filter((name) => name !== "(none)");
+  if (state.line && !names.includes(state.line)) names.push(state.line);
+  const select = $("line-select");
+  const wanted = ["", ...names].join("\n");
+  if ([...select.options].map((o) => o.value).join("\n") !== wanted) {
+    select.replaceChildren(el("option", { value: "" }, "all lines"), ...names.map((n) => el("option", { value: n }, n)));
+  }
+  select.value = state.line;
+}
+
+async function loadStats() {
+  const since = state.windowHours ? new Date(Date.now() - Number(state.windowHours) * 3_600_000).toISOString() : "";
+  const panels = ["panel-pchart", "panel-pareto", "panel-lines", "panel-trust"].map($);
+  try {
+    const stats = await api(`/v1/stats${query({ product: state.product, line: state.line, since, bucket: state.bucket })}`);
+    // The line comparison always shows every line, so a line filter needs the unfiltered figures too.
+    const all = state.line ? await api(`/v1/stats${query({ product: state.product, since })}`) : stats;
+    drawPChart(stats);
+    drawPareto(stats.totals);
+    drawTrust(stats.totals);
+    drawLines(all.by_line);
+    fillLineSelect(all.by_line);
+  } catch (error) {
+    panels.forEach((panel) => panelMessage(panel, explainError(error), "error"));
+    throw error;
+  }
+}
+
+async function loadThroughput() {
+  const panel = $("panel-throughput");
+  let t;
+  try {
+    t = await api(`/v1/stats/throughput${query({ product: state.product, line: state.line, minutes: 60 })}`);
+  } catch (error) {
+    panelMessage(panel, explainError(error), "error");
+    throw error;
+  }
+  if (!t.n) return panelMessage(panel, `no inspections yet in the last ${t.window_minutes} minutes`);
+  panelMessage(panel, null);
+  const figure = (title, value, testid) =>
+    el("div", { class: "figure small", "data-testid": testid }, el("div", { class: "figure-title" }, title), el("div", { class: "figure-value" }, value));
+  $("throughput-figures").replaceChildren(
+    figure("now", `${num(t.frames_per_second, 1)} fps`, "fps-now"),
+    figure("latency p50", `${num(t.latency_ms.p50, 1)} ms`, "latency-p50"),
+    figure("p95", `${num(t.latency_ms.p95, 1)} ms`, "latency-p95"),
+    figure("p99", `${num(t.latency_ms.p99, 1)} ms`, "latency-p99"),
+    figure(`frames, ${t.window_minutes} min`, String(t.n), "frames-window"),
+  );
+  const minutes = t.per_minute;
+  upsertChart($("chart-throughput"), {
+    type: "bar",
+    data: {
+      labels: minutes.map((m) => new Date(m.start).toLocaleTimeString([], CLOCK)),
+      datasets: [
+        { type: "bar", label: "frames/s", data: minutes.map((m) => m.fps), backgroundColor: COLORS.green, yAxisID: "y", order: 2 },
+        { type: "line", label: "p50 latency", data: minutes.map((m) => m.latency_p50_ms), borderColor: COLORS.blue, backgroundColor: COLORS.blue, pointRadius: 2, yAxisID: "y1", order: 1, spanGaps: true },
+        { type: "line", label: "p95 latency", data: minutes.map((m) => m.latency_p95_ms), borderColor: COLORS.amber, backgroundColor: COLORS.amber, pointRadius: 2, yAxisID: "y1", order: 1, spanGaps: true },
+      ],
+    },
+    options: {
+      scales: {
+        x: { ticks: { maxTicksLimit: 12 } },
+        y: { beginAtZero: true, title: { display: true, text: "frames/s" } },
+        y1: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false }, title: { display: true, text: "latency ms" } },
+      },
+    },
+  });
+}
+
+async function loadModels(force) {
+  if (!force && state.modelsFor === state.product && Date.now() - state.modelsAt < MODELS_REFRESH_MS) return;
+  const panel = $("panel-models");
+  try {
+    const products = await api("/v1/products");
+    fillProductSelect($("product-select"), products, state.product);
+    const shown = products.filter((p) => !state.product || p.product === state.product);
+    if (!shown.length) return panelMessage(panel, "no products registered yet");
+    const rows = await Promise.all(shown.map(async (p) => {
+      let versions = [];
+      try {
+        versions = await api(`/v1/products/${encodeURIComponent(p.product)}/models`);
+      } catch (error) {
+        if (!(error instanceof ApiError && error.status === 404)) throw error; // 404: no trained model yet
+      }
+      const champion = versions.find((v) => v.aliases.includes("champion"));
+      const rate = (r, ci) => (champion ? `${pct(champion[r])} (${interval(champion[ci])})` : "—");
+      return el("tr", { "data-product": p.product },
+        el("td", {}, el("a", { href: `/products/${encodeURIComponent(p.product)}` }, p.product)),
+        el("td", { "data-testid": "served-version" }, p.served_version ?? "not served"),
+        el("td", {}, champion ? `v${champion.version}` : "—"),
+        el("td", {}, p.threshold === null || p.threshold === undefined ? "—" : num(p.threshold, 3)),
+        el("td", { "data-testid": "model-miss-rate" }, rate("miss_rate", "miss_rate_ci95")),
+        el("td", {}, rate("false_detection_rate", "false_detection_rate_ci95")),
+        el("td", {}, champion ? `${champion.n_defect ?? "?"} defective / ${champion.n_good ?? "?"} good` : "—"));
+    }));
+    panelMessage(panel, null);
+    const head = ["product", "served", "champion", "threshold", "miss rate (95 % CI)", "false detections (95 % CI)", "frozen test set"];
+    $("models-body").replaceChildren(el("table", { class: "models" },
+      el("thead", {}, el("tr", {}, head.map((h) => el("th", {}, h)))), el("tbody", {}, rows)));
+    state.modelsAt = Date.now();
+    state.modelsFor = state.product;
+  } catch (error) {
+    panelMessage(panel, explainError(error), "error");
+    throw error;
+  }
+}
+
+async function refresh({ force = false } = {}) {
+  if (!currentUser()) return;
+  if (state.busy) {
+    state.again = true; // a filter changed mid-refresh: run once more when this one ends
+    return;
+  }
+  state.busy = true;
+  $("review-link").href = `/review${query({ product: state.product })}`;
+  const results = await Promise.allSettled([loadStats(), loadThroughput(), loadModels(force)]);
+  state.busy = false;
+  if (!currentUser()) return; // signed out (401) while loading
+  const failed = results.some((r) => r.status === "rejected");
+  const now = new Date().toLocaleTimeString([], { hourCycle: "h23" });
+  $("last-updated").textContent = failed ? `partly updated ${now}, retrying` : `updated ${now}`;
+  $("last-updated").dataset.updatedAt = String(Date.now());
+  if (state.again) {
+    state.again = false;
+    refresh({ force: true });
+  }
+}
+
+function onFilterChange() {
+  state.product = $("product-select").value;
+  state.bucket = $("bucket-select").value;
+  state.line = $("line-select").value;
+  state.windowHours = $("window-select").value;
+  writeUrl();
+  refresh({ force: true });
+}
+
+setChartDefaults();
+readUrl();
+for (const id of ["product-select", "bucket-select", "line-select", "window-select"]) $(id).addEventListener("change", onFilterChange);
+window.addEventListener("popstate", () => {
+  readUrl();
+  refresh({ force: true });
+});
+startSession({
+  onSignIn: async () => {
+    clearInterval(state.timer);
+    state.timer = setInterval(refresh, REFRESH_MS);
+    await refresh({ force: true });
+  },
+  onSignOut: () => clearInterval(state.timer),
+});
