@@ -16,6 +16,7 @@ from rich.table import Table
 from inspection.cli_camera import camera_cmd
 from inspection.cli_common import console, print_report, settings_from_env
 from inspection.cli_datasets import datasets_app
+from inspection.cli_demo import demo_cmd
 from inspection.cli_keys import keys_app
 from inspection.cli_models import models_app
 from inspection.cli_stats import stats_cmd
@@ -28,6 +29,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.command("stats")(stats_cmd)
+app.command("demo")(demo_cmd)
 app.command("camera")(camera_cmd)
 
 

@@ -1,0 +1,223 @@
+"""`inspection demo`: the whole story on real data, end to end, with the embedded defaults.
+
+Import the ELPV solar cells, train a short schedule, export, start a server, stream the held-out cells through
+the camera client as two simulated lines, give QA feedback for a sample of them, and print the miss and
+false-detection rates the server measured. Each step reuses what an earlier run left, so a second run starts
+streaming within a minute.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from inspection.cli_common import console, pct, print_report, settings_from_env
+from inspection.demo_server import DemoServer, start_server
+from inspection.errors import InspectionError
+from inspection.names import validate_product_name
+from inspection.progress import console as log_console
+from inspection.progress import progress_task
+from inspection.settings import Settings
+
+DEMO_PRODUCT = "solar-cells"
+LINES = ("line-1", "line-2")
+
+
+def _step(text: str) -> None:
+    log_console.rule(f"[bold]{text}")
+
+
+def _ensure_dataset(settings: Settings, product: str) -> None:
+    from datasets.importers.elpv import import_elpv
+    from datasets.layout import label_counts, scan_dataset
+
+    root = settings.dataset_dir(product)
+    if root.exists() and scan_dataset(root):
+        log_console.print(f"dataset {product} already imported: {label_counts(scan_dataset(root))}")
+        return
+    with progress_task(f"importing the ELPV solar cells as {product}") as advance:
+        report = import_elpv(root, product, on_progress=advance, on_total=advance.set_total)  # type: ignore[attr-defined]
+    log_console.print(f"imported {sum(report.counts.values())} cells: {report.counts}")
+
+
+def _ensure_model(settings: Settings, product: str, epochs: int) -> None:
+    from models import registry
+    from serving.model_store import champion_model
+    from training.export_pipeline import export_product
+    from training.pipeline import train_product
+
+    champion = registry.champion(settings, product)
+    if champion is None:
+        trained = train_product(settings, product, epochs=epochs)
+        print_report(trained.report)
+        log_console.print(f"trained {product} version {trained.version} in {trained.seconds:.0f} s")
+    else:  # a new version goes through `inspection train` and the promotion gate, not through the demo
+        log_console.print(f"serving the champion, {product} version {champion.version}, trained by an earlier run")
+    if champion_model(settings, product) is None:
+        exported = export_product(settings, product)
+        log_console.print(f"exported version {exported.version}: {exported.fp32_path}")
+
+
+def held_out_frames(settings: Settings, product: str) -> list[tuple[Path, str]]:
+    """The frozen test split's images and true labels: frames no model version has trained on."""
+    from datasets.layout import scan_dataset
+    from datasets.splits import load_or_create_splits, split_records
+    from inspection.product_config import load_product_config
+
+    config = load_product_config(settings.configs_dir, product, {})
+    root = settings.dataset_dir(product)
+    records = scan_dataset(root)
+    assignment = load_or_create_splits(
+        root, records, config.split.val_fraction, config.split.test_fraction, config.split.seed
+    )
+    return [(root / record.relpath, record.label) for record in split_records(records, assignment)["test"]]
+
+
+def _line_folders(settings: Settings, frames: list[tuple[Path, str]]) -> dict[str, Path]:
+    """Deal the held-out frames alternately to the simulated lines, as links in one folder per line."""
+    base = settings.home / "demo" / "lines"
+    folders = {line: base / line for line in LINES}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():
+            old.unlink()
+    for index, (path, _label) in enumerate(frames):
+        (folders[LINES[index % len(LINES)]] / path.name).symlink_to(path.resolve())
+    return folders
+
+
+def _stream(server: DemoServer, product: str, folders: dict[str, Path], fps: float) -> list[Any]:
+    """Both lines at `fps` each, in parallel; the answered frames of both."""
+    from serving.camera_client import stream_frames
+
+    results: list[Any] = []
+    summaries: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def run(line: str) -> None:
+        try:
+            summaries[line] = stream_frames(
+                folders[line],
+                product=product,
+                server=server.url,
+                fps=fps,
+                api_key=server.keys["camera"],
+                concurrency=4,
+                line_id=line,
+                camera_id=f"{line}-cam-1",
+                show_progress=line == LINES[0],  # one live display at a time
+                keep_results=True,
+            )
+        except BaseException as error:  # re-raised in the main thread below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(line,)) for line in LINES]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    table = Table(title="camera clients")
+    for column in ("line", "sent", "answered", "errors", "dropped", "fps", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    for line, summary in summaries.items():
+        latency = summary.latency_ms
+        table.add_row(
+            line,
+            str(summary.sent),
+            str(summary.answered),
+            str(summary.errors),
+            str(summary.dropped),
+            f"{summary.achieved_fps:.1f}",
+            *("-" if latency[q] is None else f"{latency[q]:.1f}" for q in ("p50", "p99")),
+        )
+        results.extend(summary.results)
+    console.print(table)
+    return results
+
+
+def _give_feedback(server: DemoServer, results: list[Any], labels: dict[str, str], fraction: float, seed: int) -> int:
+    """QA labels a random sample of the answered frames with their true label, as a QA engineer would."""
+    import httpx
+
+    answered = [r for r in results if r.inspection_id is not None]
+    sample = random.Random(seed).sample(answered, round(fraction * len(answered)))
+    with (
+        httpx.Client(base_url=server.url, headers={"X-API-Key": server.keys["qa"]}, timeout=30) as client,
+        progress_task("QA feedback", len(sample)) as advance,
+    ):
+        for result in sample:
+            label = labels[Path(result.frame_id).name]
+            response = client.post(f"/v1/inspections/{result.inspection_id}/feedback", json={"label": label})
+            if response.status_code != 200:
+                raise InspectionError(f"feedback refused ({response.status_code}): {response.text}")
+            advance(1)
+    return len(sample)
+
+
+def _print_live_rates(server: DemoServer, product: str) -> dict[str, Any]:
+    import httpx
+
+    headers = {"X-API-Key": server.keys["manager"]}
+    stats = httpx.get(f"{server.url}/v1/stats", params={"product": product}, headers=headers, timeout=30).json()
+    block = stats["totals"]
+    table = Table(title=f"{product}: what the server measured from QA feedback")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("95% interval", justify="right")
+    table.add_column("QA-checked frames", justify="right")
+    for name, key in (("miss rate", "miss_rate"), ("false-detection rate", "false_detection_rate")):
+        rate = block["qa"][key]
+        low, high = rate["ci95"]
+        table.add_row(name, pct(rate["rate"]), f"{pct(low)}–{pct(high)}", f"{rate['k']}/{rate['n']}")
+    table.add_row("defect rate", pct(block["defect_rate"]), "", f"{block['n']} frames inspected")
+    console.print(table)
+    if block["qa"]["warning"]:
+        console.print(f"[yellow]warning:[/] {block['qa']['warning']}")
+    return stats
+
+
+def demo_cmd(
+    product: Annotated[str, typer.Option(help="Product name for the ELPV solar cells.")] = DEMO_PRODUCT,
+    epochs: Annotated[int, typer.Option(help="Fine-tune epochs: a short schedule keeps the demo quick.")] = 3,
+    fps: Annotated[float, typer.Option(help="Frames per second each simulated line sends.")] = 10.0,
+    feedback_fraction: Annotated[float, typer.Option(help="Share of the streamed frames QA labels.")] = 0.5,
+    host: Annotated[str, typer.Option(help="Interface the demo server listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the demo server (a free one if taken).")] = 8000,
+    hold: Annotated[
+        bool | None, typer.Option(help="Keep the server up for the dashboard (default: when run in a terminal).")
+    ] = None,
+) -> None:
+    """The whole story on real data: import, train, export, serve, stream two lines, QA feedback, live rates."""
+    started = time.perf_counter()
+    settings = settings_from_env()
+    validate_product_name(product)
+    if not 0 < feedback_fraction <= 1 or fps <= 0 or epochs < 1:
+        raise InspectionError("need 0 < feedback-fraction <= 1, fps > 0 and epochs >= 1")
+    _step("1/5 data: the ELPV solar cells (Deitsch et al. 2019), 2,624 real electroluminescence images")
+    _ensure_dataset(settings, product)
+    _step(f"2/5 model: train ({epochs} fine-tune epochs), calibrate, evaluate on the frozen test split, export")
+    _ensure_model(settings, product, epochs)
+    frames = held_out_frames(settings, product)
+    labels = {path.name: label for path, label in frames}
+    _step(f"3/5 server: FastAPI + ONNX Runtime for {settings.home}")
+    with start_server(settings, host, port) as server:
+        _step(f"4/5 cameras: {len(frames)} held-out frames as {len(LINES)} lines at {fps:g} frames/s each")
+        results = _stream(server, product, _line_folders(settings, frames), fps)
+        reviewed = _give_feedback(server, results, labels, feedback_fraction, seed=0)
+        _step(f"5/5 live rates from {reviewed} QA-labelled frames")
+        _print_live_rates(server, product)
+        console.print(f"demo finished its measurements in {time.perf_counter() - started:.0f} s")
+        console.print(f"dashboard: [bold]{server.url}/products/{product}[/]   review: {server.url}/review")
+        for role in ("manager", "qa"):
+            console.print(f"  {role} key: {server.keys[role]}", highlight=False)
+        if hold if hold is not None else console.is_terminal:
+            console.print("serving until Ctrl-C")
+            server.wait()
