@@ -97,12 +97,16 @@ def train_product(
     epochs: int | None = None,
     seed: int | None = None,
     resume: bool = False,
+    train_overrides: dict[str, Any] | None = None,
 ) -> TrainOutcome:
-    """Train, calibrate on validation, evaluate on the frozen test split, and register a new version."""
+    """Train, calibrate on validation, evaluate on the frozen test split, and register a new version.
+
+    `train_overrides` replaces keys of the product's `train:` config for this run (the demo's short schedule);
+    like every resolved setting it is saved with the run."""
     started = time.perf_counter()
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"train": dict(train_overrides or {})}
     if epochs is not None:
-        overrides["train"] = {"epochs": epochs}
+        overrides["train"]["epochs"] = epochs
     if seed is not None:
         overrides["seed"] = seed
     config = load_product_config(settings.configs_dir, product, overrides)
