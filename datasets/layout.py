@@ -101,13 +101,14 @@ def label_counts(records: Iterable[ImageRecord]) -> dict[str, int]:
 
 
 def require_trainable(records: list[ImageRecord], product: str) -> None:
-    """Refuse datasets a classifier cannot learn from, with a message that says what is missing."""
+    """Refuse datasets no model kind can learn from, with a message that says what is missing.
+
+    Good images alone are enough: such a product trains the anomaly kind (good parts only)."""
     counts = label_counts(records)
     if not records:
         raise DatasetError(f"dataset of product {product!r} has no images")
     if GOOD_LABEL not in counts:
-        raise DatasetError(f"dataset of product {product!r} has no 'good' images; a classifier needs both")
-    if len(counts) < 2:
         raise DatasetError(
-            f"dataset of product {product!r} has only 'good' images; a classifier needs defective examples too"
+            f"dataset of product {product!r} has no 'good' images; every model kind needs good parts "
+            "(a classifier needs defective examples too, an anomaly model learns from good ones alone)"
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspection.errors import ConfigError
 from inspection.names import validate_product_name
@@ -57,9 +57,34 @@ class SplitConfig(_Strict):
     seed: int = 0
 
 
+class AnomalyConfig(_Strict):
+    """PatchCore (kind: anomaly): which backbone stages feed the patch features and how big the memory bank gets.
+
+    Defaults mirror models.anomaly (inspection/ may not import models/); the bank bound keeps memory and scoring
+    time flat however many good images are imported.
+    """
+
+    layers: tuple[int, ...] = Field(default=(2, 4), min_length=1, description="Lite0 stage indices in [0, 6]")
+    feature_dim: int = Field(default=128, ge=8, le=1024, description="random projection size of patch features")
+    memory_bank_size: int = Field(default=2000, ge=1, description="coreset rows kept: the memory bound")
+    blur_sigma: float = Field(default=4.0, ge=0, description="Gaussian blur of the anomaly map, in pixels")
+    max_patches: int = Field(default=50_000, ge=1, description="random sample of patches the coreset is taken from")
+    batch_size: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> AnomalyConfig:
+        if any(not 0 <= layer <= 6 for layer in self.layers):
+            raise ValueError(f"layers must be Lite0 stage indices in [0, 6], got {self.layers}")
+        if self.max_patches < self.memory_bank_size:
+            raise ValueError("max_patches must be at least memory_bank_size (the coreset is taken from them)")
+        return self
+
+
 class ProductConfig(_Strict):
     """How one product is trained and judged."""
 
+    # classifier: supervised (needs defect images); anomaly: PatchCore on good images only (also chosen
+    # automatically when the dataset has no defect images); hybrid: reserved, refused at training time.
     kind: Literal["classifier", "anomaly", "hybrid"] = "classifier"
     image_size: int = Field(default=224, ge=32, le=1024)
     color_mode: Literal["auto", "gray", "color"] = "auto"
@@ -68,6 +93,7 @@ class ProductConfig(_Strict):
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
     split: SplitConfig = SplitConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -11,12 +11,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from torch import nn
 
 from inspection.atomic import atomic_target
 from inspection.errors import InspectionError
@@ -24,10 +25,15 @@ from inspection.preprocessing import PreprocessSpec, preprocess
 from models.anomaly import PatchCore, score_images
 from models.onnx_export import OPSET, _set_metadata, _static_same_padding
 from models.onnx_parity import ParityError
-from models.onnx_runtime import INPUT_NAME, decode_metadata
+from models.onnx_runtime import INPUT_NAME, OUTPUT_NAMES, decode_metadata
 
 ANOMALY_OUTPUT_NAMES = ("anomaly_score", "anomaly_map")
 MODEL_KIND = "patchcore"
+SERVED_ANOMALY_MAP = "anomaly_map"
+SERVED_ANOMALY_SCORE = "anomaly_score"
+# What the server reads (the classifier's contract) first, then the map and the raw distance.
+SERVED_OUTPUT_NAMES = (*OUTPUT_NAMES, SERVED_ANOMALY_MAP, SERVED_ANOMALY_SCORE)
+SERVED_THRESHOLD = 0.5  # sigmoid((score - threshold) / scale) crosses 0.5 exactly at the distance threshold
 
 
 def _declare_output_shapes(proto: onnx.ModelProto, image_size: int) -> None:
@@ -35,6 +41,8 @@ def _declare_output_shapes(proto: onnx.ModelProto, image_size: int) -> None:
     declared: dict[str, list[str | int]] = {
         ANOMALY_OUTPUT_NAMES[0]: ["batch"],
         ANOMALY_OUTPUT_NAMES[1]: ["batch", 1, image_size, image_size],
+        OUTPUT_NAMES[0]: ["batch"],
+        OUTPUT_NAMES[1]: ["batch", 1],
     }
     for output in proto.graph.output:
         shape = output.type.tensor_type.shape
@@ -153,5 +161,187 @@ def check_anomaly_parity(
         raise ParityError(
             f"{onnx_path}: ONNX Runtime and PyTorch disagree over {len(images)} images: score by up to "
             f"{score_diff:.3g}, map by up to {map_diff:.3g} (relative {relative:.3g}, tolerance {rtol:g}){hint}"
+        )
+    return result
+
+
+class ServedAnomalyOutput(NamedTuple):
+    """The classifier's serving contract plus the map and the raw distance.
+
+    defect_probability (N,): sigmoid((score - threshold) / scale), 0.5 exactly at the calibrated threshold;
+    type_probabilities (N, 1): ones (the one type, "anomaly"); anomaly_map (N, 1, S, S): distance / (2 *
+    threshold) clipped to [0, 1], so 0.5 is the threshold level; anomaly_score (N,): the distance itself.
+    """
+
+    defect_probability: torch.Tensor
+    type_probabilities: torch.Tensor
+    anomaly_map: torch.Tensor
+    anomaly_score: torch.Tensor
+
+
+class ServedAnomaly(nn.Module):
+    """PatchCore wrapped so the classifier's server serves it unchanged (see ServedAnomalyOutput)."""
+
+    def __init__(self, patchcore: PatchCore, threshold: float, scale: float):
+        super().__init__()
+        if threshold <= 0 or scale <= 0:
+            raise ValueError(f"threshold and scale must be positive distances, got {threshold} and {scale}")
+        self.patchcore = patchcore
+        self.threshold = float(threshold)
+        self.scale = float(scale)
+
+    def forward(self, images: torch.Tensor) -> ServedAnomalyOutput:
+        score, anomaly_map = self.patchcore(images)
+        probability = torch.sigmoid((score - self.threshold) / self.scale)
+        types = torch.ones_like(probability).unsqueeze(1)
+        normalized = (anomaly_map / (2.0 * self.threshold)).clamp(0.0, 1.0)
+        return ServedAnomalyOutput(probability, types, normalized, score)
+
+    def metadata(self) -> dict[str, Any]:
+        """The `anomaly` block of the ONNX metadata: how served numbers relate to distances."""
+        return {
+            **self.patchcore.config(),
+            "distance_threshold": self.threshold,
+            "score_scale": self.scale,
+            "map_scale": 2.0 * self.threshold,
+        }
+
+
+def export_served_anomaly(model: ServedAnomaly, spec: PreprocessSpec, path: Path, metadata: dict[str, Any]) -> Path:
+    """Export the served wrapper (opset 17, batch dynamic), run onnx.checker, embed metadata; atomic write.
+
+    The metadata's `threshold` is 0.5 (the probability scale); the distance threshold is under `anomaly`.
+    """
+    if not model.patchcore.is_fitted:
+        raise ValueError("cannot export PatchCore with an empty memory bank: fit it on good images first")
+    exportable = _static_same_padding(copy.deepcopy(model).eval(), spec.image_size)
+    dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
+    batch_axis = {0: "batch"}
+    path = Path(path)
+    with atomic_target(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            exportable,
+            (dummy,),
+            str(tmp),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=list(SERVED_OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: batch_axis, **{name: batch_axis for name in SERVED_OUTPUT_NAMES}},
+        )
+        proto = onnx.load(str(tmp))
+        _declare_output_shapes(proto, spec.image_size)
+        onnx.checker.check_model(proto, full_check=True)
+        base = {
+            "preprocess": spec.to_dict(),
+            "model_kind": MODEL_KIND,
+            "kind": "anomaly",
+            "anomaly": model.metadata(),
+            "threshold": SERVED_THRESHOLD,
+        }
+        _set_metadata(proto, {**metadata, **base})
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def onnx_served_outputs(
+    path: Path, images: Sequence[np.ndarray], batch_size: int = 4, threads: int | None = None
+) -> dict[str, np.ndarray]:
+    """Every output of a served anomaly export on decoded images, through its embedded preprocessing."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    metadata = decode_metadata(session.get_modelmeta().custom_metadata_map)
+    if "preprocess" not in metadata:
+        raise InspectionError(f"{path}: no 'inspection.preprocess' metadata; not an inspection export")
+    outputs = {node.name for node in session.get_outputs()}
+    if not set(SERVED_OUTPUT_NAMES) <= outputs:
+        raise InspectionError(f"{path}: expected outputs {list(SERVED_OUTPUT_NAMES)}, found {sorted(outputs)}")
+    spec = PreprocessSpec.from_dict(metadata["preprocess"])
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in SERVED_OUTPUT_NAMES}
+    for start in range(0, len(images), batch_size):
+        batch = np.stack([preprocess(image, spec) for image in images[start : start + batch_size]])
+        values = session.run(list(SERVED_OUTPUT_NAMES), {INPUT_NAME: batch})
+        for name, value in zip(SERVED_OUTPUT_NAMES, values, strict=True):
+            collected[name].append(np.asarray(value))
+    return {name: np.concatenate(values) for name, values in collected.items()}
+
+
+@torch.inference_mode()
+def served_outputs(
+    model: ServedAnomaly, images: Sequence[np.ndarray], spec: PreprocessSpec, batch_size: int = 4
+) -> dict[str, np.ndarray]:
+    """The same outputs from PyTorch, through the training preprocessing."""
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in SERVED_OUTPUT_NAMES}
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.stack([preprocess(image, spec) for image in images[start : start + batch_size]]))
+        for name, value in zip(SERVED_OUTPUT_NAMES, model(batch), strict=True):
+            collected[name].append(value.cpu().numpy())
+    return {name: np.concatenate(values) for name, values in collected.items()}
+
+
+@dataclass(frozen=True)
+class ServedAnomalyParity:
+    """ONNX Runtime vs PyTorch for a served anomaly export; `max_abs_diff` is on the served probability."""
+
+    n_images: int
+    max_abs_diff: float
+    score_max_abs_diff: float
+    map_max_abs_diff: float
+    max_relative_diff: float
+    verdict_disagreements: int
+    passed: bool
+
+
+def check_served_parity(
+    model: ServedAnomaly,
+    spec: PreprocessSpec,
+    onnx_path: Path,
+    images: Sequence[np.ndarray],
+    rtol: float = 1e-3,
+    probability_atol: float = 1e-3,
+    batch_size: int = 4,
+) -> ServedAnomalyParity:
+    """Compare probability, map and distance of the export with PyTorch on `images`; raise ParityError if apart.
+
+    A verdict may differ only for a part whose distance is within the tolerance of the threshold.
+    """
+    if not images:
+        raise ValueError("parity needs at least one image")
+    try:
+        onnx_out = onnx_served_outputs(onnx_path, images, batch_size=batch_size)
+    except InspectionError as exc:
+        raise ParityError(f"the export cannot score images with its own embedded preprocessing: {exc}") from exc
+    torch_out = served_outputs(model, images, spec, batch_size=batch_size)
+    diff = {
+        name: float(np.abs(onnx_out[name].astype(np.float64) - torch_out[name]).max()) for name in SERVED_OUTPUT_NAMES
+    }
+    torch_score = torch_out[SERVED_ANOMALY_SCORE]
+    relative = diff[SERVED_ANOMALY_SCORE] / max(float(np.abs(torch_score).max()), 1e-6)
+    relative = max(relative, diff[SERVED_ANOMALY_MAP])  # the served map is already on a [0, 1] scale
+    probability = OUTPUT_NAMES[0]
+    flipped = (onnx_out[probability] >= SERVED_THRESHOLD) != (torch_out[probability] >= SERVED_THRESHOLD)
+    near = np.abs(torch_score - model.threshold) <= rtol * max(float(np.abs(torch_score).max()), 1e-6)
+    disagreements = int(flipped.sum())
+    passed = relative <= rtol and diff[probability] <= probability_atol and not (flipped & ~near).any()
+    result = ServedAnomalyParity(
+        len(images),
+        diff[probability],
+        diff[SERVED_ANOMALY_SCORE],
+        diff[SERVED_ANOMALY_MAP],
+        relative,
+        disagreements,
+        passed,
+    )
+    if not passed:
+        raise ParityError(
+            f"{onnx_path}: ONNX Runtime and PyTorch disagree over {len(images)} images: probability by up to "
+            f"{diff[probability]:.3g}, distance by up to {diff[SERVED_ANOMALY_SCORE]:.3g}, map by up to "
+            f"{diff[SERVED_ANOMALY_MAP]:.3g}; {disagreements} verdict(s) differ"
         )
     return result

@@ -9,7 +9,9 @@ from typing import Any
 import torch
 
 from inspection.atomic import atomic_target
+from inspection.errors import InspectionError
 from inspection.preprocessing import PreprocessSpec
+from models.anomaly import PatchCore
 from models.classifier import DefectClassifier
 
 MODEL_FILE = "model.pt"  # the bundle's name inside a registered version's artifact folder
@@ -39,16 +41,89 @@ class ModelBundle:
         }
 
 
-def save_bundle(bundle: ModelBundle, path: Path) -> Path:
+ANOMALY_KIND = "anomaly"
+ANOMALY_TYPE = "anomaly"  # the one "defect type" an anomaly model names; the server reports it as such
+
+
+@dataclass
+class AnomalyBundle:
+    """PatchCore with its preprocessing and calibrated threshold, in distance units (score >= threshold: defect).
+
+    `score_scale` is the spread of good validation scores that maps a distance to the served probability.
+    """
+
+    model: PatchCore
+    spec: PreprocessSpec
+    threshold: float
+    score_scale: float
+    target_miss_rate: float
+    info: dict[str, Any] = field(default_factory=dict)
+    kind: str = ANOMALY_KIND
+
+    @property
+    def defect_types(self) -> list[str]:
+        return [ANOMALY_TYPE]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "kind": self.kind,
+            "state_dict": self.model.state_dict(),
+            "patchcore": self.model.config(),
+            "spec": self.spec.to_dict(),
+            "threshold": self.threshold,
+            "score_scale": self.score_scale,
+            "target_miss_rate": self.target_miss_rate,
+            "info": self.info,
+        }
+
+
+def save_bundle(bundle: ModelBundle | AnomalyBundle, path: Path) -> Path:
     """Write the bundle atomically (temp file + rename) so a crash never leaves a truncated model."""
     with atomic_target(path) as tmp:
         torch.save(bundle.state(), tmp)
     return path
 
 
-def load_bundle(path: Path) -> ModelBundle:
-    """Rebuild a saved bundle (no pretrained download needed: the weights come from the file)."""
+def load_any_bundle(path: Path) -> ModelBundle | AnomalyBundle:
+    """Rebuild a saved bundle of either kind (a classifier file has no `kind`: it predates the anomaly kind)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("kind") == ANOMALY_KIND:
+        return _anomaly_bundle(state)
+    return _classifier_bundle(state)
+
+
+def load_bundle(path: Path) -> ModelBundle:
+    """Rebuild a saved classifier bundle (no pretrained download needed: the weights come from the file)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("kind") == ANOMALY_KIND:
+        raise InspectionError(f"{path} holds an anomaly model, not a classifier")
+    return _classifier_bundle(state)
+
+
+def _anomaly_bundle(state: dict[str, Any]) -> AnomalyBundle:
+    config = state["patchcore"]
+    model = PatchCore(
+        layers=config["layers"],
+        feature_dim=config["feature_dim"],
+        memory_bank_size=config["memory_bank_size"],
+        blur_sigma=config["blur_sigma"],
+        pretrained=False,
+        seed=config["seed"],
+    )
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    return AnomalyBundle(
+        model=model,
+        spec=PreprocessSpec.from_dict(state["spec"]),
+        threshold=float(state["threshold"]),
+        score_scale=float(state["score_scale"]),
+        target_miss_rate=float(state["target_miss_rate"]),
+        info=dict(state["info"]),
+    )
+
+
+def _classifier_bundle(state: dict[str, Any]) -> ModelBundle:
     model = DefectClassifier(len(state["defect_types"]), trainable_stages=state["trainable_stages"], pretrained=False)
     model.load_state_dict(state["state_dict"])
     model.eval()

@@ -50,12 +50,12 @@ def test_invalid_product_name_is_refused(settings) -> None:
     assert_clean_error(run_cli(settings, "datasets", "show", "../etc"), "invalid product name")
 
 
-def test_import_of_a_single_class_folder_is_refused_and_leaves_nothing(settings, tmp_path: Path) -> None:
-    source = tmp_path / "only-good" / "good"
+def test_import_of_a_folder_without_good_images_is_refused_and_leaves_nothing(settings, tmp_path: Path) -> None:
+    source = tmp_path / "only-defects" / "scratch"
     source.mkdir(parents=True)
     cv2.imwrite(str(source / "a.png"), np.full((16, 16), 128, np.uint8))
     result = run_cli(settings, "datasets", "import", "folder", str(source.parent), "--product", "lonely")
-    assert_clean_error(result, "defective")
+    assert_clean_error(result, "no 'good' images")
     assert not settings.dataset_dir("lonely").exists()
     assert not list(settings.datasets_dir.glob(".staging-*"))
 

@@ -9,12 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from datasets.layout import ImageRecord
 from inspection.atomic import write_atomic_text
+from inspection.imaging import read_image
 from inspection.metrics import auroc, confusion_matrix, false_detection_rate, miss_rate
 from inspection.names import GOOD_LABEL
+from inspection.pixel_metrics import pixel_auroc, pro_score
 from training.plots import plot_confusion_matrix, plot_roc
 from training.predict import Predictions
 
@@ -31,9 +34,15 @@ def _rounded(value: float | None) -> float | None:
 
 
 def evaluate_predictions(
-    records: Sequence[ImageRecord], predictions: Predictions, defect_types: Sequence[str], threshold: float
+    records: Sequence[ImageRecord],
+    predictions: Predictions,
+    defect_types: Sequence[str],
+    threshold: float,
+    typed: bool = True,
 ) -> dict[str, Any]:
-    """The `test` block of the report for one labeled image set."""
+    """The `test` block of the report for one labeled image set.
+
+    `typed=False` for a model that names no defect types (anomaly): per-type type accuracy is then None."""
     labels = np.array([r.is_defect for r in records], dtype=np.int64)
     scores = predictions.defect_probability
     missed = miss_rate(labels, scores, threshold)
@@ -52,7 +61,7 @@ def evaluate_predictions(
             "n_missed": estimate.k,
             "miss_rate": _rounded(estimate.rate),
             "miss_rate_ci95": [_rounded(x) for x in estimate.ci95],
-            "type_accuracy": _rounded(float(np.mean(type_hits))) if type_hits else None,
+            "type_accuracy": _rounded(float(np.mean(type_hits))) if type_hits and typed else None,
         }
     binary_correct = (scores >= threshold) == labels.astype(bool)
     return {
@@ -111,6 +120,7 @@ def build_report(
     defect_types: Sequence[str],
     data_source: str,
     extra_thresholds: dict[str, float] | None = None,
+    typed: bool = True,
 ) -> dict[str, Any]:
     """The full report object of DESIGN.md; `operating_points` adds the same data at other validation-chosen
     thresholds (the serving threshold is always the one in `threshold`)."""
@@ -121,8 +131,41 @@ def build_report(
         "threshold": round(float(threshold), 6),
         "target_miss_rate": target_miss_rate,
         "data": data_source,
-        "test": evaluate_predictions(records, predictions, defect_types, threshold),
+        "test": evaluate_predictions(records, predictions, defect_types, threshold, typed),
         "operating_points": operating_points(records, predictions, thresholds),
+    }
+
+
+def mask_for(record: ImageRecord, size: int) -> np.ndarray | None:
+    """The record's ground-truth mask at the map size (good parts: all zero; a defect without a mask: None)."""
+    if not record.is_defect:
+        return np.zeros((size, size), np.uint8)
+    if record.mask is None:
+        return None
+    mask = read_image(record.mask)
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def pixel_metrics(records: Sequence[ImageRecord], maps: np.ndarray) -> dict[str, Any] | None:
+    """Pixel AUROC and PRO of (N, S, S) anomaly maps against the masks; None when no image has a mask.
+
+    Defective images without a mask are left out (where the defect is is unknown); good ones count as all-zero.
+    """
+    if not any(r.mask is not None for r in records):
+        return None
+    size = int(maps.shape[-1])
+    masks, kept = [], []
+    for record, anomaly_map in zip(records, maps, strict=True):
+        mask = mask_for(record, size)
+        if mask is not None:
+            masks.append(mask)
+            kept.append(anomaly_map)
+    return {
+        "pixel_auroc": _rounded(pixel_auroc(masks, kept)),
+        "pro": _rounded(pro_score(masks, kept)),
+        "n_pixel_images": len(masks),
     }
 
 

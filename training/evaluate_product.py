@@ -13,8 +13,9 @@ from inspection.errors import DatasetError
 from inspection.product_config import load_product_config
 from inspection.progress import progress_task
 from inspection.settings import Settings
-from models.checkpoint import MODEL_FILE, load_bundle
+from models.checkpoint import MODEL_FILE, AnomalyBundle, load_any_bundle
 from models.registry import resolve_version
+from training.anomaly_pipeline import anomaly_predictions, anomaly_report, score_records
 from training.evaluate import build_report, write_report
 from training.predict import predict_records
 
@@ -29,7 +30,7 @@ def evaluate_product(
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Score the chosen data with the champion (or `version`) and write report.json plus plots."""
     info = resolve_version(settings, product, version)
-    bundle = load_bundle(info.artifacts / MODEL_FILE)
+    bundle = load_any_bundle(info.artifacts / MODEL_FILE)
     if data_dir is not None:
         records = scan_dataset(data_dir)
         source = str(data_dir)
@@ -46,6 +47,13 @@ def evaluate_product(
         source = "test split"
     if not records:
         raise DatasetError(f"no labeled images to evaluate in {source}")
+    target = out_dir or settings.home / "reports" / product / f"v{info.version}"
+    if isinstance(bundle, AnomalyBundle):
+        scores, maps = score_records(bundle.model, records, bundle.spec, f"evaluating v{info.version}")
+        report = anomaly_report(
+            product, info.version, bundle, records, scores, maps, source, bundle.info.get("extra_thresholds")
+        )
+        return report, write_report(report, records, anomaly_predictions(scores), target)
     with progress_task(f"evaluating v{info.version}", len(records)) as advance:
         predictions = predict_records(bundle.model, records, bundle.spec, torch.device("cpu"), advance=advance)
     report = build_report(
@@ -59,5 +67,4 @@ def evaluate_product(
         data_source=source,
         extra_thresholds=bundle.info.get("extra_thresholds"),
     )
-    target = out_dir or settings.home / "reports" / product / f"v{info.version}"
     return report, write_report(report, records, predictions, target)

@@ -21,11 +21,13 @@ import onnxruntime
 from datasets.layout import ImageRecord, label_counts, scan_dataset
 from datasets.splits import Split, load_or_create_splits, split_records
 from inspection.atomic import write_atomic_text
+from inspection.errors import InspectionError
 from inspection.imaging import read_image
 from inspection.product_config import load_product_config
 from inspection.progress import console, progress_task
 from inspection.settings import Settings
-from models.checkpoint import MODEL_FILE, ModelBundle, load_bundle
+from models.anomaly_export import ServedAnomaly, ServedAnomalyParity, check_served_parity, export_served_anomaly
+from models.checkpoint import MODEL_FILE, AnomalyBundle, ModelBundle, load_any_bundle
 from models.onnx_export import export_classifier, optimize_onnx, weights_sha256
 from models.onnx_parity import ParityResult, check_parity
 from models.onnx_runtime import OnnxScorer
@@ -45,7 +47,7 @@ class ExportOutcome:
     version: int
     fp32_path: Path
     int8_path: Path | None
-    parity: ParityResult
+    parity: ParityResult | ServedAnomalyParity
     int8: Int8Decision | None
     sizes_mb: dict[str, float]
     latency_ms_bs1: dict[str, float]
@@ -109,17 +111,41 @@ def _int8_candidate(
     return candidate, int8, decision
 
 
-def _metadata(product: str, version: int, bundle: ModelBundle, records: list[ImageRecord], parts: dict) -> dict:
+def _metadata(
+    product: str, version: int, bundle: ModelBundle | AnomalyBundle, records: list[ImageRecord], parts: dict
+) -> dict:
     return {
         "product": product,
         "model_version": version,
         "defect_types": bundle.defect_types,
-        "threshold": bundle.threshold,
+        "threshold": bundle.threshold,  # an anomaly export replaces it with 0.5 (its probability scale)
         "target_miss_rate": bundle.target_miss_rate,
         "training_data": {"label_counts": label_counts(records), "split_counts": {k: len(v) for k, v in parts.items()}},
         "weights_sha256": weights_sha256(bundle.model),
         "onnxruntime_version": onnxruntime.__version__,
     }
+
+
+def _export_fp32(
+    bundle: ModelBundle | AnomalyBundle, metadata: dict, staging: Path, test_images: list[np.ndarray]
+) -> tuple[Path, Path, ParityResult | ServedAnomalyParity]:
+    """Export, optimize and parity-check either kind; returns (raw export, optimized file, parity)."""
+    if isinstance(bundle, AnomalyBundle):
+        served = ServedAnomaly(bundle.model, bundle.threshold, bundle.score_scale)
+        raw = export_served_anomaly(served, bundle.spec, staging / "model.raw.onnx", metadata)
+        fp32 = optimize_onnx(raw, staging / FP32_FILE)
+        anomaly_parity = check_served_parity(served, bundle.spec, fp32, test_images)
+        console.print(
+            f"parity: max |onnx - torch| probability {anomaly_parity.max_abs_diff:.2e}, distance "
+            f"{anomaly_parity.score_max_abs_diff:.2e}, map {anomaly_parity.map_max_abs_diff:.2e} "
+            f"over {anomaly_parity.n_images} test images"
+        )
+        return raw, fp32, anomaly_parity
+    raw = export_classifier(bundle.model, bundle.spec, staging / "model.raw.onnx", metadata)
+    fp32 = optimize_onnx(raw, staging / FP32_FILE)
+    parity = check_parity(bundle.model, bundle.spec, fp32, test_images)
+    console.print(f"parity: max |onnx - torch| = {parity.max_abs_diff:.2e} over {parity.n_images} test images")
+    return raw, fp32, parity
 
 
 def export_product(
@@ -132,7 +158,13 @@ def export_product(
 ) -> ExportOutcome:
     """Export a registered version to ONNX (and INT8 if asked and accepted); attach files to the version."""
     info = resolve_version(settings, product, version)
-    bundle = load_bundle(info.artifacts / MODEL_FILE)
+    bundle = load_any_bundle(info.artifacts / MODEL_FILE)
+    if int8 and isinstance(bundle, AnomalyBundle):
+        # Quantizing a bank of distances shifts every score; it would need its own measured gate first.
+        raise InspectionError(
+            f"{product} v{info.version} is an anomaly model: INT8 export is not supported for it (its accuracy "
+            "has not been measured); export it without --int8"
+        )
     config = load_product_config(settings.configs_dir, product)
     root = settings.dataset_dir(product)
     records = scan_dataset(root)
@@ -145,21 +177,14 @@ def export_product(
     # export never leaves a model file that serving could pick up.
     staging = Path(tempfile.mkdtemp(dir=info.artifacts, prefix=".export-"))
     try:
-        raw = export_classifier(
-            bundle.model,
-            bundle.spec,
-            staging / "model.raw.onnx",
-            _metadata(product, info.version, bundle, records, parts),
-        )
-        fp32 = optimize_onnx(raw, staging / FP32_FILE)
         test_images = _decode(parts["test"], "test split")
-        parity = check_parity(bundle.model, bundle.spec, fp32, test_images)
-        console.print(f"parity: max |onnx - torch| = {parity.max_abs_diff:.2e} over {parity.n_images} test images")
+        metadata = _metadata(product, info.version, bundle, records, parts)
+        raw, fp32, parity = _export_fp32(bundle, metadata, staging, test_images)
         sizes = {"fp32": fp32.stat().st_size / 1e6}
         fp32_scorer = OnnxScorer(fp32)  # one session per model for every timing and scoring pass below
         latency = {"fp32": _latency_ms(fp32_scorer, test_images)}
         decision, int8_path = None, None
-        if int8:
+        if int8 and isinstance(bundle, ModelBundle):
             candidate, int8_scorer, decision = _int8_candidate(
                 raw, staging, fp32_scorer, bundle, parts, test_images, config.seed, int8_tolerance
             )

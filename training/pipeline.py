@@ -14,6 +14,7 @@ import torch
 
 from datasets.layout import ImageRecord, label_counts, require_trainable, scan_dataset
 from datasets.splits import Split, load_or_create_splits, split_records
+from inspection.errors import ConfigError
 from inspection.names import GOOD_LABEL
 from inspection.preprocessing import PreprocessSpec
 from inspection.product_config import ProductConfig, load_product_config
@@ -110,6 +111,8 @@ def train_product(
     if seed is not None:
         overrides["seed"] = seed
     config = load_product_config(settings.configs_dir, product, overrides)
+    if config.kind == "hybrid":
+        raise ConfigError(f"product {product!r}: kind 'hybrid' is not implemented yet; use 'classifier' or 'anomaly'")
     root = settings.dataset_dir(product)
     records = scan_dataset(root)
     require_trainable(records, product)
@@ -117,6 +120,11 @@ def train_product(
         root, records, config.split.val_fraction, config.split.test_fraction, config.split.seed
     )
     parts = split_records(records, assignment)
+    if config.kind == "anomaly" or not any(r.is_defect for r in records):
+        # Imported here: the anomaly pipeline reuses this module's helpers.
+        from training.anomaly_pipeline import train_anomaly_product
+
+        return train_anomaly_product(settings, product, config, records, parts, started)
     defect_types = sorted({r.label for r in records} - {GOOD_LABEL})
     spec = PreprocessSpec(image_size=config.image_size, color_mode=resolve_color_mode(records, config.color_mode))
     device = select_device(settings.device)

@@ -50,6 +50,7 @@ def import_folder(
 ) -> ImportReport:
     """Import `src` (label folders, optional masks/) into `dest`; unreadable files are skipped and reported.
 
+    A folder of good images alone is accepted (it trains the anomaly kind); one without good images is not.
     `group_pattern` is a regex whose first group, searched in the file stem, names the physical part the image
     shows, so that all views of one part land on the same side of the split.
     """

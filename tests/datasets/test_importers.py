@@ -143,10 +143,10 @@ def test_empty_class_folder_is_reported_and_not_a_label(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "labels",
-    [("good",), ("scratch",), ("scratch", "spot")],
-    ids=["only-good", "only-one-defect", "defects-without-good"],
+    [("scratch",), ("scratch", "spot")],
+    ids=["only-one-defect", "defects-without-good"],
 )
-def test_dataset_a_classifier_cannot_learn_from_is_refused_leaving_nothing(tmp_path: Path, labels) -> None:
+def test_dataset_no_model_can_learn_from_is_refused_leaving_nothing(tmp_path: Path, labels) -> None:
     src = tmp_path / "src"
     for seed, label in enumerate(labels):
         for index in range(3):
@@ -157,10 +157,17 @@ def test_dataset_a_classifier_cannot_learn_from_is_refused_leaving_nothing(tmp_p
     assert _visible_entries(parent) == []  # no dataset, no .staging-*, no .trash-*
 
 
-def test_only_good_message_says_defects_are_missing(tmp_path: Path) -> None:
+def test_good_only_folder_is_accepted_for_the_anomaly_kind(tmp_path: Path) -> None:
     src = tmp_path / "src"
     _write(src / "good" / "a.png", _image(1))
-    with pytest.raises(DatasetError, match="only 'good'"):
+    report = import_folder(src, tmp_path / "data" / "widget", "widget")
+    assert report.counts == {"good": 1}
+
+
+def test_defect_only_message_says_good_images_are_missing(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _write(src / "scratch" / "a.png", _image(1))
+    with pytest.raises(DatasetError, match="no 'good' images"):
         import_folder(src, tmp_path / "data" / "widget", "widget")
 
 
@@ -231,10 +238,10 @@ def test_existing_dataset_is_kept_without_replace_and_replaced_with_it(tmp_path:
 def test_refused_replacement_keeps_the_old_dataset(tmp_path: Path) -> None:
     dest = tmp_path / "data" / "widget"
     import_folder(_source(tmp_path / "old"), dest, "widget")
-    only_good = tmp_path / "only-good"
-    _write(only_good / "good" / "a.png", _image(1))
+    only_defects = tmp_path / "only-defects"
+    _write(only_defects / "scratch" / "a.png", _image(1))
     with pytest.raises(DatasetError):
-        import_folder(only_good, dest, "widget", replace=True)
+        import_folder(only_defects, dest, "widget", replace=True)
     assert len(scan_dataset(dest)) == 9
     assert _visible_entries(dest.parent) == ["widget"]
 

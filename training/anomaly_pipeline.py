@@ -1,0 +1,240 @@
+"""`inspection train P` for `kind: anomaly`: PatchCore on good images only, calibrated, evaluated, registered.
+
+Same steps and report as the classifier (training.pipeline): frozen splits, threshold calibrated on validation
+to the target miss rate (or the good-score fallback), the DESIGN.md report on the test split plus pixel AUROC
+and PRO when masks exist, MLflow tracking and a registered version. Thresholds are in distance units.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from datasets.layout import ImageRecord, label_counts
+from datasets.splits import Split
+from inspection.imaging import read_image
+from inspection.preprocessing import PreprocessSpec
+from inspection.product_config import ProductConfig
+from inspection.progress import console, progress_task
+from inspection.settings import Settings
+from models.anomaly import PatchCore, fit_patchcore, image_batches, score_images
+from models.checkpoint import ANOMALY_TYPE, MODEL_FILE, AnomalyBundle, save_bundle
+from models.model_card import write_model_card
+from models.registry import mlflow_client, register_version, resolve_version
+from training import tracking
+from training.calibration import calibrate_threshold, max_accuracy_threshold
+from training.data import resolve_color_mode
+from training.evaluate import build_report, pixel_metrics, write_report
+from training.pipeline import TrainOutcome, seed_everything, select_device
+from training.predict import Predictions
+
+# IQR / 1.349 is the standard deviation of a normal distribution: a spread that one far-off good part cannot inflate.
+IQR_TO_SIGMA = 1.349
+MIN_SCALE_FRACTION = 1e-3  # of the threshold: keeps the served sigmoid finite when good scores barely vary
+
+
+def score_records(
+    model: PatchCore, records: Sequence[ImageRecord], spec: PreprocessSpec, name: str, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and score records with PatchCore, with a progress bar: (distances (N,), maps (N, S, S))."""
+    scores: list[np.ndarray] = [np.zeros(0, np.float32)]
+    maps: list[np.ndarray] = [np.zeros((0, spec.image_size, spec.image_size), np.float32)]
+    with progress_task(f"scoring {name}", len(records)) as advance:
+        for start in range(0, len(records), batch_size):
+            chunk = records[start : start + batch_size]
+            score, anomaly_map = score_images(model, [read_image(r.path) for r in chunk], spec, batch_size)
+            scores.append(score)
+            maps.append(anomaly_map)
+            advance(len(chunk))
+    return np.concatenate(scores), np.concatenate(maps)
+
+
+def anomaly_predictions(scores: np.ndarray) -> Predictions:
+    """Distances as report predictions: one type, "anomaly", named for every flagged part."""
+    return Predictions(defect_probability=scores, type_probabilities=np.ones((len(scores), 1), np.float32))
+
+
+def good_score_scale(good_scores: np.ndarray, threshold: float) -> float:
+    """Robust spread of good validation distances (IQR / 1.349, else std), floored above zero."""
+    floor = max(MIN_SCALE_FRACTION * abs(threshold), 1e-6)
+    if good_scores.size < 2:
+        return max(0.1 * abs(threshold), floor)
+    q1, q3 = np.quantile(good_scores, [0.25, 0.75])
+    spread = float(q3 - q1) / IQR_TO_SIGMA
+    if spread <= floor:
+        spread = float(good_scores.std())
+    return max(spread, floor)
+
+
+def _fit(config: ProductConfig, goods: list[ImageRecord], spec: PreprocessSpec, device: torch.device) -> PatchCore:
+    settings = config.anomaly
+    model = PatchCore(
+        layers=settings.layers,
+        feature_dim=settings.feature_dim,
+        memory_bank_size=settings.memory_bank_size,
+        blur_sigma=settings.blur_sigma,
+        seed=config.seed,
+    ).to(device)
+    images = (read_image(r.path) for r in goods)
+    with progress_task("memory bank (good images)", len(goods)) as advance:
+        fit_patchcore(
+            model,
+            image_batches(images, spec, settings.batch_size),
+            settings.memory_bank_size,
+            config.seed,
+            settings.max_patches,
+            advance,
+        )
+    return model.cpu()
+
+
+def train_anomaly_product(
+    settings: Settings,
+    product: str,
+    config: ProductConfig,
+    records: list[ImageRecord],
+    parts: dict[Split, list[ImageRecord]],
+    started: float,
+) -> TrainOutcome:
+    """Fit PatchCore on the training split's good images, calibrate, evaluate on test, register a version."""
+    spec = PreprocessSpec(image_size=config.image_size, color_mode=resolve_color_mode(records, config.color_mode))
+    device = select_device(settings.device)
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    seed_everything(config.seed)
+    goods = [r for r in parts["train"] if not r.is_defect]
+    console.print(
+        f"[bold]{product}[/] (anomaly): {len(records)} images {label_counts(records)}; split "
+        + ", ".join(f"{k} {len(v)}" for k, v in parts.items())
+        + f"; memory bank from {len(goods)} good training images; {spec.color_mode} {spec.image_size}px on {device}"
+    )
+    params = {
+        "product": product,
+        "kind": "anomaly",
+        "n_images": len(records),
+        "n_train_good": len(goods),
+        "device": str(device),
+        "color_mode": spec.color_mode,
+        **{f"split_{k}": len(v) for k, v in parts.items()},
+        **{f"anomaly.{k}": v for k, v in config.anomaly.model_dump().items()},
+        "image_size": config.image_size,
+        "seed": config.seed,
+        "target_miss_rate": config.target_miss_rate,
+    }
+    with tracking.training_run(settings, product, params) as run:
+        tracking.log_json(config.model_dump(), "config/resolved_config.json")
+        tracking.log_json({"splits": {k: [r.relpath for r in v] for k, v in parts.items()}}, "config/splits.json")
+        fit_started = time.perf_counter()
+        model = _fit(config, goods, spec, device)
+        fit_seconds = time.perf_counter() - fit_started
+        console.print(f"memory bank: {model.memory_bank.shape[0]} patches (bound {model.memory_bank_size})")
+        val_scores, _ = score_records(model, parts["val"], spec, "validation", config.anomaly.batch_size)
+        val_labels = np.array([r.is_defect for r in parts["val"]], dtype=np.int64)
+        calibration = calibrate_threshold(val_labels, val_scores, config.target_miss_rate)
+        scale = good_score_scale(val_scores[val_labels == 0], calibration.threshold)
+        console.print(f"threshold {calibration.threshold:.4f} (distance), scale {scale:.4f}: {calibration.note}")
+        extra_thresholds: dict[str, float] = {}
+        if len(set(val_labels.tolist())) == 2:
+            extra_thresholds["max_validation_accuracy"] = max_accuracy_threshold(val_labels, val_scores)
+        test_scores, test_maps = score_records(model, parts["test"], spec, "test", config.anomaly.batch_size)
+        predictions = anomaly_predictions(test_scores)
+        bundle = AnomalyBundle(
+            model=model,
+            spec=spec,
+            threshold=calibration.threshold,
+            score_scale=scale,
+            target_miss_rate=config.target_miss_rate,
+            info={
+                "product": product,
+                "kind": "anomaly",
+                "run_id": run.info.run_id,
+                "calibration": calibration.__dict__,
+                "extra_thresholds": extra_thresholds,
+                "label_counts": label_counts(records),
+                "split_counts": {k: len(v) for k, v in parts.items()},
+                "memory_bank_rows": int(model.memory_bank.shape[0]),
+                "n_train_good": len(goods),
+            },
+        )
+        staging = settings.run_dir(product) / run.info.run_id
+        save_bundle(bundle, staging / MODEL_FILE)
+        tracking.log_files([staging / MODEL_FILE], artifact_path="model")
+        version = register_version(
+            settings,
+            product,
+            run.info.run_id,
+            f"{run.info.artifact_uri}/model",
+            tags={
+                "kind": "anomaly",
+                "target_miss_rate": str(config.target_miss_rate),
+                "threshold": f"{calibration.threshold:.6f}",
+            },
+        )
+        try:
+            report = anomaly_report(
+                product, version, bundle, parts["test"], test_scores, test_maps, "test split", extra_thresholds
+            )
+            report["calibration"] = calibration.__dict__
+            report["training"] = {
+                "train_good_images": len(goods),
+                "memory_bank_rows": int(model.memory_bank.shape[0]),
+                "fit_seconds": round(fit_seconds, 1),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            paths = write_report(report, parts["test"], predictions, staging / "evaluation")
+            tracking.log_files(list(paths.values()), artifact_path="model/evaluation")
+            card = write_model_card(report, bundle.info, staging / "model_card.md")
+            tracking.log_files([card], artifact_path="model")
+            tracking.log_report(report)
+            for key in ("pixel_auroc", "pro"):
+                if report["test"].get(key) is not None:
+                    tracking.log_epoch({f"test_{key}": report["test"][key]}, step=0)
+        except BaseException:
+            mlflow_client(settings).delete_model_version(product, str(version))
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+    artifacts = resolve_version(settings, product, version).artifacts
+    return TrainOutcome(
+        product, version, run.info.run_id, report, calibration, artifacts, time.perf_counter() - started
+    )
+
+
+def anomaly_report(
+    product: str,
+    version: int | str | None,
+    bundle: AnomalyBundle,
+    records: Sequence[ImageRecord],
+    scores: np.ndarray,
+    maps: np.ndarray,
+    data_source: str,
+    extra_thresholds: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The DESIGN.md report for an anomaly model (threshold in distance units), plus pixel metrics with masks."""
+    report = build_report(
+        product,
+        version,
+        bundle.threshold,
+        bundle.target_miss_rate,
+        records,
+        anomaly_predictions(scores),
+        [ANOMALY_TYPE],
+        data_source=data_source,
+        extra_thresholds=extra_thresholds,
+        typed=False,
+    )
+    pixels = pixel_metrics(records, maps)
+    if pixels is not None:
+        report["test"].update(pixels)
+    report["kind"] = "anomaly"
+    report["anomaly"] = {
+        "distance_threshold": round(float(bundle.threshold), 6),
+        "score_scale": round(float(bundle.score_scale), 6),
+        "served_threshold": 0.5,
+        "memory_bank_rows": int(bundle.model.memory_bank.shape[0]),
+    }
+    return report
