@@ -21,11 +21,12 @@ import torch
 from timm.layers.conv2d_same import Conv2dSame
 from timm.layers.padding import pad_same_arg
 from torch import nn
+from torch.jit import TracerWarning
 
 from inspection.atomic import atomic_target
 from inspection.preprocessing import PreprocessSpec
 from models.classifier import DefectClassifier
-from models.onnx_runtime import INPUT_NAME, METADATA_KEY_PREFIX, OUTPUT_NAMES
+from models.onnx_runtime import INPUT_NAME, MAP_OUTPUT, METADATA_KEY_PREFIX, OUTPUT_NAMES
 
 OPSET = 17
 
@@ -86,11 +87,15 @@ def _set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> None:
 
 
 def export_classifier(model: DefectClassifier, spec: PreprocessSpec, path: Path, metadata: dict[str, Any]) -> Path:
-    """Export to ONNX (batch dynamic, HxW fixed by `spec`), run onnx.checker, embed `metadata`; atomic write."""
+    """Export to ONNX (batch dynamic, HxW fixed by `spec`), run onnx.checker, embed `metadata`; atomic write.
+
+    Outputs: `defect_probability`, `type_probabilities` and the class-activation map `anomaly_map` (N,1,S,S).
+    """
     # A copy: the caller's model keeps its train/eval mode and its modules.
     exportable = _static_same_padding(copy.deepcopy(model).eval(), spec.image_size)
     dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
     batch_axis = {0: "batch"}
+    output_names = [*OUTPUT_NAMES, MAP_OUTPUT]  # the order of ClassifierOutput's fields
     path = Path(path)
     with atomic_target(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         # Known, harmless exporter noise that would otherwise reach every `inspection export` user:
@@ -98,6 +103,9 @@ def export_classifier(model: DefectClassifier, spec: PreprocessSpec, path: Path,
         warnings.filterwarnings("ignore", message="You are using the legacy TorchScript", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
+        # The classifier's map is upsampled by matrices built from the (fixed) sizes: constants, as intended.
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python integer", category=TracerWarning)
+        warnings.filterwarnings("ignore", message="torch.from_numpy results are registered", category=TracerWarning)
         torch.onnx.export(
             exportable,
             (dummy,),
@@ -105,8 +113,8 @@ def export_classifier(model: DefectClassifier, spec: PreprocessSpec, path: Path,
             dynamo=False,  # TorchScript exporter: traces the eval graph as is, no torch.export/onnxscript passes
             opset_version=OPSET,
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: batch_axis, **{name: batch_axis for name in OUTPUT_NAMES}},
+            output_names=output_names,
+            dynamic_axes={INPUT_NAME: batch_axis, **{name: batch_axis for name in output_names}},
         )
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto, full_check=True)

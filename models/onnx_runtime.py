@@ -21,7 +21,9 @@ from inspection.preprocessing import PreprocessSpec, preprocess
 
 METADATA_KEY_PREFIX = "inspection."
 INPUT_NAME = "image"
-OUTPUT_NAMES = ("defect_probability", "type_probabilities")
+OUTPUT_NAMES = ("defect_probability", "type_probabilities")  # what every served model has, in this order
+# Optional third output: float32 (N, 1, S, S) at the input size S, in [0, 1], higher = more defect-like.
+MAP_OUTPUT = "anomaly_map"
 _PROVIDERS = ["CPUExecutionProvider"]
 
 
@@ -76,6 +78,16 @@ class OnnxScorer:
         self._type_dim = outputs[OUTPUT_NAMES[1]][1]
         height, width = inputs[INPUT_NAME][2:4]
         size = self.spec.image_size
+        self.has_map = MAP_OUTPUT in outputs
+        if self.has_map:
+            map_shape = list(outputs[MAP_OUTPUT])
+            expected = [1, size, size]
+            if len(map_shape) != 4 or any(
+                isinstance(dim, int) and dim != want for dim, want in zip(map_shape[1:], expected, strict=True)
+            ):
+                raise InspectionError(
+                    f"{self.path}: output '{MAP_OUTPUT}' has shape {map_shape}, expected [batch, 1, {size}, {size}]"
+                )
         if any(isinstance(dim, int) and dim != size for dim in (height, width)):
             raise InspectionError(
                 f"{self.path}: the graph takes {height}x{width} inputs but its preprocessing metadata "
@@ -95,6 +107,19 @@ class OnnxScorer:
         defect, types = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         return np.asarray(defect), np.asarray(types)
 
+    def score_batch_with_maps(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """As score_batch, plus the anomaly maps (N, S, S) float32 in [0, 1] when the model has them, else None."""
+        if not self.has_map:
+            defect, types = self.score_batch(inputs)
+            return defect, types, None
+        if inputs.ndim != 4:
+            raise ValueError(f"expected an NxCxHxW batch, got shape {inputs.shape}")
+        batch = np.ascontiguousarray(inputs, dtype=np.float32)
+        defect, types, maps = self.session.run([*OUTPUT_NAMES, MAP_OUTPUT], {INPUT_NAME: batch})
+        # Clipped: a quantized (INT8) graph may overshoot [0, 1] by a quantization step.
+        maps = np.clip(np.asarray(maps, dtype=np.float32), 0.0, 1.0)
+        return np.asarray(defect), np.asarray(types), maps.reshape(maps.shape[0], *maps.shape[-2:])
+
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Run each batch size once on a blank input: ORT's first run of a shape allocates and plans, and that
         pause belongs at load or swap time, not on a line's first frame."""
@@ -104,15 +129,35 @@ class OnnxScorer:
 
     def score_images(self, images: Sequence[np.ndarray], batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Decoded uint8 gray/RGB images of any size -> (defect probability (N,), type probabilities (N, K))."""
+        defect, types, _ = self._score_images(images, batch_size, with_maps=False)
+        return defect, types
+
+    def score_images_with_maps(
+        self, images: Sequence[np.ndarray], batch_size: int = 1
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """As score_images, plus the anomaly maps (N, S, S) when the model has them, else None."""
+        return self._score_images(images, batch_size, with_maps=True)
+
+    def _score_images(
+        self, images: Sequence[np.ndarray], batch_size: int, with_maps: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         defects: list[np.ndarray] = []
         types: list[np.ndarray] = []
+        maps: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            defect, type_probs = self.score_batch(np.stack([preprocess(image, self.spec) for image in chunk]))
+            batch = np.stack([preprocess(image, self.spec) for image in images[start : start + batch_size]])
+            if with_maps:
+                defect, type_probs, map_batch = self.score_batch_with_maps(batch)
+                if map_batch is not None:
+                    maps.append(map_batch)
+            else:
+                defect, type_probs = self.score_batch(batch)
             defects.append(defect)
             types.append(type_probs)
+        size = self.spec.image_size
         if not defects:
-            return np.zeros(0, np.float32), np.zeros((0, self.num_defect_types), np.float32)
-        return np.concatenate(defects), np.concatenate(types)
+            empty_maps = np.zeros((0, size, size), np.float32) if with_maps and self.has_map else None
+            return np.zeros(0, np.float32), np.zeros((0, self.num_defect_types), np.float32), empty_maps
+        return np.concatenate(defects), np.concatenate(types), np.concatenate(maps) if maps else None

@@ -7,7 +7,10 @@ import hashlib
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from inspection.atomic import write_atomic_bytes
+from serving.heatmaps import write_heatmap
 
 EXTENSIONS = {"image/png": ".png", "image/bmp": ".bmp", "image/x-ms-bmp": ".bmp", "image/tiff": ".tif"}
 
@@ -28,6 +31,23 @@ def archive_frame(
     folder = root / product / received.strftime("%Y-%m-%d")
     target = folder / f"{inspection_id}{EXTENSIONS.get(content_type.split(';')[0].strip().lower(), '.jpg')}"
     return write_atomic_bytes(target, data)
+
+
+def archive_with_heatmap(
+    root: Path,
+    product: str,
+    inspection_id: str,
+    received: datetime,
+    data: bytes,
+    content_type: str,
+    anomaly_map: np.ndarray | None,
+    max_pixels: int,
+) -> tuple[Path, Path | None]:
+    """archive_frame, then (given a map) its heatmap beside it: (frame path, heatmap path or None). One call, so
+    the request pays one thread-pool hop for both."""
+    path = archive_frame(root, product, inspection_id, received, data, content_type)
+    heatmap = write_heatmap(path, data, anomaly_map, max_pixels) if anomaly_map is not None else None
+    return path, heatmap
 
 
 def archived_file(root: Path, archive_path: str | None) -> Path | None:

@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,9 @@ class Verdict:
     threshold: float
     model_version: int
     batch_size: int  # size of the batch this frame was scored in (for metrics)
+    # Where the defect is, when the model exports an anomaly map: uint8 (S, S) at the model input size, 255 = most
+    # defect-like (1 byte a pixel keeps a queue of verdicts small). None for models without the output.
+    anomaly_map: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 class EngineOverloaded(Exception):  # noqa: N818 - the name is the HTTP layer's contract
@@ -179,19 +182,28 @@ class InferenceEngine:
             return
         try:
             # ORT releases the GIL while it runs, so the event loop keeps accepting frames meanwhile.
-            defect, types = scorer.score_batch(np.stack([frame.inputs for frame in fitting]))
+            defect, types, maps = scorer.score_batch_with_maps(np.stack([frame.inputs for frame in fitting]))
             verdicts, size = [], len(fitting)
-            for probability, type_probabilities in zip(defect.tolist(), types, strict=True):
+            quantized = _to_uint8(maps) if maps is not None else [None] * size
+            for probability, type_probabilities, anomaly_map in zip(defect.tolist(), types, quantized, strict=True):
                 flagged = probability >= threshold
                 best = int(np.argmax(type_probabilities))
                 name = scorer.defect_types[best] if best < len(scorer.defect_types) else str(best)
-                verdicts.append(Verdict(probability, name if flagged else None, flagged, threshold, version, size))
+                verdicts.append(
+                    Verdict(probability, name if flagged else None, flagged, threshold, version, size, anomaly_map)
+                )
         except Exception as error:
             for frame in fitting:
                 _settle(frame, error)
             return
         for frame, verdict in zip(fitting, verdicts, strict=True):
             _settle(frame, verdict)
+
+
+def _to_uint8(maps: np.ndarray) -> list[np.ndarray]:
+    """float maps in [0, 1] (N, S, S) -> one uint8 (S, S) array per frame, 255 = 1.0."""
+    scaled = np.rint(np.clip(maps, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return list(scaled)
 
 
 def _settle(frame: _Frame, outcome: Verdict | BaseException) -> None:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
 from inspection.storage.inspections import add_inspection, needs_review
-from serving.archive import archive_frame, should_archive
+from serving.archive import archive_with_heatmap, should_archive
 from serving.auth import CameraKey
 from serving.frames import check_content_type, frame_to_inputs
 from serving.state import ServingState
@@ -34,6 +36,7 @@ class InspectResponse(BaseModel):
     threshold: float
     model_version: int
     latency_ms: float
+    heatmap_url: str | None = None
 
 
 async def _read_frame(request: Request, limit: int) -> tuple[bytes, str]:
@@ -85,8 +88,17 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 @router.post("/v1/inspect/{product}", response_model=InspectResponse)
-async def inspect_frame(product: str, request: Request, key: CameraKey) -> InspectResponse:
-    """Score one frame with the product's champion model; the verdict is stored before it is answered."""
+async def inspect_frame(
+    product: str,
+    request: Request,
+    key: CameraKey,
+    heatmap: Annotated[bool, Query(description="Draw where the defect is even on a pass (archives the frame)")] = False,
+) -> InspectResponse:
+    """Score one frame with the product's champion model; the verdict is stored before it is answered.
+
+    Defect verdicts (and any frame with `heatmap=true`) of a model with an anomaly map get a heatmap, stored
+    beside the archived frame and linked as `heatmap_url`.
+    """
     started = time.perf_counter()
     state: ServingState = request.app.state.serving
     validate_product_name(product)
@@ -100,11 +112,22 @@ async def inspect_frame(product: str, request: Request, key: CameraKey) -> Inspe
     inputs = await run_in_threadpool(frame_to_inputs, data, spec, state.settings.max_pixels)
     verdict = await engine.submit(inputs)
     inspection_id, received = str(uuid.uuid4()), datetime.now(UTC)
-    archive_path = None
+    archive_path: Path | None = None
+    heatmap_path: Path | None = None
     review = needs_review(verdict.is_defect, verdict.defect_probability, verdict.threshold)
-    if should_archive(inspection_id, review, state.settings.archive_pass_fraction):
-        archive_path = await run_in_threadpool(
-            archive_frame, state.settings.archive_dir, product, inspection_id, received, data, content_type
+    drawn = verdict.anomaly_map if verdict.anomaly_map is not None and (verdict.is_defect or heatmap) else None
+    # A requested heatmap is stored with its frame, so asking for one archives the frame too.
+    if drawn is not None or should_archive(inspection_id, review, state.settings.archive_pass_fraction):
+        archive_path, heatmap_path = await run_in_threadpool(
+            archive_with_heatmap,
+            state.settings.archive_dir,
+            product,
+            inspection_id,
+            received,
+            data,
+            content_type,
+            drawn,
+            state.settings.max_pixels,
         )
     latency_ms = 1000 * (time.perf_counter() - started)
     row = dict(
@@ -122,6 +145,7 @@ async def inspect_frame(product: str, request: Request, key: CameraKey) -> Inspe
         model_version=verdict.model_version,
         latency_ms=latency_ms,
         archive_path=str(archive_path) if archive_path else None,
+        heatmap_path=str(heatmap_path) if heatmap_path else None,
     )
     await run_in_threadpool(lambda: add_inspection(state.sessions, **row))
     request.app.state.metrics.observe_verdict(product, verdict)
@@ -136,4 +160,5 @@ async def inspect_frame(product: str, request: Request, key: CameraKey) -> Inspe
         threshold=verdict.threshold,
         model_version=verdict.model_version,
         latency_ms=round(latency_ms, 3),
+        heatmap_url=f"/v1/inspections/{inspection_id}/heatmap" if heatmap_path else None,
     )

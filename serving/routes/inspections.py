@@ -38,6 +38,7 @@ class InspectionOut(BaseModel):
     model_version: int
     latency_ms: float
     archive_path: str | None
+    heatmap_path: str | None = None
     feedback_label: str | None
     feedback_at: datetime | None
     image_url: str | None = Field(default=None, description="The archived frame, when it was archived")
@@ -50,6 +51,8 @@ class InspectionOut(BaseModel):
         out = cls.model_validate(row)
         if row.archive_path:
             out.image_url = f"/v1/inspections/{row.id}/image"
+        if row.heatmap_path:
+            out.heatmap_url = f"/v1/inspections/{row.id}/heatmap"
         return out
 
 
@@ -100,3 +103,15 @@ async def archived_image(inspection_id: str, request: Request, _key: ReaderKey) 
     if path is None:
         raise HTTPException(404, f"inspection {inspection_id} has no archived frame")
     return FileResponse(path, media_type=media_type_of(path))
+
+
+@router.get("/v1/inspections/{inspection_id}/heatmap", response_class=FileResponse)
+async def heatmap_image(inspection_id: str, request: Request, _key: ReaderKey) -> FileResponse:
+    """Where the model saw the defect, drawn over the archived frame (PNG; defects, and frames sent with
+    `heatmap=true`, of models with an anomaly map)."""
+    state = request.app.state.serving
+    row = await run_in_threadpool(get_inspection, state.sessions, inspection_id)
+    path = archived_file(state.settings.archive_dir, row.heatmap_path)
+    if path is None:
+        raise HTTPException(404, f"inspection {inspection_id} has no heatmap")
+    return FileResponse(path, media_type="image/png")

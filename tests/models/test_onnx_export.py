@@ -25,7 +25,7 @@ from models.onnx_export import (
     weights_sha256,
 )
 from models.onnx_parity import ParityError, check_parity
-from models.onnx_runtime import OnnxScorer, read_onnx_metadata
+from models.onnx_runtime import MAP_OUTPUT, OnnxScorer, read_onnx_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = PreprocessSpec(image_size=64, color_mode="gray")
@@ -70,7 +70,7 @@ def test_export_is_a_checked_opset_17_graph_with_named_io(exported: Path) -> Non
     default_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     assert default_opset >= OPSET
     assert [i.name for i in proto.graph.input] == [INPUT_NAME]
-    assert [o.name for o in proto.graph.output] == list(OUTPUT_NAMES)
+    assert [o.name for o in proto.graph.output] == [*OUTPUT_NAMES, MAP_OUTPUT]
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch"
     assert [d.dim_value for d in dims[1:]] == [3, SPEC.image_size, SPEC.image_size]
@@ -118,6 +118,80 @@ def test_exported_model_matches_pytorch_on_decoded_images(
     assert result.passed
     assert result.n_images == len(images)
     assert result.max_abs_diff <= 1e-4
+    assert result.map_max_abs_diff is not None and result.map_max_abs_diff <= 1e-3
+
+
+def test_classifier_map_is_the_class_activation_map_of_the_defect_head(model: DefectClassifier) -> None:
+    images = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        output = model(images)
+        features = model.upper(model.trunk(images))
+        weights = model.defect_head.weight[0]
+        # The defect logit is the spatial mean of the weighted channel sum, plus the bias: the map is exact.
+        weighted = torch.einsum("nchw,c->nhw", features, weights)
+        logit = torch.logit(output.defect_probability.double()).float()
+        torch.testing.assert_close(weighted.mean(dim=(1, 2)) + model.defect_head.bias, logit, atol=1e-4, rtol=1e-4)
+    cam = output.anomaly_map
+    assert cam.shape == (2, 1, 64, 64)
+    assert float(cam.min()) >= 0.0 and float(cam.max()) <= 1.0
+    coarse = torch.relu(weighted)
+    for index in range(2):  # the upsampled map peaks where the coarse activation does (a cell is 32 px)
+        if float(coarse[index].max()) > 0:
+            row, col = divmod(int(coarse[index].argmax()), coarse.shape[-1])
+            peak_row, peak_col = divmod(int(cam[index, 0].argmax()), 64)
+            assert (peak_row // 32, peak_col // 32) == (row, col)
+            assert float(cam[index].max()) == pytest.approx(1.0, abs=1e-2)
+
+
+def test_exported_map_is_in_unit_range_at_input_size(exported: Path, images: list[np.ndarray]) -> None:
+    scorer = OnnxScorer(exported, threads=1)
+    assert scorer.has_map
+    defect, types, maps = scorer.score_images_with_maps(images, batch_size=2)
+    assert maps is not None and maps.shape == (len(images), 64, 64) and maps.dtype == np.float32
+    assert float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
+    plain = scorer.score_images(images, batch_size=2)  # existing callers: still (defect, types)
+    np.testing.assert_allclose(plain[0], defect, atol=1e-6)
+    np.testing.assert_allclose(plain[1], types, atol=1e-6)
+
+
+def _without_map(exported: Path, path: Path) -> Path:
+    """An older-style export: the same graph with only the two probability outputs."""
+    proto = onnx.load(str(exported))
+    kept = [output for output in proto.graph.output if output.name != MAP_OUTPUT]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_model_without_map_scores_and_passes_parity(
+    model: DefectClassifier, exported: Path, images: list[np.ndarray], tmp_path: Path
+) -> None:
+    path = _without_map(exported, tmp_path / "no-map.onnx")
+    scorer = OnnxScorer(path, threads=1)
+    assert not scorer.has_map
+    defect, types, maps = scorer.score_images_with_maps(images, batch_size=2)
+    assert maps is None and defect.shape == (len(images),) and types.shape == (len(images), len(DEFECT_TYPES))
+    result = check_parity(model, SPEC, path, images, tolerance=1e-4)
+    assert result.passed and result.map_max_abs_diff is None
+
+
+def test_a_map_far_from_pytorch_fails_the_gate(
+    model: DefectClassifier, exported: Path, images: list[np.ndarray], tmp_path: Path
+) -> None:
+    """Parity covers the map: an export whose map is inverted (probabilities intact) is refused."""
+    proto = onnx.load(str(exported))
+    tail = next(output for output in proto.graph.output if output.name == MAP_OUTPUT)
+    inner = f"{MAP_OUTPUT}_raw"
+    for node in proto.graph.node:
+        node.output[:] = [inner if name == MAP_OUTPUT else name for name in node.output]
+    one = onnx.helper.make_tensor("one", onnx.TensorProto.FLOAT, [], [1.0])
+    proto.graph.initializer.append(one)
+    proto.graph.node.append(onnx.helper.make_node("Sub", ["one", inner], [tail.name]))
+    path = tmp_path / "inverted.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ParityError, match="anomaly maps"):
+        check_parity(model, SPEC, path, images, tolerance=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -68,9 +69,9 @@ class SlowScorer:
         self.spec, self.defect_types = inner.spec, inner.defect_types
         self.threshold, self.metadata = inner.threshold, inner.metadata
 
-    def score_batch(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score_batch_with_maps(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         time.sleep(self.delay)
-        return self.inner.score_batch(inputs)
+        return self.inner.score_batch_with_maps(inputs)
 
 
 class FlakyScorer(SlowScorer):
@@ -78,16 +79,42 @@ class FlakyScorer(SlowScorer):
 
     POISON = 99.0
 
-    def score_batch(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score_batch_with_maps(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if np.any(inputs[:, 0, 0, 0] == self.POISON):
             raise RuntimeError("scoring failed")
-        return self.inner.score_batch(inputs)
+        return self.inner.score_batch_with_maps(inputs)
 
 
 def direct(scorer: OnnxScorer, frame: np.ndarray) -> tuple[float, np.ndarray]:
     """The defect probability and type probabilities of one frame scored straight through ONNX Runtime."""
     defect, types = scorer.score_batch(frame[None])
     return float(defect[0]), types[0]
+
+
+def test_verdict_carries_the_models_map_as_bytes(
+    scorer_v1: OnnxScorer, model_files: tuple[Path, Path], frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    proto = onnx.load(str(model_files[0]))
+    kept = [output for output in proto.graph.output if output.name != "anomaly_map"]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    onnx.save(proto, str(tmp_path / "no-map.onnx"))
+    mapless = OnnxScorer(tmp_path / "no-map.onnx", threads=1)
+
+    async def scenario(scorer: OnnxScorer) -> Verdict:
+        engine = InferenceEngine(scorer)
+        try:
+            return await engine.submit(frames[0])
+        finally:
+            await engine.close()
+
+    with_map, without = asyncio.run(scenario(scorer_v1)), asyncio.run(scenario(mapless))
+    _, _, maps = scorer_v1.score_batch_with_maps(frames[0][None])
+    assert maps is not None and with_map.anomaly_map is not None
+    assert with_map.anomaly_map.dtype == np.uint8 and with_map.anomaly_map.shape == (64, 64)
+    np.testing.assert_allclose(with_map.anomaly_map / 255.0, maps[0], atol=1 / 255 + 1e-6)
+    assert without.anomaly_map is None
+    assert without == with_map  # the map is extra: it does not take part in comparing verdicts
 
 
 def test_verdict_equals_direct_scoring(scorer_v1: OnnxScorer, frames: list[np.ndarray]) -> None:
