@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from inspection.atomic import write_atomic_bytes
-from serving.heatmaps import write_heatmap
+from serving.heatmaps import write_map
 
 EXTENSIONS = {"image/png": ".png", "image/bmp": ".bmp", "image/x-ms-bmp": ".bmp", "image/tiff": ".tif"}
 
@@ -33,7 +33,7 @@ def archive_frame(
     return write_atomic_bytes(target, data)
 
 
-def archive_with_heatmap(
+def archive_with_map(
     root: Path,
     product: str,
     inspection_id: str,
@@ -41,13 +41,11 @@ def archive_with_heatmap(
     data: bytes,
     content_type: str,
     anomaly_map: np.ndarray | None,
-    max_pixels: int,
 ) -> tuple[Path, Path | None]:
-    """archive_frame, then (given a map) its heatmap beside it: (frame path, heatmap path or None). One call, so
-    the request pays one thread-pool hop for both."""
+    """archive_frame, then (given one) the model's anomaly map beside it: (frame path, map path or None). One
+    call, so the request pays one thread-pool hop for both."""
     path = archive_frame(root, product, inspection_id, received, data, content_type)
-    heatmap = write_heatmap(path, data, anomaly_map, max_pixels) if anomaly_map is not None else None
-    return path, heatmap
+    return path, write_map(path, anomaly_map) if anomaly_map is not None else None
 
 
 def archived_file(root: Path, archive_path: str | None) -> Path | None:

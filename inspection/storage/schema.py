@@ -31,7 +31,7 @@ class Inspection(Base):
     model_version: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
     archive_path: Mapped[str | None] = mapped_column(String(512))
-    heatmap_path: Mapped[str | None] = mapped_column(String(512))  # the anomaly map drawn over the archived frame
+    anomaly_map_path: Mapped[str | None] = mapped_column(String(512))  # the model's map, for the heatmap
     feedback_label: Mapped[str | None] = mapped_column(String(64))
     feedback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     feedback_by: Mapped[str | None] = mapped_column(String(64))

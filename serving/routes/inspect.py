@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
 from inspection.storage.inspections import add_inspection, needs_review
-from serving.archive import archive_with_heatmap, should_archive
+from serving.archive import archive_with_map, should_archive
 from serving.auth import CameraKey
 from serving.frames import check_content_type, frame_to_inputs
 from serving.state import ServingState
@@ -96,8 +96,8 @@ async def inspect_frame(
 ) -> InspectResponse:
     """Score one frame with the product's champion model; the verdict is stored before it is answered.
 
-    Defect verdicts (and any frame with `heatmap=true`) of a model with an anomaly map get a heatmap, stored
-    beside the archived frame and linked as `heatmap_url`.
+    Defect verdicts (and any frame with `heatmap=true`) of a model with an anomaly map get a heatmap: the map is
+    stored beside the archived frame, drawn over it when `heatmap_url` is first fetched.
     """
     started = time.perf_counter()
     state: ServingState = request.app.state.serving
@@ -113,13 +113,13 @@ async def inspect_frame(
     verdict = await engine.submit(inputs)
     inspection_id, received = str(uuid.uuid4()), datetime.now(UTC)
     archive_path: Path | None = None
-    heatmap_path: Path | None = None
+    map_path: Path | None = None
     review = needs_review(verdict.is_defect, verdict.defect_probability, verdict.threshold)
     drawn = verdict.anomaly_map if verdict.anomaly_map is not None and (verdict.is_defect or heatmap) else None
     # A requested heatmap is stored with its frame, so asking for one archives the frame too.
     if drawn is not None or should_archive(inspection_id, review, state.settings.archive_pass_fraction):
-        archive_path, heatmap_path = await run_in_threadpool(
-            archive_with_heatmap,
+        archive_path, map_path = await run_in_threadpool(
+            archive_with_map,
             state.settings.archive_dir,
             product,
             inspection_id,
@@ -127,7 +127,6 @@ async def inspect_frame(
             data,
             content_type,
             drawn,
-            state.settings.max_pixels,
         )
     latency_ms = 1000 * (time.perf_counter() - started)
     row = dict(
@@ -145,7 +144,7 @@ async def inspect_frame(
         model_version=verdict.model_version,
         latency_ms=latency_ms,
         archive_path=str(archive_path) if archive_path else None,
-        heatmap_path=str(heatmap_path) if heatmap_path else None,
+        anomaly_map_path=str(map_path) if map_path else None,
     )
     await run_in_threadpool(lambda: add_inspection(state.sessions, **row))
     request.app.state.metrics.observe_verdict(product, verdict)
@@ -160,5 +159,5 @@ async def inspect_frame(
         threshold=verdict.threshold,
         model_version=verdict.model_version,
         latency_ms=round(latency_ms, 3),
-        heatmap_url=f"/v1/inspections/{inspection_id}/heatmap" if heatmap_path else None,
+        heatmap_url=f"/v1/inspections/{inspection_id}/heatmap" if map_path else None,
     )

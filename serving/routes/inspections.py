@@ -15,6 +15,7 @@ from inspection.storage.inspections import InspectionFilter, get_inspection, lis
 from inspection.storage.schema import Inspection
 from serving.archive import archived_file, media_type_of
 from serving.auth import QaKey, ReaderKey
+from serving.heatmaps import rendered_heatmap
 
 router = APIRouter(tags=["inspections"])
 
@@ -38,7 +39,6 @@ class InspectionOut(BaseModel):
     model_version: int
     latency_ms: float
     archive_path: str | None
-    heatmap_path: str | None = None
     feedback_label: str | None
     feedback_at: datetime | None
     image_url: str | None = Field(default=None, description="The archived frame, when it was archived")
@@ -51,7 +51,7 @@ class InspectionOut(BaseModel):
         out = cls.model_validate(row)
         if row.archive_path:
             out.image_url = f"/v1/inspections/{row.id}/image"
-        if row.heatmap_path:
+        if row.anomaly_map_path:
             out.heatmap_url = f"/v1/inspections/{row.id}/heatmap"
         return out
 
@@ -111,7 +111,11 @@ async def heatmap_image(inspection_id: str, request: Request, _key: ReaderKey) -
     `heatmap=true`, of models with an anomaly map)."""
     state = request.app.state.serving
     row = await run_in_threadpool(get_inspection, state.sessions, inspection_id)
-    path = archived_file(state.settings.archive_dir, row.heatmap_path)
+    root = state.settings.archive_dir
+    frame, anomaly_map = archived_file(root, row.archive_path), archived_file(root, row.anomaly_map_path)
+    path = None
+    if frame is not None and anomaly_map is not None:
+        path = await run_in_threadpool(rendered_heatmap, frame, anomaly_map, state.settings.max_pixels)
     if path is None:
         raise HTTPException(404, f"inspection {inspection_id} has no heatmap")
     return FileResponse(path, media_type="image/png")

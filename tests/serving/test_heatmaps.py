@@ -22,7 +22,7 @@ from models.checkpoint import MODEL_FILE, load_bundle
 from models.onnx_parity import check_parity
 from models.onnx_runtime import MAP_OUTPUT, OnnxScorer
 from serving.app import create_app
-from serving.heatmaps import HEATMAP_SUFFIX, encode_png, render_heatmap
+from serving.heatmaps import HEATMAP_SUFFIX, MAP_SUFFIX, encode_png, render_heatmap
 from tests.serving.conftest import _free_port, wait_until_started
 
 pytestmark = pytest.mark.slow
@@ -103,9 +103,11 @@ def test_defect_verdict_gets_a_heatmap_of_the_frame_size(live_server) -> None:
         items = qa.get("/v1/inspections", params={"line_id": line, "limit": 50}).json()["items"]
         listed = next(item for item in items if item["id"] == defect["inspection_id"])
         assert listed["heatmap_url"] == defect["heatmap_url"]
-        # Stored beside the archived frame, as <id>.heatmap.png
+        # The map was stored with the frame; the overlay is drawn on the first request and kept beside them.
         frame = Path(listed["archive_path"])
-        assert Path(listed["heatmap_path"]) == frame.with_name(f"{frame.stem}{HEATMAP_SUFFIX}")
+        assert frame.with_name(f"{frame.stem}{MAP_SUFFIX}").is_file()
+        assert frame.with_name(f"{frame.stem}{HEATMAP_SUFFIX}").read_bytes() == heatmap.content
+        assert qa.get(defect["heatmap_url"]).content == heatmap.content  # served from the kept file
         assert qa.get(f"/v1/inspections/{uuid.uuid4()}/heatmap").status_code == 404
     with live_server.client("manager") as manager:
         assert manager.get(defect["heatmap_url"]).status_code == 200
