@@ -39,6 +39,10 @@ def print_report(report: dict[str, Any]) -> None:
     table.add_row("threshold", f"{report['threshold']:.4f}", f"target miss {pct(report['target_miss_rate'])}")
     for name, row in test["per_defect_type"].items():
         table.add_row(f"  miss rate: {name}", pct(row["miss_rate"]), f"n={row['n']}")
+    # Where the defect is, for models that give a map and datasets that have masks.
+    for key, label in (("pixel_auroc", "pixel AUROC"), ("pro", "PRO (per-region overlap)")):
+        if test.get(key) is not None:
+            table.add_row(label, f"{test[key]:.4f}", f"{test.get('n_pixel_images', '?')} images with masks")
     console.print(table)
     points = Table(title="operating points (thresholds chosen on validation)")
     for column in ("operating point", "threshold", "miss rate", "false detections", "accuracy"):
