@@ -55,12 +55,13 @@ def _declare_output_shapes(proto: onnx.ModelProto, image_size: int) -> None:
                 dim.dim_value = size
 
 
-def export_anomaly(model: PatchCore, spec: PreprocessSpec, path: Path, metadata: dict[str, Any]) -> Path:
-    """Export a fitted PatchCore to ONNX (opset 17, batch dynamic), run onnx.checker, embed metadata; atomic."""
-    if not model.is_fitted:
-        raise ValueError("cannot export PatchCore with an empty memory bank: fit it on good images first")
+def _export_traced(
+    module: nn.Module, spec: PreprocessSpec, path: Path, output_names: Sequence[str], metadata: dict[str, Any]
+) -> Path:
+    """Trace `module` to ONNX (opset 17, batch dynamic), declare the map's size, run onnx.checker, embed
+    metadata; atomic write. Shared by the bare model and its served wrapper."""
     # A copy: the caller's model keeps its modules (the static pads are only right for spec.image_size).
-    exportable = _static_same_padding(copy.deepcopy(model).eval(), spec.image_size)
+    exportable = _static_same_padding(copy.deepcopy(module).eval(), spec.image_size)
     dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
     batch_axis = {0: "batch"}
     path = Path(path)
@@ -78,16 +79,23 @@ def export_anomaly(model: PatchCore, spec: PreprocessSpec, path: Path, metadata:
             dynamo=False,  # TorchScript exporter, as export_classifier: traces the eval graph as is
             opset_version=OPSET,
             input_names=[INPUT_NAME],
-            output_names=list(ANOMALY_OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: batch_axis, **{name: batch_axis for name in ANOMALY_OUTPUT_NAMES}},
+            output_names=list(output_names),
+            dynamic_axes={INPUT_NAME: batch_axis, **{name: batch_axis for name in output_names}},
         )
         proto = onnx.load(str(tmp))
         _declare_output_shapes(proto, spec.image_size)
         onnx.checker.check_model(proto, full_check=True)
-        base = {"preprocess": spec.to_dict(), "model_kind": MODEL_KIND, "anomaly": model.config()}
-        _set_metadata(proto, {**base, **metadata})
+        _set_metadata(proto, metadata)
         onnx.save(proto, str(tmp))
     return path
+
+
+def export_anomaly(model: PatchCore, spec: PreprocessSpec, path: Path, metadata: dict[str, Any]) -> Path:
+    """Export a fitted PatchCore to ONNX (opset 17, batch dynamic), run onnx.checker, embed metadata; atomic."""
+    if not model.is_fitted:
+        raise ValueError("cannot export PatchCore with an empty memory bank: fit it on good images first")
+    base = {"preprocess": spec.to_dict(), "model_kind": MODEL_KIND, "anomaly": model.config()}
+    return _export_traced(model, spec, path, ANOMALY_OUTPUT_NAMES, {**base, **metadata})
 
 
 def onnx_anomaly_scores(
@@ -214,38 +222,14 @@ def export_served_anomaly(model: ServedAnomaly, spec: PreprocessSpec, path: Path
     """
     if not model.patchcore.is_fitted:
         raise ValueError("cannot export PatchCore with an empty memory bank: fit it on good images first")
-    exportable = _static_same_padding(copy.deepcopy(model).eval(), spec.image_size)
-    dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
-    batch_axis = {0: "batch"}
-    path = Path(path)
-    with atomic_target(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(
-            exportable,
-            (dummy,),
-            str(tmp),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=list(SERVED_OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: batch_axis, **{name: batch_axis for name in SERVED_OUTPUT_NAMES}},
-        )
-        proto = onnx.load(str(tmp))
-        _declare_output_shapes(proto, spec.image_size)
-        onnx.checker.check_model(proto, full_check=True)
-        base = {
-            "preprocess": spec.to_dict(),
-            "model_kind": MODEL_KIND,
-            "kind": "anomaly",
-            "anomaly": model.metadata(),
-            "threshold": SERVED_THRESHOLD,
-        }
-        _set_metadata(proto, {**metadata, **base})
-        onnx.save(proto, str(tmp))
-    return path
+    base = {
+        "preprocess": spec.to_dict(),
+        "model_kind": MODEL_KIND,
+        "kind": "anomaly",
+        "anomaly": model.metadata(),
+        "threshold": SERVED_THRESHOLD,
+    }
+    return _export_traced(model, spec, path, SERVED_OUTPUT_NAMES, {**metadata, **base})
 
 
 def onnx_served_outputs(
