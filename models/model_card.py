@@ -89,12 +89,21 @@ def _metrics_section(report: dict[str, Any]) -> list[str]:
 
 def _threshold_section(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
     calibration = _calibration(report, info)
-    lines = [
-        "## Threshold",
-        "",
-        f"Serving threshold **{report['threshold']:.4f}** (a part is flagged when its defect score is at or "
-        f"above it), calibrated on the validation split for a target miss rate of {_pct(report['target_miss_rate'])}.",
-    ]
+    target = f"calibrated on the validation split for a target miss rate of {_pct(report['target_miss_rate'])}"
+    anomaly = report.get("anomaly")
+    if anomaly:  # the distance is what was calibrated; the export maps it onto a probability with 0.5 at it
+        first = (
+            f"Distance threshold **{report['threshold']:.4f}** (a part is flagged when its largest patch distance "
+            f"to the good-part memory bank is at or above it), {target}. The served model reports "
+            f"sigmoid((distance - threshold) / {anomaly['score_scale']:.4f}) as its defect probability, so its "
+            f"served threshold is {anomaly['served_threshold']}."
+        )
+    else:
+        first = (
+            f"Serving threshold **{report['threshold']:.4f}** (a part is flagged when its defect score is at or "
+            f"above it), {target}."
+        )
+    lines = ["## Threshold", "", first]
     if calibration.get("note"):
         lines.append(f"How it was chosen: {calibration['note']}.")
     lines.append("")

@@ -86,7 +86,8 @@ def test_trains_on_good_parts_and_finds_and_localizes_defects(trained: Trained) 
     assert report["anomaly"]["served_threshold"] == 0.5
 
     info = resolve_version(trained.settings, PRODUCT, trained.outcome.version)
-    assert (info.artifacts / "model_card.md").exists()
+    card = (info.artifacts / "model_card.md").read_text()
+    assert "Distance threshold" in card and "served threshold is 0.5" in card
     bundle = load_any_bundle(info.artifacts / MODEL_FILE)
     assert isinstance(bundle, AnomalyBundle)
     assert bundle.threshold == pytest.approx(report["threshold"], abs=1e-5)
