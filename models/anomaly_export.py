@@ -98,10 +98,8 @@ def export_anomaly(model: PatchCore, spec: PreprocessSpec, path: Path, metadata:
     return _export_traced(model, spec, path, ANOMALY_OUTPUT_NAMES, {**base, **metadata})
 
 
-def onnx_anomaly_scores(
-    path: Path, images: Sequence[np.ndarray], batch_size: int = 4, threads: int | None = None
-) -> tuple[np.ndarray, np.ndarray, PreprocessSpec]:
-    """Score decoded images with the ONNX file and its embedded preprocessing: (scores, maps (N, H, W), spec)."""
+def _session(path: Path, threads: int | None) -> tuple[ort.InferenceSession, dict[str, Any]]:
+    """A CPU session on an inspection export and its decoded metadata; refuses files without preprocessing."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -109,6 +107,14 @@ def onnx_anomaly_scores(
     metadata = decode_metadata(session.get_modelmeta().custom_metadata_map)
     if "preprocess" not in metadata:
         raise InspectionError(f"{path}: no 'inspection.preprocess' metadata; not an inspection export")
+    return session, metadata
+
+
+def onnx_anomaly_scores(
+    path: Path, images: Sequence[np.ndarray], batch_size: int = 4, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray, PreprocessSpec]:
+    """Score decoded images with the ONNX file and its embedded preprocessing: (scores, maps (N, H, W), spec)."""
+    session, metadata = _session(path, threads)
     outputs = [node.name for node in session.get_outputs()]
     if list(ANOMALY_OUTPUT_NAMES) != outputs[: len(ANOMALY_OUTPUT_NAMES)]:
         raise InspectionError(f"{path}: expected outputs {list(ANOMALY_OUTPUT_NAMES)}, found {outputs}")
@@ -236,13 +242,7 @@ def onnx_served_outputs(
     path: Path, images: Sequence[np.ndarray], batch_size: int = 4, threads: int | None = None
 ) -> dict[str, np.ndarray]:
     """Every output of a served anomaly export on decoded images, through its embedded preprocessing."""
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    metadata = decode_metadata(session.get_modelmeta().custom_metadata_map)
-    if "preprocess" not in metadata:
-        raise InspectionError(f"{path}: no 'inspection.preprocess' metadata; not an inspection export")
+    session, metadata = _session(path, threads)
     outputs = {node.name for node in session.get_outputs()}
     if not set(SERVED_OUTPUT_NAMES) <= outputs:
         raise InspectionError(f"{path}: expected outputs {list(SERVED_OUTPUT_NAMES)}, found {sorted(outputs)}")
