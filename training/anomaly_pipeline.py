@@ -28,9 +28,8 @@ from models.model_card import write_model_card
 from models.registry import mlflow_client, register_version, resolve_version
 from training import tracking
 from training.calibration import calibrate_threshold, max_accuracy_threshold
-from training.data import resolve_color_mode
 from training.evaluate import build_report, pixel_metrics, write_report
-from training.pipeline import TrainOutcome, seed_everything, select_device
+from training.pipeline import TrainOutcome, log_run_inputs, run_params
 from training.predict import Predictions
 
 # IQR / 1.349 is the standard deviation of a normal distribution: a spread that one far-off good part cannot inflate.
@@ -99,14 +98,11 @@ def train_anomaly_product(
     config: ProductConfig,
     records: list[ImageRecord],
     parts: dict[Split, list[ImageRecord]],
+    spec: PreprocessSpec,
+    device: torch.device,
     started: float,
 ) -> TrainOutcome:
     """Fit PatchCore on the training split's good images, calibrate, evaluate on test, register a version."""
-    spec = PreprocessSpec(image_size=config.image_size, color_mode=resolve_color_mode(records, config.color_mode))
-    device = select_device(settings.device)
-    if settings.num_threads:
-        torch.set_num_threads(settings.num_threads)
-    seed_everything(config.seed)
     goods = [r for r in parts["train"] if not r.is_defect]
     console.print(
         f"[bold]{product}[/] (anomaly): {len(records)} images {label_counts(records)}; split "
@@ -114,21 +110,13 @@ def train_anomaly_product(
         + f"; memory bank from {len(goods)} good training images; {spec.color_mode} {spec.image_size}px on {device}"
     )
     params = {
-        "product": product,
-        "kind": "anomaly",
-        "n_images": len(records),
+        **run_params(product, config, records, parts, spec, device),
+        "kind": "anomaly",  # also when the config says classifier but the data holds no defects
         "n_train_good": len(goods),
-        "device": str(device),
-        "color_mode": spec.color_mode,
-        **{f"split_{k}": len(v) for k, v in parts.items()},
         **{f"anomaly.{k}": v for k, v in config.anomaly.model_dump().items()},
-        "image_size": config.image_size,
-        "seed": config.seed,
-        "target_miss_rate": config.target_miss_rate,
     }
     with tracking.training_run(settings, product, params) as run:
-        tracking.log_json(config.model_dump(), "config/resolved_config.json")
-        tracking.log_json({"splits": {k: [r.relpath for r in v] for k, v in parts.items()}}, "config/splits.json")
+        log_run_inputs(config, parts)
         fit_started = time.perf_counter()
         model = _fit(config, goods, spec, device)
         fit_seconds = time.perf_counter() - fit_started

@@ -91,6 +91,34 @@ def _score(
         return predict_records(model, records, spec, device, advance=advance)
 
 
+def run_params(
+    product: str,
+    config: ProductConfig,
+    records: list[ImageRecord],
+    parts: dict[Split, list[ImageRecord]],
+    spec: PreprocessSpec,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The MLflow parameters every kind of training run records; each kind adds its own schedule."""
+    return {
+        "product": product,
+        "kind": config.kind,
+        "n_images": len(records),
+        "device": str(device),
+        "color_mode": spec.color_mode,
+        **{f"split_{k}": len(v) for k, v in parts.items()},
+        "image_size": config.image_size,
+        "seed": config.seed,
+        "target_miss_rate": config.target_miss_rate,
+    }
+
+
+def log_run_inputs(config: ProductConfig, parts: dict[Split, list[ImageRecord]]) -> None:
+    """Save the resolved config and the split with the active run, so a version can be traced to its data."""
+    tracking.log_json(config.model_dump(), "config/resolved_config.json")
+    tracking.log_json({"splits": {k: [r.relpath for r in v] for k, v in parts.items()}}, "config/splits.json")
+
+
 def train_product(
     settings: Settings,
     product: str,
@@ -120,17 +148,17 @@ def train_product(
         root, records, config.split.val_fraction, config.split.test_fraction, config.split.seed
     )
     parts = split_records(records, assignment)
-    if config.kind == "anomaly" or not any(r.is_defect for r in records):
-        # Imported here: the anomaly pipeline reuses this module's helpers.
-        from training.anomaly_pipeline import train_anomaly_product
-
-        return train_anomaly_product(settings, product, config, records, parts, started)
-    defect_types = sorted({r.label for r in records} - {GOOD_LABEL})
     spec = PreprocessSpec(image_size=config.image_size, color_mode=resolve_color_mode(records, config.color_mode))
     device = select_device(settings.device)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     seed_everything(config.seed)
+    if config.kind == "anomaly" or not any(r.is_defect for r in records):
+        # Imported here: the anomaly pipeline reuses this module's helpers.
+        from training.anomaly_pipeline import train_anomaly_product
+
+        return train_anomaly_product(settings, product, config, records, parts, spec, device, started)
+    defect_types = sorted({r.label for r in records} - {GOOD_LABEL})
     console.print(
         f"[bold]{product}[/]: {len(records)} images {label_counts(records)}; split "
         + ", ".join(f"{k} {len(v)}" for k, v in parts.items())
@@ -138,20 +166,12 @@ def train_product(
     )
     model = DefectClassifier(len(defect_types), config.train.trainable_stages, config.train.dropout)
     params = {
-        "product": product,
-        "n_images": len(records),
+        **run_params(product, config, records, parts, spec, device),
         "defect_types": ",".join(defect_types),
-        "device": str(device),
-        "color_mode": spec.color_mode,
-        **{f"split_{k}": len(v) for k, v in parts.items()},
         **{f"train.{k}": v for k, v in config.train.model_dump().items()},
-        "image_size": config.image_size,
-        "seed": config.seed,
-        "target_miss_rate": config.target_miss_rate,
     }
     with tracking.training_run(settings, product, params) as run:
-        tracking.log_json(config.model_dump(), "config/resolved_config.json")
-        tracking.log_json({"splits": {k: [r.relpath for r in v] for k, v in parts.items()}}, "config/splits.json")
+        log_run_inputs(config, parts)
         data = _prepare_data(model, parts, config, spec, defect_types, device)
         with progress_task("training epochs", config.train.epochs + 1) as advance:
 
