@@ -7,10 +7,52 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from inspection.cli_common import console, settings_from_env
+from inspection.cli_common import console, pct, settings_from_env
 from inspection.names import validate_product_name
+from inspection.settings import Settings
 
 models_app = typer.Typer(help="The per-product model registry.", no_args_is_help=True)
+
+
+def shadow_evidence_text(settings: Settings, product: str, version: int | None) -> str:
+    """The candidate's shadow comparison with the current champion on live frames, or "no shadow evidence"."""
+    from inspection.storage.database import open_database
+    from inspection.storage.shadow import shadow_comparison
+    from models import registry
+    from models.promotion import rate_text
+
+    candidate = registry.challenger(settings, product) if version is None else None
+    version = version if version is not None else (candidate.version if candidate is not None else None)
+    champion = registry.champion(settings, product)
+    if version is None or (champion is not None and champion.version == version):
+        return "no shadow evidence (no candidate other than the champion)"
+    sessions = open_database(settings.resolved_database_url)
+    found = shadow_comparison(sessions, product, version, champion.version if champion is not None else None)
+    title = f"shadow evidence on live frames: candidate v{version}"
+    if found.frames_shadowed == 0:
+        return f"{title}: no shadow evidence (v{version} has scored no frame in shadow)"
+    served = ",".join(f"v{v}" for v in found.served_versions)
+    agreement = found.agreeing / found.frames_shadowed
+    lines = [
+        f"{title} against the served verdicts of {served}, since {found.since:%Y-%m-%d %H:%M} UTC"
+        if found.since
+        else title,
+        f"  frames scored in shadow {found.frames_shadowed}, skipped {found.missing_shadow}, "
+        f"verdicts agree on {pct(agreement)} ({found.agreeing} of {found.frames_shadowed})",
+    ]
+    data = found.to_dict()["qa"]
+    width = len(f"candidate v{version}")
+    head = f"{'QA-checked frames':<{max(width, 17)}}  {'miss rate (95% CI, n)':<32}  false-detection rate (95% CI, n)"
+    lines.append("  " + head)
+    for label, key in ((f"champion {served}", "champion"), (f"candidate v{version}", "challenger")):
+        miss, fdr = data[key]["miss_rate"], data[key]["false_detection_rate"]
+        miss_text = rate_text(miss["rate"], tuple(miss["ci95"]), miss["n"])
+        fdr_text = rate_text(fdr["rate"], tuple(fdr["ci95"]), fdr["n"])
+        lines.append(f"  {label:<{max(width, 17)}}  {miss_text:<32}  {fdr_text}")
+    if found.warning:
+        lines.append(f"  warning: {found.warning}")
+    lines.append("  (shown, not gated: the gate below compares the frozen test split)")
+    return "\n".join(lines)
 
 
 @models_app.command("list")
@@ -55,11 +97,15 @@ def models_promote_cmd(
     force: Annotated[bool, typer.Option(help="Override the miss-rate gate (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why; mandatory with --force, recorded either way.")] = None,
 ) -> None:
-    """Make a version the champion if its test miss rate is not worse than the champion's beyond its 95% CI."""
+    """Make a version the champion if its test miss rate is not worse than the champion's beyond its 95% CI.
+
+    The challenger's shadow evidence on live frames is shown first; the gate itself stays the frozen test split.
+    """
     from models.promotion import promote
 
     settings = settings_from_env()
     validate_product_name(product)
+    console.print(shadow_evidence_text(settings, product, version), markup=False, highlight=False)
     result = promote(settings, product, version, force=force, reason=reason)
     console.print(result.comparison, markup=False, highlight=False)
     if not result.changed:

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=8, description="Largest micro-batch the engine forms.")
     batch_wait_ms: float = Field(default=2.0, description="How long the engine waits to fill a batch.")
     queue_size: int = Field(default=64, description="Frames waiting per model before answering 503.")
+    shadow_queue_size: int = Field(default=256, ge=1, description="Frames waiting for the challenger in shadow.")
+    shadow_max_delay_ms: float = Field(
+        default=2000.0, gt=0, description="A frame whose shadow scoring would start later than this is skipped."
+    )
     model_poll_seconds: float = Field(default=5.0, gt=0, description="How often replicas check for promotions.")
     archive_pass_fraction: float = Field(default=0.02, ge=0, le=1, description="Share of passes archived.")
     mqtt_url: str | None = Field(default=None, description="Broker for reject messages (mqtt://host:1883); None: off.")

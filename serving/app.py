@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
@@ -12,11 +12,13 @@ from inspection.settings import Settings
 from inspection.storage.database import open_database
 from serving.errors import install_error_handlers
 from serving.metrics import RequestMetricsMiddleware, ServingMetrics
-from serving.model_watcher import sync_engines, watch_champions
+from serving.model_watcher import stop_shadows, sync_engines, watch_champions
 from serving.reject_publisher import RejectPublisher
-from serving.routes import health, inspect, inspections, me, metrics, products, stats
+from serving.routes import health, inspect, inspections, me, metrics, products, shadow, stats
 from serving.routes.dashboard import install_dashboard
 from serving.state import ServingState
+
+SHADOW_STOP_GRACE_S = 10.0  # beyond the delay budget: one batch still being scored and written
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -24,7 +26,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = ServingState(settings=settings, sessions=open_database(settings.resolved_database_url))
+        sessions = open_database(settings.resolved_database_url)
+        state = ServingState(settings=settings, sessions=sessions, metrics=app.state.metrics)
         await sync_engines(state)
         if settings.mqtt_url:
             state.rejects = RejectPublisher(settings.mqtt_url, settings.mqtt_topic_prefix, app.state.metrics.registry)
@@ -33,9 +36,14 @@ def create_app(settings: Settings) -> FastAPI:
         watcher = asyncio.create_task(watch_champions(state, settings.model_poll_seconds))
         yield
         watcher.cancel()
+        with suppress(asyncio.CancelledError):  # a poll cut short must not start a shadow after the stop below
+            await watcher
         # Graceful: every queued and in-flight frame is answered before the engines stop.
         for engine in state.engines.values():
             await engine.close()
+        # Queued shadow frames within their delay budget are still scored; older ones are skipped and counted, so
+        # the budget also bounds how long the shadow can hold up a shutdown.
+        await stop_shadows(state, timeout=settings.shadow_max_delay_ms / 1000 + SHADOW_STOP_GRACE_S)
         if state.rejects is not None:  # after the engines: the last answered defects still get their message
             await asyncio.to_thread(state.rejects.stop)
 
@@ -43,9 +51,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.auth_cache = {}
     install_error_handlers(app)
     # Engines exist only once the lifespan has run; the queue-depth gauge reads them at scrape time.
-    app.state.metrics = ServingMetrics(lambda: getattr(getattr(app.state, "serving", None), "engines", {}))
+    app.state.metrics = ServingMetrics(
+        lambda: getattr(getattr(app.state, "serving", None), "engines", {}),
+        lambda: getattr(getattr(app.state, "serving", None), "shadows", {}),
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
-    for module in (inspect, inspections, products, stats, me, health, metrics):
+    for module in (inspect, inspections, products, shadow, stats, me, health, metrics):
         app.include_router(module.router)
     install_dashboard(app)
     return app

@@ -1,4 +1,5 @@
-"""Prometheus metrics for one app: requests, latency, batch sizes, queue depth, verdicts; and the ASGI recorder."""
+"""Prometheus metrics for one app: requests, latency, batch sizes, queue depth, verdicts, the challenger in
+shadow; and the ASGI recorder."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from serving.engine import InferenceEngine, Verdict
+    from serving.shadow import ShadowScorer
 
 # The real-time budget is 1-200 ms per frame; the tail buckets catch what blows it.
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
@@ -44,10 +46,40 @@ class _QueueDepthCollector(Collector):
         )
 
 
+class _ShadowQueueDepthCollector(Collector):
+    """Frames waiting for each product's challenger in shadow, read at scrape time like the engines' depth."""
+
+    def __init__(self, shadows: Callable[[], Mapping[str, ShadowScorer]]) -> None:
+        self._shadows = shadows
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The family without samples, so registering never calls the shadows."""
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """One sample per product with a challenger in shadow."""
+        family = self._family()
+        for product, shadow in sorted(self._shadows().items()):
+            family.add_metric([product, str(shadow.model_version)], shadow.queue_depth)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "inspection_shadow_queue_depth",
+            "Frames waiting for the challenger in shadow, per product and challenger version.",
+            labels=["product", "version"],
+        )
+
+
 class ServingMetrics:
     """Every metric of one app, in its own registry (tests build several apps in one process)."""
 
-    def __init__(self, engines: Callable[[], Mapping[str, InferenceEngine]]) -> None:
+    def __init__(
+        self,
+        engines: Callable[[], Mapping[str, InferenceEngine]],
+        shadows: Callable[[], Mapping[str, ShadowScorer]] = dict,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "inspection_http_requests",
@@ -76,7 +108,21 @@ class ServingMetrics:
             ["product", "verdict", "defect_type"],
             registry=self.registry,
         )
+        self.shadow_scored = Counter(
+            "inspection_shadow_scored",
+            "Frames scored by the challenger in shadow and stored, per product.",
+            ["product"],
+            registry=self.registry,
+        )
+        # Every answered frame is either scored in shadow or counted here, so the two add up to the frames offered.
+        self.shadow_skipped = Counter(
+            "inspection_shadow_skipped",
+            "Frames the challenger in shadow skipped, per product and reason (queue_full, late, stopped, error).",
+            ["product", "reason"],
+            registry=self.registry,
+        )
         self.registry.register(_QueueDepthCollector(engines))
+        self.registry.register(_ShadowQueueDepthCollector(shadows))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
@@ -88,6 +134,14 @@ class ServingMetrics:
         label = "defect" if verdict.is_defect else "pass"
         self.verdicts.labels(product, label, verdict.defect_type or "none").inc()
         self.batch_size.labels(product).observe(verdict.batch_size)
+
+    def observe_shadow_scored(self, product: str, count: int) -> None:
+        """Count frames the challenger scored in shadow (called from the shadow thread; counters are thread-safe)."""
+        self.shadow_scored.labels(product).inc(count)
+
+    def observe_shadow_skipped(self, product: str, reason: str, count: int) -> None:
+        """Count frames that got no shadow score, and why."""
+        self.shadow_skipped.labels(product, reason).inc(count)
 
 
 def route_template(scope: Scope) -> str:

@@ -1,4 +1,5 @@
-"""Which ONNX file serves each product: the champion's accepted INT8 export if there is one, else its fp32 export."""
+"""Which ONNX file serves each product (the champion's accepted INT8 export if there is one, else its fp32 export)
+and which one scores in its shadow (the challenger's, chosen the same way)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def serving_file(artifacts: Path) -> Path | None:
 def champion_model(settings: Settings, product: str) -> ServedModel | None:
     """The exported champion of `product`, or None (no model, or champion not exported yet)."""
     info = registry.champion(settings, product)
+    if info is None:
+        return None
+    path = serving_file(info.artifacts)
+    return ServedModel(product, info.version, path) if path else None
+
+
+def challenger_model(settings: Settings, product: str) -> ServedModel | None:
+    """The exported challenger of `product`, or None (no challenger, or not exported yet)."""
+    info = registry.challenger(settings, product)
     if info is None:
         return None
     path = serving_file(info.artifacts)

@@ -1,8 +1,10 @@
-"""Keeps every replica serving its products' current champions.
+"""Keeps every replica serving its products' current champions, with their challengers in shadow.
 
 Promotion and rollback only move the registry's `champion` alias; each replica polls the registry and swaps
 its engine when the alias moved. The engine's swap finishes in-flight batches on the old model, so no frame
-is dropped, and each answer names the version that scored it.
+is dropped, and each answer names the version that scored it. The `challenger` alias is followed the same way:
+an exported challenger that is not the champion scores every frame in shadow (serving/shadow.py); when the
+alias moves the shadow is replaced, when it is removed (or the challenger became champion) the shadow stops.
 """
 
 from __future__ import annotations
@@ -14,24 +16,28 @@ from starlette.concurrency import run_in_threadpool
 
 from models.onnx_runtime import OnnxScorer
 from serving.engine import InferenceEngine
-from serving.model_store import ServedModel, champion_model, registered_products
+from serving.model_store import ServedModel, challenger_model, champion_model, registered_products
+from serving.shadow import ShadowScorer
 from serving.state import ServingState
 
 log = logging.getLogger("serving")
+# The shadow's session gets one core: on a 2-core line PC the champion keeps the other one to itself.
+SHADOW_THREADS = 1
 
 
-def _current_champions(state: ServingState) -> dict[str, ServedModel]:
+def _current_models(state: ServingState) -> dict[str, tuple[ServedModel, ServedModel | None]]:
+    """Product -> (exported champion, exported challenger or None), for products whose champion is exported."""
     found = {}
     for product in registered_products(state.settings):
         served = champion_model(state.settings, product)
         if served is not None:
-            found[product] = served
+            found[product] = (served, challenger_model(state.settings, product))
     return found
 
 
-def warm_scorer(state: ServingState, served: ServedModel) -> OnnxScorer:
+def warm_scorer(state: ServingState, served: ServedModel, threads: int | None = None) -> OnnxScorer:
     """A session for `served`, already run once at the batch sizes it will see."""
-    scorer = OnnxScorer(served.path)
+    scorer = OnnxScorer(served.path, threads=threads)
     scorer.warm_up(sorted({1, state.settings.batch_max}))
     return scorer
 
@@ -48,10 +54,51 @@ def new_engine(state: ServingState, served: ServedModel) -> InferenceEngine:
     )
 
 
+def new_shadow(state: ServingState, challenger: ServedModel) -> ShadowScorer:
+    """A shadow scorer for `challenger` with the configured queue and delay budget."""
+    settings = state.settings
+    return ShadowScorer(
+        warm_scorer(state, challenger, threads=SHADOW_THREADS),
+        product=challenger.product,
+        model_version=challenger.version,
+        sessions=state.sessions,
+        queue_size=settings.shadow_queue_size,
+        max_delay_ms=settings.shadow_max_delay_ms,
+        max_batch=settings.batch_max,
+        max_pixels=settings.max_pixels,
+        metrics=state.metrics,
+    )
+
+
+async def _sync_shadow(state: ServingState, product: str, challenger: ServedModel | None) -> str | None:
+    """Start, replace or stop the product's shadow so it follows the challenger; a line when it changed."""
+    engine = state.engines.get(product)
+    if challenger is not None and (engine is None or engine.model_version == challenger.version):
+        challenger = None  # a challenger that is the champion has nothing to be compared with
+    current = state.shadows.get(product)
+    if current is not None and challenger is not None and current.model_version == challenger.version:
+        return None
+    change = None
+    if current is not None:
+        # Removed from the map first, so new frames stop going to it; it finishes its queue within its budget.
+        del state.shadows[product]
+        current.stop()
+        change = f"{product}: v{current.model_version} no longer in shadow"
+    if challenger is not None:
+        try:
+            state.shadows[product] = await run_in_threadpool(new_shadow, state, challenger)
+        except Exception:  # a broken challenger must never stop the champion's serving: logged, retried next poll
+            log.exception("loading challenger %s v%d for shadow scoring failed", product, challenger.version)
+            return change
+        change = f"{product}: v{challenger.version} scoring in shadow"
+    return change
+
+
 async def sync_engines(state: ServingState) -> list[str]:
-    """Swap or add engines whose product's champion changed; returns a line per change."""
+    """Swap or add engines whose product's champion changed, and follow the challengers; a line per change."""
     changes = []
-    for product, served in (await run_in_threadpool(_current_champions, state)).items():
+    current = await run_in_threadpool(_current_models, state)
+    for product, (served, _challenger) in current.items():
         engine = state.engines.get(product)
         if engine is None:
             state.engines[product] = await run_in_threadpool(new_engine, state, served)
@@ -60,9 +107,26 @@ async def sync_engines(state: ServingState) -> list[str]:
             scorer = await run_in_threadpool(warm_scorer, state, served)
             engine.swap(scorer, served.version)
             changes.append(f"{product}: v{engine.model_version} swapped in")
+    for product in sorted(set(current) | set(state.shadows)):
+        change = await _sync_shadow(state, product, current[product][1] if product in current else None)
+        if change is not None:
+            changes.append(change)
     for change in changes:
         log.info("model change: %s", change)
     return changes
+
+
+async def stop_shadows(state: ServingState, timeout: float) -> None:
+    """Stop every shadow: frames still within their delay budget are scored, the rest skipped and counted."""
+    shadows = list(state.shadows.values())
+    state.shadows.clear()
+    for shadow in shadows:
+        shadow.stop()
+    for shadow in shadows:
+        if not await asyncio.to_thread(shadow.join, timeout):
+            log.warning(
+                "shadow worker of %s v%d did not finish in %.0fs", shadow.product, shadow.model_version, timeout
+            )
 
 
 async def watch_champions(state: ServingState, interval_s: float) -> None:

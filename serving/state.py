@@ -1,4 +1,5 @@
-"""What a running server holds: settings, the database, one inference engine per served product, the rejects."""
+"""What a running server holds: settings, the database, one inference engine per served product, the challengers
+in shadow, the rejects."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.settings import Settings
 from serving.engine import InferenceEngine
+from serving.metrics import ServingMetrics
 from serving.reject_publisher import RejectPublisher
+from serving.shadow import ShadowScorer
 
 
 @dataclass
@@ -16,4 +19,6 @@ class ServingState:
     settings: Settings
     sessions: sessionmaker[Session]
     engines: dict[str, InferenceEngine] = field(default_factory=dict)
+    shadows: dict[str, ShadowScorer] = field(default_factory=dict)  # product -> its challenger in shadow
     rejects: RejectPublisher | None = None  # None: MQTT reject messages are off
+    metrics: ServingMetrics | None = None  # the app's, so the shadow threads can count what they do

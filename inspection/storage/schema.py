@@ -43,6 +43,31 @@ class Inspection(Base):
     )
 
 
+class ShadowScore(Base):
+    """A challenger's verdict on a frame the champion answered; never shown to the line.
+
+    A table of its own, keyed by the inspection's id without a foreign key, so the shadow worker only ever
+    inserts: it never updates (or waits for) the inspection row the request wrote.
+    """
+
+    __tablename__ = "shadow_scores"
+
+    inspection_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    product: Mapped[str] = mapped_column(String(64))
+    defect_probability: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str] = mapped_column(String(16))  # "pass" or "defect", as the challenger would have answered
+    defect_type: Mapped[str | None] = mapped_column(String(64))
+    threshold: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)  # from the champion's answer to the shadow score
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_shadow_scores_inspection", "inspection_id"),
+        Index("ix_shadow_scores_product_version", "product", "model_version"),
+    )
+
+
 class ApiKey(Base):
     """An API key's SHA-256 hash and role; the key itself is shown once at creation and never stored."""
 

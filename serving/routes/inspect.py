@@ -96,6 +96,8 @@ async def inspect_frame(
 ) -> InspectResponse:
     """Score one frame with the product's champion model; the verdict is stored before it is answered.
 
+    With a challenger in shadow, the frame is then also queued for it; the answer does not wait for it.
+
     Defect verdicts (and any frame with `heatmap=true`) of a model with an anomaly map get a heatmap: the map is
     stored beside the archived frame, drawn over it when `heatmap_url` is first fetched.
     """
@@ -150,6 +152,10 @@ async def inspect_frame(
     request.app.state.metrics.observe_verdict(product, verdict)
     if verdict.is_defect and state.rejects is not None:
         state.rejects.publish(row)  # non-blocking; a broker outage never fails the answer
+    shadow = state.shadows.get(product)
+    if shadow is not None and shadow.model_version != verdict.model_version:
+        # Non-blocking and after the row is stored: the challenger never delays or changes this answer.
+        shadow.offer(inspection_id, inputs, spec, data)
     return InspectResponse(
         inspection_id=inspection_id,
         product=product,

@@ -194,6 +194,13 @@ def test_dashboard_charts_show_the_stats(live_server: Any, posted: dict[str, str
     assert stats["totals"]["n"] >= len(posted)
     _check_dashboard(page, stats, throughput)
     assert page.get_by_test_id("served-version").first.inner_text() == str(served[product])
+    # The challenger-in-shadow card of the product page says what the API says.
+    with live_server.client("qa") as qa:
+        shadow = qa.get(f"/v1/products/{product}/shadow").json()
+    if shadow["challenger"] is None:
+        assert page.get_by_test_id("shadow-message").inner_text() == "no challenger in shadow"
+    else:
+        assert page.get_by_test_id("shadow-agreement").get_attribute("data-n") == str(shadow["frames_shadowed"])
     if screenshot := os.environ.get("DASHBOARD_SCREENSHOT"):
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=screenshot, full_page=True)
@@ -204,6 +211,7 @@ def test_dashboard_charts_show_the_stats(live_server: Any, posted: dict[str, str
     assert not page.get_by_test_id("key-form").is_visible()
     charts = page.evaluate(READ_CHARTS, ["pareto"])
     assert charts["pareto"]["datasets"]["defects"] == list(everything["totals"]["per_type"].values())
+    assert not page.get_by_test_id("panel-shadow").is_visible()  # a challenger belongs to one product's page
     browsing.assert_clean()
 
 
@@ -276,4 +284,43 @@ def test_roles_and_bad_keys(live_server: Any, posted: dict[str, str], browsing: 
     _sign_in(page, live_server.keys["camera"])
     page.get_by_test_id("page-message").filter(has_text="cameras").wait_for()
     assert not page.locator("#content").is_visible()
+    browsing.assert_clean()
+
+
+def test_challenger_in_shadow_card(
+    trained_product: Any, synthetic_source: Path, tmp_path: Path, browsing: Browsing
+) -> None:
+    from tests.serving.test_server_promotion import _home_with_two_exported_versions
+    from tests.serving.test_shadow import _frames, _post_all, _serve, _wait_for
+
+    settings = _home_with_two_exported_versions(trained_product, tmp_path)  # v2 registered as challenger
+    product = trained_product.product
+    frames = _frames(synthetic_source)[::2]
+    with _serve(settings, product) as live:
+        ids = [answer["inspection_id"] for answer in _post_all(live, frames, "line-shadow")]
+        with live.client("qa") as qa:
+            for (label, _), inspection_id in zip(frames, ids, strict=True):
+                assert qa.post(f"/v1/inspections/{inspection_id}/feedback", json={"label": label}).status_code == 200
+            shadow = _wait_for(
+                lambda: (s := qa.get(f"/v1/products/{product}/shadow").json())["frames_shadowed"] == len(ids) and s
+            )
+        page = browsing.new_page()
+        page.goto(f"{live.url}/products/{product}")
+        _sign_in(page, live.keys["manager"])
+        _wait_for_refresh(page)
+        assert page.get_by_test_id("shadow-versions").get_attribute("data-challenger") == "2"
+        agreement = page.get_by_test_id("shadow-agreement")
+        assert agreement.get_attribute("data-n") == str(len(ids))
+        assert agreement.get_attribute("data-k") == str(shadow["agreement"]["k"])
+        for model in ("champion", "challenger"):
+            for rate in ("miss-rate", "false-detection-rate"):
+                figure = page.get_by_test_id(f"shadow-{model}-{rate}")
+                expected = shadow["qa"][model][rate.replace("-", "_")]
+                assert (figure.get_attribute("data-k"), figure.get_attribute("data-n")) == (
+                    str(expected["k"]),
+                    str(expected["n"]),
+                )
+                assert figure.locator(".figure-value").inner_text() == _pct(expected["rate"])
+        if screenshot := os.environ.get("DASHBOARD_SCREENSHOT"):
+            page.get_by_test_id("panel-shadow").screenshot(path=str(Path(screenshot).with_suffix(".shadow.png")))
     browsing.assert_clean()

@@ -1,4 +1,5 @@
-"""Promotion while cameras stream: every frame is answered, and each answer names the version that scored it."""
+"""Promotion and rollback while cameras stream: every frame is answered, and each answer names the version that
+scored it."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import uvicorn
+from sqlalchemy import func, select
 
 from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
+from inspection.storage.schema import Inspection
 from models import registry
 from serving.app import create_app
 from tests.serving.conftest import LiveServer, _free_port, wait_until_started
@@ -89,3 +92,57 @@ def test_promotion_under_load_drops_nothing(trained_product, tmp_path: Path) -> 
     total = list_inspections(sessions, InspectionFilter(line_id="line-promo"), limit=1)[1]
     assert total == 4 * 120
     assert np.sum([len(v) for v in per_camera]) == total
+
+
+def test_rollback_under_load_reaches_every_replica_and_drops_nothing(trained_product, tmp_path: Path) -> None:
+    from tests.serving.test_shadow import _serve, _wait_for
+    from tests.test_cli import run_cli
+
+    settings = _home_with_two_exported_versions(trained_product, tmp_path)
+    product = trained_product.product
+    promoted = run_cli(settings, "models", "promote", product, "2")
+    assert promoted.returncode == 0, promoted.stderr
+    assert "no shadow evidence" in promoted.stdout
+    frames = [_frame(seed) for seed in range(5)]
+    sent = [0, 0, 0, 0]
+
+    # Two replicas on one INSPECTION_HOME, two cameras on each; the rollback is the CLI, from another process.
+    # Each camera streams until its replica has answered it with the restored v1 ten times (or gives up).
+    with _serve(settings, product) as first, _serve(settings, product) as second:
+        replicas = (first, first, second, second)
+
+        def camera(index: int) -> list[int]:
+            versions: list[int] = []
+            with replicas[index].client("camera") as client:
+                while versions.count(1) < 10 and len(versions) < 3000:
+                    response = client.post(
+                        f"/v1/inspect/{product}",
+                        content=frames[len(versions) % 5],
+                        headers={"Content-Type": "image/png"},
+                        params={"line_id": "line-rollback", "camera_id": f"cam-{index}"},
+                    )
+                    assert response.status_code == 200, response.text
+                    versions.append(response.json()["model_version"])
+                    sent[index] += 1
+            return versions
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            streams = [pool.submit(camera, index) for index in range(4)]
+            _wait_for(lambda: min(sent) >= 15)
+            result = run_cli(settings, "models", "rollback", product)
+            assert result.returncode == 0, result.stderr
+            assert "champion is now v1" in result.stdout
+            per_camera = [stream.result() for stream in streams]
+        for versions in per_camera:
+            assert versions.count(1) == 10, "a replica never served the restored champion"
+            assert versions[0] == 2
+            assert versions == sorted(versions, reverse=True), "a camera saw v2 again after the rollback reached it"
+        for replica in (first, second):
+            with replica.client("manager") as manager:
+                assert manager.get("/v1/products").json()[0]["served_version"] == 1
+    sessions = open_database(settings.resolved_database_url)
+    query = select(Inspection.model_version, func.count()).where(Inspection.line_id == "line-rollback")
+    with sessions() as session:
+        stored = dict(session.execute(query.group_by(Inspection.model_version)).all())
+    answered = [version for versions in per_camera for version in versions]
+    assert stored == {2: answered.count(2), 1: answered.count(1)}, "every answered frame is a row of its version"

@@ -1,8 +1,9 @@
-// The plant-manager / QA dashboard: SPC p-chart, Pareto, per-line comparison, trust figures, throughput and
-// models, refreshed every 10 s in place (charts update with update('none'), so nothing flickers).
+// The plant-manager / QA dashboard: SPC p-chart, Pareto, per-line comparison, trust figures, throughput, the
+// challenger in shadow and models, refreshed every 10 s in place (charts update with update('none'), so nothing
+// flickers).
 import {
-  ApiError, COLORS, api, currentUser, el, explainError, fillProductSelect, interval, num, panelMessage, pct,
-  query, setChartDefaults, startSession, trustFigures, upsertChart,
+  ApiError, COLORS, api, currentUser, el, explainError, fillProductSelect, interval, localTime, num, panelMessage,
+  pct, query, rateFigure, setChartDefaults, startSession, trustFigures, upsertChart,
 } from "./common.js";
 
 const REFRESH_MS = 10_000;
@@ -294,6 +295,50 @@ async function loadModels(force) {
   }
 }
 
+// One model's QA-measured figures on the shadowed frames; testids are prefixed so they never collide with the
+// live trust figures above.
+function shadowRow(title, rates, prefix) {
+  return el("div", { class: "shadow-row", "data-testid": `${prefix}-row` },
+    el("div", { class: "shadow-model" }, title),
+    el("div", { class: "figures" },
+      rateFigure("Miss rate", rates.miss_rate, { testid: `${prefix}-miss-rate`, counted: "missed", base: "defective frames" }),
+      rateFigure("False-detection rate", rates.false_detection_rate, { testid: `${prefix}-false-detection-rate`, counted: "flagged", base: "good frames" })));
+}
+
+async function loadShadow() {
+  const panel = $("panel-shadow");
+  panel.hidden = !state.product; // a challenger belongs to one product: the card is on the product page only
+  if (!state.product) return;
+  let s;
+  try {
+    s = await api(`/v1/products/${encodeURIComponent(state.product)}/shadow`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return panelMessage(panel, "no challenger in shadow (no registered model)");
+    panelMessage(panel, explainError(error), "error");
+    throw error;
+  }
+  if (s.challenger === null) return panelMessage(panel, "no challenger in shadow");
+  panelMessage(panel, null);
+  const served = s.served_versions.length ? s.served_versions.map((v) => `v${v}`).join(", ") : `v${s.served_version ?? "?"}`;
+  const status = s.in_shadow_now ? "scoring every frame" : "not scoring now (not exported, or no longer the challenger)";
+  const agreement = s.agreement;
+  $("shadow-body").replaceChildren(
+    el("p", { "data-testid": "shadow-versions", "data-challenger": s.challenger },
+      `Challenger v${s.challenger} against champion ${served}: ${status}. `,
+      s.since ? `Since ${localTime(s.since)}: ${s.frames_shadowed} frames scored in shadow, ${s.missing_shadow} skipped.` : "No frame scored in shadow yet."),
+    el("div", { class: "figures" },
+      el("div", { class: "figure", "data-testid": "shadow-agreement", "data-rate": agreement.rate ?? "", "data-k": agreement.k, "data-n": agreement.n },
+        el("div", { class: "figure-title" }, "Verdicts agree"),
+        el("div", { class: "figure-value" }, pct(agreement.rate)),
+        el("div", { class: "figure-detail" }, agreement.n ? `95 % CI ${interval(agreement.ci95)}` : "95 % CI —"),
+        el("div", { class: "figure-detail" }, `${agreement.k} of ${agreement.n} frames`))),
+    el("p", { class: "muted" }, `On ${s.qa.n_reviewed} QA-checked frames (${s.qa.n_defective} defective, ${s.qa.n_good} good):`),
+    shadowRow(`Champion ${served} (what the line got)`, s.qa.champion, "shadow-champion"),
+    shadowRow(`Challenger v${s.challenger} (in shadow)`, s.qa.challenger, "shadow-challenger"),
+    s.warning ? el("p", { class: "warning", "data-testid": "shadow-warning" }, `⚠ ${s.warning}`) : "",
+  );
+}
+
 async function refresh({ force = false } = {}) {
   if (!currentUser()) return;
   if (state.busy) {
@@ -302,7 +347,7 @@ async function refresh({ force = false } = {}) {
   }
   state.busy = true;
   $("review-link").href = `/review${query({ product: state.product })}`;
-  const results = await Promise.allSettled([loadStats(), loadThroughput(), loadModels(force)]);
+  const results = await Promise.allSettled([loadStats(), loadThroughput(), loadShadow(), loadModels(force)]);
   state.busy = false;
   if (!currentUser()) return; // signed out (401) while loading
   const failed = results.some((r) => r.status === "rejected");
