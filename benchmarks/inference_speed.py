@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from datasets.layout import scan_dataset
-from datasets.splits import load_or_create_splits, split_records
+from datasets.splits import product_splits, split_records
 from inspection.imaging import read_image
 from inspection.preprocessing import preprocess
 from inspection.product_config import load_product_config
@@ -45,13 +45,7 @@ def _engines(settings: Settings, product: str, workdir: Path) -> tuple[dict[str,
         records = scan_dataset(settings.dataset_dir(product))
         parts = split_records(
             records,
-            load_or_create_splits(
-                settings.dataset_dir(product),
-                records,
-                config.split.val_fraction,
-                config.split.test_fraction,
-                config.split.seed,
-            ),
+            product_splits(settings.dataset_dir(product), records, config.split),
         )
         calibration = [read_image(r.path) for r in parts["train"][:128]]
         # Quantization wants the plain export, not ORT's optimized graph with its fused contrib ops.

@@ -84,6 +84,73 @@ def import_elpv_cmd(
     _run_import(product, lambda dest, **progress: import_elpv(dest, product, replace=replace, limit=limit, **progress))
 
 
+SKIPPED_SHOWN = 20  # a long outage can skip thousands of frames; the first ones and the totals say enough
+
+
+def _print_reviewed(report: object) -> None:
+    """The reviewed-frame import as tables: what was added per label, what happened to the rest, and why."""
+    from datasets.importers.reviewed import ReviewedImportReport
+
+    assert isinstance(report, ReviewedImportReport)
+    # The path goes on its own line: a two-column table would wrap a long title into a narrow column.
+    console.print(f"reviewed frames of {report.product} into {report.root}")
+    table = Table(title="imported")
+    table.add_column("label")
+    table.add_column("imported", justify="right")
+    for label, count in sorted(report.imported.items()):
+        table.add_row(label, str(count))
+    table.add_row("[bold]total[/]", str(report.total_imported))
+    console.print(table)
+    summary = Table(title="reviewed frames")
+    summary.add_column("outcome")
+    summary.add_column("frames", justify="right")
+    summary.add_row("already present", str(report.already_present))
+    summary.add_row("relabelled (moved to the new QA label)", str(report.relabelled))
+    summary.add_row("repaired (image found without metadata)", str(report.repaired))
+    summary.add_row("skipped", str(len(report.skipped)))
+    # Reviewed frames never enter test or validation; `recent` is never trained on.
+    state = "frozen split" if report.splits_frozen else "split not frozen yet (first training run will)"
+    for side in ("recent", "train"):
+        summary.add_row(f"reviewed images now in {side} ({state})", str(report.sides.get(side, 0)))
+    console.print(summary)
+    for inspection_id, reason in report.skipped[:SKIPPED_SHOWN]:
+        console.print(f"[yellow]skipped[/] {inspection_id}: {reason}")
+    if len(report.skipped) > SKIPPED_SHOWN:
+        console.print(f"[yellow]... and {len(report.skipped) - SKIPPED_SHOWN} more skipped[/]")
+
+
+@import_app.command("reviewed")
+def import_reviewed_cmd(
+    product: Annotated[str, typer.Argument(help="Product name; its base dataset must already be imported.")],
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only frames whose QA feedback was given at or after this date or ISO 8601 datetime "
+            "(feedback time, not capture time; UTC without an offset)."
+        ),
+    ] = None,
+) -> None:
+    """Add QA-labelled archived frames of PRODUCT to its dataset under the QA label (never to the test split)."""
+    from datasets.importers.reviewed import import_reviewed, parse_since
+    from inspection.progress import progress_task
+    from inspection.storage.database import open_database
+
+    settings = settings_from_env()
+    validate_product_name(product)
+    start = parse_since(since) if since is not None else None
+    sessions = open_database(settings.resolved_database_url)
+    with progress_task(f"importing reviewed frames of {product}") as advance:
+        report = import_reviewed(
+            settings,
+            sessions,
+            product,
+            since=start,
+            on_progress=advance,
+            on_total=advance.set_total,  # type: ignore[attr-defined]
+        )
+    _print_reviewed(report)
+
+
 @datasets_app.command("synth")
 def synth_cmd(
     product: Product,
@@ -117,7 +184,7 @@ def synth_cmd(
 def show_cmd(product: Annotated[str, typer.Argument(help="Product name.")]) -> None:
     """Counts per label and split, masks, and metadata of a product's dataset."""
     from datasets.layout import label_counts, scan_dataset
-    from datasets.splits import SPLITS_FILE
+    from datasets.splits import SPLITS_FILE, is_reviewed
 
     settings = settings_from_env()
     validate_product_name(product)
@@ -127,20 +194,24 @@ def show_cmd(product: Annotated[str, typer.Argument(help="Product name.")]) -> N
     if (root / SPLITS_FILE).exists():
         split_of = json.loads((root / SPLITS_FILE).read_text())["assignment"]
     table = Table(title=f"dataset {product}: {len(records)} images at {root}")
-    for column in ("label", "images", "masks", "train", "val", "test"):
+    sides = ("train", "val", "test", "recent")  # recent: QA-reviewed line frames, never trained on
+    for column in ("label", "images", "masks", *sides):
         table.add_column(column, justify="left" if column == "label" else "right")
     for label, count in label_counts(records).items():
         of_label = [r for r in records if r.label == label]
-        sides = [split_of.get(r.relpath, "-") for r in of_label]
+        side_of = [split_of.get(r.relpath, "-") for r in of_label]
         table.add_row(
             label,
             str(count),
             str(sum(r.mask is not None for r in of_label)),
-            *(str(sides.count(s)) if split_of else "-" for s in ("train", "val", "test")),
+            *(str(side_of.count(s)) if split_of else "-" for s in sides),
         )
     console.print(table)
     if not split_of:
         console.print("no split yet: the first `inspection train` freezes one")
-    groups = {r.group for r in records if r.group}
+    reviewed = [r for r in records if is_reviewed(r)]
+    groups = {r.group for r in records if r.group and not is_reviewed(r)}
     if groups:
         console.print(f"{len(groups)} part groups")
+    if reviewed:
+        console.print(f"{len(reviewed)} QA-reviewed line frames (never in test; `recent` is never trained on)")

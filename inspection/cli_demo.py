@@ -70,15 +70,13 @@ def _ensure_model(settings: Settings, product: str, epochs: int) -> None:
 def held_out_frames(settings: Settings, product: str) -> list[tuple[Path, str]]:
     """The frozen test split's images and true labels: frames no model version has trained on."""
     from datasets.layout import scan_dataset
-    from datasets.splits import load_or_create_splits, split_records
+    from datasets.splits import product_splits, split_records
     from inspection.product_config import load_product_config
 
     config = load_product_config(settings.configs_dir, product, {})
     root = settings.dataset_dir(product)
     records = scan_dataset(root)
-    assignment = load_or_create_splits(
-        root, records, config.split.val_fraction, config.split.test_fraction, config.split.seed
-    )
+    assignment = product_splits(root, records, config.split)
     return [(root / record.relpath, record.label) for record in split_records(records, assignment)["test"]]
 
 

@@ -54,6 +54,9 @@ class SplitConfig(_Strict):
 
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    # QA-reviewed line frames never enter test or validation: this share of them (drawn by a hash of the frame's
+    # group) forms the `recent` evaluation slice, the rest is trained on.
+    recent_fraction: float = Field(default=0.3, ge=0, le=1, description="share of reviewed frames kept out of training")
     seed: int = 0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from datasets.layout import scan_dataset
-from datasets.splits import SPLITS_FILE, load_or_create_splits, split_records
+from datasets.splits import SPLITS_FILE, product_splits, split_records
 from inspection.errors import DatasetError
 from inspection.product_config import load_product_config
 from inspection.progress import progress_task
@@ -40,9 +40,7 @@ def evaluate_product(
             raise DatasetError(f"product {product!r} has no frozen split yet; train it first")
         config = load_product_config(settings.configs_dir, product)
         all_records = scan_dataset(root)
-        split = load_or_create_splits(
-            root, all_records, config.split.val_fraction, config.split.test_fraction, config.split.seed
-        )
+        split = product_splits(root, all_records, config.split)
         records = split_records(all_records, split)["test"]
         source = "test split"
     if not records:
