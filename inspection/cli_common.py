@@ -56,3 +56,31 @@ def print_report(report: dict[str, Any]) -> None:
             pct(point["accuracy"]),
         )
     console.print(points)
+    _print_components(report)
+    _print_recent(report)
+
+
+def _print_components(report: dict[str, Any]) -> None:
+    """A hybrid's parts beside the whole on the test split (miss rates at 10% false detections)."""
+    if not report.get("components"):
+        return
+    table = Table(title="hybrid against its parts (test split)")
+    for column in ("scorer", "AUROC", "miss rate at 10% false detections"):
+        table.add_column(column, justify="left" if column == "scorer" else "right")
+    for name, row in report["components"].items():
+        auroc = "n/a" if row["auroc"] is None else f"{row['auroc']:.4f}"
+        table.add_row(name, auroc, pct(row["miss_rate_at_10pct_fdr"]))
+    console.print(table)
+
+
+def _print_recent(report: dict[str, Any]) -> None:
+    """The recent line data slice, beside (never inside) the frozen test split."""
+    recent = report.get("recent_line_data")
+    if not recent:
+        return
+    console.print(
+        f"recent line data ({recent['n_defect']} defective, {recent['n_good']} good QA-reviewed frames kept out of "
+        f"training): miss rate {pct(recent['miss_rate'])}, false-detection rate {pct(recent['false_detection_rate'])}"
+    )
+    for name, row in recent["per_defect_type"].items():
+        console.print(f"  miss rate {name}: {pct(row['miss_rate'])} (n={row['n']})")

@@ -90,6 +90,17 @@ def models_list_cmd(product: Annotated[str, typer.Argument(help="Product name.")
         console.print(line + (f": {entry['reason']}" if entry.get("reason") else ""), markup=False, highlight=False)
 
 
+def _recent_slice(settings: Settings, product: str, version: int | None) -> str:
+    """The champion and the candidate on the current recent slice (shown, like shadow evidence, not gated)."""
+    from models.registry import challenger, champion
+    from training.recent_slice import recent_slice_text
+
+    current = champion(settings, product)
+    candidate = version if version is not None else getattr(challenger(settings, product), "version", None)
+    versions = [v for v in (getattr(current, "version", None), candidate) if v is not None]
+    return recent_slice_text(settings, product, list(dict.fromkeys(versions)))
+
+
 @models_app.command("promote")
 def models_promote_cmd(
     product: Annotated[str, typer.Argument(help="Product name.")],
@@ -106,6 +117,7 @@ def models_promote_cmd(
     settings = settings_from_env()
     validate_product_name(product)
     console.print(shadow_evidence_text(settings, product, version), markup=False, highlight=False)
+    console.print(_recent_slice(settings, product, version), markup=False, highlight=False)
     result = promote(settings, product, version, force=force, reason=reason)
     console.print(result.comparison, markup=False, highlight=False)
     if not result.changed:

@@ -116,6 +116,21 @@ def false_detection_rate(labels: ArrayLike, scores: ArrayLike, threshold: float)
     return _estimate(int((s[~y] >= threshold).sum()), int((~y).sum()))
 
 
+def miss_rate_at_false_detection(labels: ArrayLike, scores: ArrayLike, fdr: float) -> RateEstimate:
+    """Miss rate at the strictest threshold that flags at most a fraction `fdr` of the good parts.
+
+    A point of the ROC curve (1 - TPR at FPR <= fdr), to compare rankings at one operating point; it reads the
+    threshold off these very labels, so it measures a ranking, not a deployable threshold.
+    """
+    y, s = _binary_arrays(labels, scores)
+    good = np.sort(s[~y])[::-1]
+    allowed = int(np.floor(fdr * good.size + 1e-9))
+    if good.size == 0 or allowed >= good.size:
+        return _estimate(0, int(y.sum()))  # every part may be flagged: nothing is missed
+    # Flag score > the (allowed + 1)-th highest good score: at most `allowed` good parts (ties pass).
+    return _estimate(int((s[y] <= good[allowed]).sum()), int(y.sum()))
+
+
 def confusion_matrix(true_labels: Sequence[str], predicted_labels: Sequence[str], classes: Sequence[str]) -> np.ndarray:
     """Counts with rows = true class and columns = predicted class, in the order of `classes`."""
     if len(true_labels) != len(predicted_labels):

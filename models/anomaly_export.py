@@ -36,18 +36,17 @@ SERVED_OUTPUT_NAMES = (*OUTPUT_NAMES, SERVED_ANOMALY_MAP, SERVED_ANOMALY_SCORE)
 SERVED_THRESHOLD = 0.5  # sigmoid((score - threshold) / scale) crosses 0.5 exactly at the distance threshold
 
 
-def _declare_output_shapes(proto: onnx.ModelProto, image_size: int) -> None:
-    """Declare (batch,) and (batch, 1, S, S): the tracer leaves the map's HxW symbolic (its Resize reads shapes)."""
+def _declare_output_shapes(proto: onnx.ModelProto, image_size: int, type_count: int) -> None:
+    """Declare (batch, 1, S, S) for the map, (batch, K) for type probabilities, (batch,) for the rest: the tracer
+    leaves the map's HxW symbolic (its Resize reads shapes)."""
     declared: dict[str, list[str | int]] = {
-        ANOMALY_OUTPUT_NAMES[0]: ["batch"],
-        ANOMALY_OUTPUT_NAMES[1]: ["batch", 1, image_size, image_size],
-        OUTPUT_NAMES[0]: ["batch"],
-        OUTPUT_NAMES[1]: ["batch", 1],
+        SERVED_ANOMALY_MAP: ["batch", 1, image_size, image_size],
+        OUTPUT_NAMES[1]: ["batch", type_count],
     }
     for output in proto.graph.output:
         shape = output.type.tensor_type.shape
         shape.ClearField("dim")
-        for size in declared[output.name]:
+        for size in declared.get(output.name, ["batch"]):
             dim = shape.dim.add()
             if isinstance(size, str):
                 dim.dim_param = size
@@ -55,11 +54,16 @@ def _declare_output_shapes(proto: onnx.ModelProto, image_size: int) -> None:
                 dim.dim_value = size
 
 
-def _export_traced(
-    module: nn.Module, spec: PreprocessSpec, path: Path, output_names: Sequence[str], metadata: dict[str, Any]
+def export_traced(
+    module: nn.Module,
+    spec: PreprocessSpec,
+    path: Path,
+    output_names: Sequence[str],
+    metadata: dict[str, Any],
+    type_count: int = 1,
 ) -> Path:
-    """Trace `module` to ONNX (opset 17, batch dynamic), declare the map's size, run onnx.checker, embed
-    metadata; atomic write. Shared by the bare model and its served wrapper."""
+    """Trace `module` to ONNX (opset 17, batch dynamic), declare the output shapes, run onnx.checker, embed
+    metadata; atomic write. Shared by PatchCore, its served wrapper and the hybrid."""
     # A copy: the caller's model keeps its modules (the static pads are only right for spec.image_size).
     exportable = _static_same_padding(copy.deepcopy(module).eval(), spec.image_size)
     dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
@@ -83,7 +87,7 @@ def _export_traced(
             dynamic_axes={INPUT_NAME: batch_axis, **{name: batch_axis for name in output_names}},
         )
         proto = onnx.load(str(tmp))
-        _declare_output_shapes(proto, spec.image_size)
+        _declare_output_shapes(proto, spec.image_size, type_count)
         onnx.checker.check_model(proto, full_check=True)
         _set_metadata(proto, metadata)
         onnx.save(proto, str(tmp))
@@ -95,7 +99,7 @@ def export_anomaly(model: PatchCore, spec: PreprocessSpec, path: Path, metadata:
     if not model.is_fitted:
         raise ValueError("cannot export PatchCore with an empty memory bank: fit it on good images first")
     base = {"preprocess": spec.to_dict(), "model_kind": MODEL_KIND, "anomaly": model.config()}
-    return _export_traced(model, spec, path, ANOMALY_OUTPUT_NAMES, {**base, **metadata})
+    return export_traced(model, spec, path, ANOMALY_OUTPUT_NAMES, {**base, **metadata})
 
 
 def _session(path: Path, threads: int | None) -> tuple[ort.InferenceSession, dict[str, Any]]:
@@ -235,7 +239,7 @@ def export_served_anomaly(model: ServedAnomaly, spec: PreprocessSpec, path: Path
         "anomaly": model.metadata(),
         "threshold": SERVED_THRESHOLD,
     }
-    return _export_traced(model, spec, path, SERVED_OUTPUT_NAMES, {**metadata, **base})
+    return export_traced(model, spec, path, SERVED_OUTPUT_NAMES, {**metadata, **base})
 
 
 def onnx_served_outputs(

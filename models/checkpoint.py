@@ -13,6 +13,8 @@ from inspection.errors import InspectionError
 from inspection.preprocessing import PreprocessSpec
 from models.anomaly import PatchCore
 from models.classifier import DefectClassifier
+from models.hybrid import ANOMALY_TYPE as HYBRID_ANOMALY_TYPE
+from models.hybrid import HYBRID_KIND, Fusion, HybridModel
 
 MODEL_FILE = "model.pt"  # the bundle's name inside a registered version's artifact folder
 
@@ -78,31 +80,74 @@ class AnomalyBundle:
         }
 
 
-def save_bundle(bundle: ModelBundle | AnomalyBundle, path: Path) -> Path:
+HYBRID_SERVED_THRESHOLD = 0.5  # the hybrid serves sigmoid(fused - calibrated threshold): 0.5 at the threshold
+
+
+@dataclass
+class HybridBundle:
+    """Classifier + PatchCore + their fusion; `classifier_types` are the classifier's defect types (the served
+    types add "anomaly"), and the calibrated threshold lives in the fusion, on the fused z scale."""
+
+    model: HybridModel
+    spec: PreprocessSpec
+    classifier_types: list[str]
+    target_miss_rate: float
+    info: dict[str, Any] = field(default_factory=dict)
+    kind: str = HYBRID_KIND
+
+    @property
+    def defect_types(self) -> list[str]:
+        return [*self.classifier_types, HYBRID_ANOMALY_TYPE]
+
+    @property
+    def threshold(self) -> float:
+        return HYBRID_SERVED_THRESHOLD
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "kind": self.kind,
+            "classifier_state_dict": self.model.classifier.state_dict(),
+            "trainable_stages": self.model.classifier.trainable_stages,
+            "classifier_types": self.classifier_types,
+            "patchcore_state_dict": self.model.patchcore.state_dict(),
+            "patchcore": self.model.patchcore.config(),
+            "fusion": self.model.fusion.to_dict(),
+            "spec": self.spec.to_dict(),
+            "target_miss_rate": self.target_miss_rate,
+            "info": self.info,
+        }
+
+
+AnyBundle = ModelBundle | AnomalyBundle | HybridBundle
+
+
+def save_bundle(bundle: AnyBundle, path: Path) -> Path:
     """Write the bundle atomically (temp file + rename) so a crash never leaves a truncated model."""
     with atomic_target(path) as tmp:
         torch.save(bundle.state(), tmp)
     return path
 
 
-def load_any_bundle(path: Path) -> ModelBundle | AnomalyBundle:
-    """Rebuild a saved bundle of either kind (a classifier file has no `kind`: it predates the anomaly kind)."""
+def load_any_bundle(path: Path) -> AnyBundle:
+    """Rebuild a saved bundle of any kind (a classifier file has no `kind`: it predates the other kinds)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("kind") == ANOMALY_KIND:
         return _anomaly_bundle(state)
+    if state.get("kind") == HYBRID_KIND:
+        return _hybrid_bundle(state)
     return _classifier_bundle(state)
 
 
 def load_bundle(path: Path) -> ModelBundle:
     """Rebuild a saved classifier bundle (no pretrained download needed: the weights come from the file)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("kind") == ANOMALY_KIND:
-        raise InspectionError(f"{path} holds an anomaly model, not a classifier")
+    if state.get("kind") in (ANOMALY_KIND, HYBRID_KIND):
+        raise InspectionError(f"{path} holds a {state['kind']} model, not a classifier")
     return _classifier_bundle(state)
 
 
-def _anomaly_bundle(state: dict[str, Any]) -> AnomalyBundle:
-    config = state["patchcore"]
+def _patchcore(config: dict[str, Any], state_dict: dict[str, Any]) -> PatchCore:
     model = PatchCore(
         layers=config["layers"],
         feature_dim=config["feature_dim"],
@@ -111,10 +156,13 @@ def _anomaly_bundle(state: dict[str, Any]) -> AnomalyBundle:
         pretrained=False,
         seed=config["seed"],
     )
-    model.load_state_dict(state["state_dict"])
-    model.eval()
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def _anomaly_bundle(state: dict[str, Any]) -> AnomalyBundle:
     return AnomalyBundle(
-        model=model,
+        model=_patchcore(state["patchcore"], state["state_dict"]),
         spec=PreprocessSpec.from_dict(state["spec"]),
         threshold=float(state["threshold"]),
         score_scale=float(state["score_scale"]),
@@ -123,12 +171,31 @@ def _anomaly_bundle(state: dict[str, Any]) -> AnomalyBundle:
     )
 
 
+def _classifier(n_types: int, trainable_stages: int, state_dict: dict[str, Any]) -> DefectClassifier:
+    model = DefectClassifier(n_types, trainable_stages=trainable_stages, pretrained=False)
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def _hybrid_bundle(state: dict[str, Any]) -> HybridBundle:
+    types = list(state["classifier_types"])
+    model = HybridModel(
+        _classifier(len(types), state["trainable_stages"], state["classifier_state_dict"]),
+        _patchcore(state["patchcore"], state["patchcore_state_dict"]),
+        Fusion.from_dict(state["fusion"]),
+    )
+    return HybridBundle(
+        model=model.eval(),
+        spec=PreprocessSpec.from_dict(state["spec"]),
+        classifier_types=types,
+        target_miss_rate=float(state["target_miss_rate"]),
+        info=dict(state["info"]),
+    )
+
+
 def _classifier_bundle(state: dict[str, Any]) -> ModelBundle:
-    model = DefectClassifier(len(state["defect_types"]), trainable_stages=state["trainable_stages"], pretrained=False)
-    model.load_state_dict(state["state_dict"])
-    model.eval()
     return ModelBundle(
-        model=model,
+        model=_classifier(len(state["defect_types"]), state["trainable_stages"], state["state_dict"]),
         spec=PreprocessSpec.from_dict(state["spec"]),
         defect_types=list(state["defect_types"]),
         threshold=float(state["threshold"]),

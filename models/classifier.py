@@ -91,16 +91,21 @@ class DefectClassifier(nn.Module):
         peak = cam.amax(dim=(2, 3), keepdim=True)
         return cam / (peak + MAP_EPS)
 
-    def forward(self, images: torch.Tensor) -> ClassifierOutput:
+    def outputs_and_logit(self, images: torch.Tensor) -> tuple[ClassifierOutput, torch.Tensor]:
+        """The forward outputs plus the defect logit itself (N,), unsaturated where the probability is 0 or 1."""
         features = self.upper(self.trunk(images))
         embedding = self.dropout(self.pool(features).flatten(1))
         defect_logit, type_logits = self.defect_head(embedding).squeeze(1), self.type_head(embedding)
-        return ClassifierOutput(
+        output = ClassifierOutput(
             torch.sigmoid(defect_logit),
             torch.softmax(type_logits, dim=1),
             # Plain ints: the input size is fixed per export, so the upsampling traces to constant sizes.
             self.activation_map(features, (int(images.shape[-2]), int(images.shape[-1]))),
         )
+        return output, defect_logit
+
+    def forward(self, images: torch.Tensor) -> ClassifierOutput:
+        return self.outputs_and_logit(images)[0]
 
     def head_parameters(self) -> list[nn.Parameter]:
         return [*self.defect_head.parameters(), *self.type_head.parameters()]

@@ -87,6 +87,38 @@ def _metrics_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _components_section(report: dict[str, Any]) -> list[str]:
+    """A hybrid's parts next to the whole on the test split, at one operating point for all."""
+    components = report.get("components")
+    if not components:
+        return []
+    lines = [
+        "### Hybrid against its parts (test split)",
+        "",
+        "| scorer | AUROC | miss rate at 10% false detections |",
+        "|---|---:|---:|",
+    ]
+    for name, row in components.items():
+        auroc = "n/a" if row["auroc"] is None else f"{row['auroc']:.4f}"
+        lines.append(f"| {name} | {auroc} | {_pct(row['miss_rate_at_10pct_fdr'])} |")
+    return [*lines, ""]
+
+
+def _recent_section(report: dict[str, Any]) -> list[str]:
+    """The recent line data slice (QA-reviewed frames kept out of training), beside the frozen test split."""
+    recent = report.get("recent_line_data")
+    if not recent:
+        return []
+    return [
+        "### Recent line data",
+        "",
+        f"{recent['data']}: {recent['n_defect']} defective and {recent['n_good']} good frames; miss rate "
+        f"{_pct(recent['miss_rate'])} ({_ci(recent['miss_rate_ci95'])}), false-detection rate "
+        f"{_pct(recent['false_detection_rate'])} ({_ci(recent['false_detection_rate_ci95'])}).",
+        "",
+    ]
+
+
 def _threshold_section(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
     calibration = _calibration(report, info)
     target = f"calibrated on the validation split for a target miss rate of {_pct(report['target_miss_rate'])}"
@@ -97,6 +129,14 @@ def _threshold_section(report: dict[str, Any], info: dict[str, Any]) -> list[str
             f"to the good-part memory bank is at or above it), {target}. The served model reports "
             f"sigmoid((distance - threshold) / {anomaly['score_scale']:.4f}) as its defect probability, so its "
             f"served threshold is {anomaly['served_threshold']}."
+        )
+    elif report.get("hybrid"):
+        fusion = report["hybrid"]["fusion"]
+        first = (
+            f"Fused threshold **{fusion['threshold']:.4f}** on the fused score {fusion['classifier_weight']:.3f} x "
+            f"classifier z + {1 - fusion['classifier_weight']:.3f} x anomaly z (each z measured in spreads of good "
+            f"validation parts), {target}. The served model reports sigmoid(fused - threshold) as its defect "
+            f"probability, so its served threshold is {report['hybrid']['served_threshold']}."
         )
     else:
         first = (
@@ -151,7 +191,8 @@ def render_model_card(report: dict[str, Any], info: dict[str, Any]) -> str:
     lines = [f"# Model card: {product} v{report.get('model_version', '?')}", ""]
     if info.get("run_id"):
         lines += [f"MLflow run `{info['run_id']}`.", ""]
-    lines += _data_section(report, info) + _metrics_section(report) + _threshold_section(report, info)
+    lines += _data_section(report, info) + _metrics_section(report) + _components_section(report)
+    lines += _recent_section(report) + _threshold_section(report, info)
     lines += ["## Known limits", ""]
     limits = known_limits(report, info)
     lines += [f"- {limit}" for limit in limits] or [

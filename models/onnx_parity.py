@@ -17,6 +17,7 @@ import torch
 from inspection.errors import InspectionError
 from inspection.preprocessing import PreprocessSpec, preprocess
 from models.classifier import DefectClassifier
+from models.hybrid import HybridModel
 from models.onnx_runtime import OnnxScorer
 
 MAP_TOLERANCE = 1e-3  # anomaly maps are in [0, 1] and only drawn: a looser bar than the probabilities
@@ -41,7 +42,7 @@ class ParityError(InspectionError):
 
 
 def torch_scores(
-    model: DefectClassifier, spec: PreprocessSpec, images: Sequence[np.ndarray], batch_size: int = 8
+    model: DefectClassifier | HybridModel, spec: PreprocessSpec, images: Sequence[np.ndarray], batch_size: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
     """(defect probability (N,), type probabilities (N, K)) from PyTorch, in eval mode, on decoded images."""
     defect, types, _ = torch_outputs(model, spec, images, batch_size)
@@ -49,7 +50,7 @@ def torch_scores(
 
 
 def torch_outputs(
-    model: DefectClassifier, spec: PreprocessSpec, images: Sequence[np.ndarray], batch_size: int = 8
+    model: DefectClassifier | HybridModel, spec: PreprocessSpec, images: Sequence[np.ndarray], batch_size: int = 8
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As torch_scores, plus the anomaly maps (N, S, S)."""
     was_training = model.training
@@ -76,7 +77,7 @@ def _spec_differences(trained: PreprocessSpec, embedded: PreprocessSpec) -> str:
 
 
 def check_parity(
-    model: DefectClassifier,
+    model: DefectClassifier | HybridModel,
     spec: PreprocessSpec,
     onnx_path: Path,
     images: Sequence[np.ndarray],

@@ -146,3 +146,15 @@ def test_confusion_matrix_rejects_bad_input() -> None:
         confusion_matrix(["good"], [], ["good"])
     with pytest.raises(ValueError, match="duplicates"):
         confusion_matrix([], [], ["good", "good"])
+
+
+def test_miss_rate_at_false_detection_reads_one_roc_point() -> None:
+    from inspection.metrics import miss_rate_at_false_detection
+
+    labels = [0] * 10 + [1] * 4
+    scores = [0.1 * i for i in range(10)] + [0.95, 0.85, 0.5, 0.05]
+    # 10% of 10 good parts: one may be flagged (0.9), so the threshold sits just above 0.8: 0.85 and 0.95 caught.
+    found = miss_rate_at_false_detection(labels, scores, 0.10)
+    assert (found.k, found.n) == (2, 4)
+    assert miss_rate_at_false_detection(labels, scores, 0.0).k == 3  # no good part flagged: only 0.95 caught
+    assert miss_rate_at_false_detection(labels, scores, 1.0).k == 0  # every part may be flagged

@@ -7,7 +7,6 @@ and PRO when masks exist, MLflow tracking and a registered version. Thresholds a
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,14 +22,13 @@ from inspection.product_config import ProductConfig
 from inspection.progress import console, progress_task
 from inspection.settings import Settings
 from models.anomaly import PatchCore, fit_patchcore, image_batches, score_images
-from models.checkpoint import ANOMALY_TYPE, MODEL_FILE, AnomalyBundle, save_bundle
-from models.model_card import write_model_card
-from models.registry import mlflow_client, register_version, resolve_version
+from models.checkpoint import ANOMALY_TYPE, AnomalyBundle
 from training import tracking
 from training.calibration import calibrate_threshold, max_accuracy_threshold
-from training.evaluate import build_report, pixel_metrics, write_report
+from training.evaluate import build_report, pixel_metrics, recent_slice_block
 from training.pipeline import TrainOutcome, log_run_inputs, run_params
 from training.predict import Predictions
+from training.publish import publish_version
 
 # IQR / 1.349 is the standard deviation of a normal distribution: a spread that one far-off good part cannot inflate.
 IQR_TO_SIGMA = 1.349
@@ -70,7 +68,10 @@ def good_score_scale(good_scores: np.ndarray, threshold: float) -> float:
     return max(spread, floor)
 
 
-def _fit(config: ProductConfig, goods: list[ImageRecord], spec: PreprocessSpec, device: torch.device) -> PatchCore:
+def fit_patchcore_on(
+    config: ProductConfig, goods: list[ImageRecord], spec: PreprocessSpec, device: torch.device
+) -> PatchCore:
+    """PatchCore fitted on `goods` with the product's `anomaly:` settings, with a progress bar; on the CPU."""
     settings = config.anomaly
     model = PatchCore(
         layers=settings.layers,
@@ -118,7 +119,7 @@ def train_anomaly_product(
     with tracking.training_run(settings, product, params) as run:
         log_run_inputs(config, parts)
         fit_started = time.perf_counter()
-        model = _fit(config, goods, spec, device)
+        model = fit_patchcore_on(config, goods, spec, device)
         fit_seconds = time.perf_counter() - fit_started
         console.print(f"memory bank: {model.memory_bank.shape[0]} patches (bound {model.memory_bank_size})")
         val_scores, _ = score_records(model, parts["val"], spec, "validation", config.anomaly.batch_size)
@@ -130,6 +131,7 @@ def train_anomaly_product(
         if len(set(val_labels.tolist())) == 2:
             extra_thresholds["max_validation_accuracy"] = max_accuracy_threshold(val_labels, val_scores)
         test_scores, test_maps = score_records(model, parts["test"], spec, "test", config.anomaly.batch_size)
+        recent_scores, _ = score_records(model, parts["recent"], spec, "recent line data", config.anomaly.batch_size)
         predictions = anomaly_predictions(test_scores)
         bundle = AnomalyBundle(
             model=model,
@@ -149,47 +151,38 @@ def train_anomaly_product(
                 "n_train_good": len(goods),
             },
         )
-        staging = settings.run_dir(product) / run.info.run_id
-        save_bundle(bundle, staging / MODEL_FILE)
-        tracking.log_files([staging / MODEL_FILE], artifact_path="model")
-        version = register_version(
-            settings,
-            product,
-            run.info.run_id,
-            f"{run.info.artifact_uri}/model",
-            tags={
-                "kind": "anomaly",
-                "target_miss_rate": str(config.target_miss_rate),
-                "threshold": f"{calibration.threshold:.6f}",
-            },
-        )
-        try:
+
+        def make_report(version: int) -> dict[str, Any]:
             report = anomaly_report(
                 product, version, bundle, parts["test"], test_scores, test_maps, "test split", extra_thresholds
             )
             report["calibration"] = calibration.__dict__
+            report["recent_line_data"] = recent_slice_block(
+                parts["recent"], anomaly_predictions(recent_scores), [ANOMALY_TYPE], calibration.threshold, typed=False
+            )
             report["training"] = {
                 "train_good_images": len(goods),
                 "memory_bank_rows": int(model.memory_bank.shape[0]),
                 "fit_seconds": round(fit_seconds, 1),
                 "seconds": round(time.perf_counter() - started, 1),
             }
-            paths = write_report(report, parts["test"], predictions, staging / "evaluation")
-            tracking.log_files(list(paths.values()), artifact_path="model/evaluation")
-            card = write_model_card(report, bundle.info, staging / "model_card.md")
-            tracking.log_files([card], artifact_path="model")
-            tracking.log_report(report)
-            for key in ("pixel_auroc", "pro"):
-                if report["test"].get(key) is not None:
-                    tracking.log_epoch({f"test_{key}": report["test"][key]}, step=0)
-        except BaseException:
-            mlflow_client(settings).delete_model_version(product, str(version))
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
-    artifacts = resolve_version(settings, product, version).artifacts
-    return TrainOutcome(
-        product, version, run.info.run_id, report, calibration, artifacts, time.perf_counter() - started
-    )
+            log_pixel_metrics(report)
+            return report
+
+        tags = {
+            "kind": "anomaly",
+            "target_miss_rate": str(config.target_miss_rate),
+            "threshold": f"{calibration.threshold:.6f}",
+        }
+        version, report = publish_version(settings, product, run, bundle, tags, parts["test"], predictions, make_report)
+    return TrainOutcome.registered(settings, product, version, run.info.run_id, report, calibration, started)
+
+
+def log_pixel_metrics(report: dict[str, Any]) -> None:
+    """Pixel AUROC and PRO of the test split as MLflow metrics of the active run, when masks gave them."""
+    for key in ("pixel_auroc", "pro"):
+        if report["test"].get(key) is not None:
+            tracking.log_epoch({f"test_{key}": report["test"][key]}, step=0)
 
 
 def anomaly_report(

@@ -136,6 +136,25 @@ def build_report(
     }
 
 
+RECENT_SLICE_NOTE = "QA-reviewed line frames held out of training (the recent slice of splits.json)"
+
+
+def recent_slice_block(
+    records: Sequence[ImageRecord],
+    predictions: Predictions | None,
+    defect_types: Sequence[str],
+    threshold: float,
+    typed: bool = True,
+) -> dict[str, Any] | None:
+    """The report's `recent_line_data` block: the `test` block's figures on the recent slice, None when empty.
+
+    Reported beside the frozen test split, never merged into it, so versions stay comparable on the same test
+    images while the recent slice shows how a model does on what the line produces now."""
+    if not records or predictions is None:
+        return None
+    return {"data": RECENT_SLICE_NOTE, **evaluate_predictions(records, predictions, defect_types, threshold, typed)}
+
+
 def mask_for(record: ImageRecord, size: int) -> np.ndarray | None:
     """The record's ground-truth mask at the map size (good parts: all zero; a defect without a mask: None)."""
     if not record.is_defect:

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime
 
 from datasets.layout import ImageRecord, label_counts, scan_dataset
-from datasets.splits import Split, load_or_create_splits, split_records
+from datasets.splits import Split, product_splits, split_records
 from inspection.atomic import write_atomic_text
 from inspection.errors import InspectionError
 from inspection.imaging import read_image
@@ -27,7 +27,8 @@ from inspection.product_config import load_product_config
 from inspection.progress import console, progress_task
 from inspection.settings import Settings
 from models.anomaly_export import ServedAnomaly, ServedAnomalyParity, check_served_parity, export_served_anomaly
-from models.checkpoint import MODEL_FILE, AnomalyBundle, ModelBundle, load_any_bundle
+from models.checkpoint import MODEL_FILE, AnomalyBundle, AnyBundle, HybridBundle, ModelBundle, load_any_bundle
+from models.hybrid_export import HYBRID_PARITY_TOLERANCE, export_hybrid
 from models.onnx_export import export_classifier, optimize_onnx, weights_sha256
 from models.onnx_parity import ParityResult, check_parity
 from models.onnx_runtime import OnnxScorer
@@ -111,9 +112,7 @@ def _int8_candidate(
     return candidate, int8, decision
 
 
-def _metadata(
-    product: str, version: int, bundle: ModelBundle | AnomalyBundle, records: list[ImageRecord], parts: dict
-) -> dict:
+def _metadata(product: str, version: int, bundle: AnyBundle, records: list[ImageRecord], parts: dict) -> dict:
     return {
         "product": product,
         "model_version": version,
@@ -127,9 +126,9 @@ def _metadata(
 
 
 def _export_fp32(
-    bundle: ModelBundle | AnomalyBundle, metadata: dict, staging: Path, test_images: list[np.ndarray]
+    bundle: AnyBundle, metadata: dict, staging: Path, test_images: list[np.ndarray]
 ) -> tuple[Path, Path, ParityResult | ServedAnomalyParity]:
-    """Export, optimize and parity-check either kind; returns (raw export, optimized file, parity)."""
+    """Export, optimize and parity-check any kind; returns (raw export, optimized file, parity)."""
     if isinstance(bundle, AnomalyBundle):
         served = ServedAnomaly(bundle.model, bundle.threshold, bundle.score_scale)
         raw = export_served_anomaly(served, bundle.spec, staging / "model.raw.onnx", metadata)
@@ -141,9 +140,14 @@ def _export_fp32(
             f"over {anomaly_parity.n_images} test images"
         )
         return raw, fp32, anomaly_parity
-    raw = export_classifier(bundle.model, bundle.spec, staging / "model.raw.onnx", metadata)
-    fp32 = optimize_onnx(raw, staging / FP32_FILE)
-    parity = check_parity(bundle.model, bundle.spec, fp32, test_images)
+    if isinstance(bundle, HybridBundle):
+        raw = export_hybrid(bundle, staging / "model.raw.onnx", metadata)
+        fp32 = optimize_onnx(raw, staging / FP32_FILE)
+        parity = check_parity(bundle.model, bundle.spec, fp32, test_images, tolerance=HYBRID_PARITY_TOLERANCE)
+    else:
+        raw = export_classifier(bundle.model, bundle.spec, staging / "model.raw.onnx", metadata)
+        fp32 = optimize_onnx(raw, staging / FP32_FILE)
+        parity = check_parity(bundle.model, bundle.spec, fp32, test_images)
     console.print(f"parity: max |onnx - torch| = {parity.max_abs_diff:.2e} over {parity.n_images} test images")
     return raw, fp32, parity
 
@@ -159,18 +163,17 @@ def export_product(
     """Export a registered version to ONNX (and INT8 if asked and accepted); attach files to the version."""
     info = resolve_version(settings, product, version)
     bundle = load_any_bundle(info.artifacts / MODEL_FILE)
-    if int8 and isinstance(bundle, AnomalyBundle):
+    if int8 and not isinstance(bundle, ModelBundle):
         # Quantizing a bank of distances shifts every score; it would need its own measured gate first.
+        kind = "an anomaly" if isinstance(bundle, AnomalyBundle) else "a hybrid"
         raise InspectionError(
-            f"{product} v{info.version} is an anomaly model: INT8 export is not supported for it (its accuracy "
+            f"{product} v{info.version} is {kind} model: INT8 export is not supported for it (its accuracy "
             "has not been measured); export it without --int8"
         )
     config = load_product_config(settings.configs_dir, product)
     root = settings.dataset_dir(product)
     records = scan_dataset(root)
-    split = load_or_create_splits(
-        root, records, config.split.val_fraction, config.split.test_fraction, config.split.seed
-    )
+    split = product_splits(root, records, config.split)
     parts = split_records(records, split)
     out_dir = info.artifacts / ONNX_DIR
     # Everything is built in a staging folder and moved into place only after every gate passed, so a failed

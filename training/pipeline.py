@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,25 +12,24 @@ import numpy as np
 import torch
 
 from datasets.layout import ImageRecord, label_counts, require_trainable, scan_dataset
-from datasets.splits import Split, load_or_create_splits, split_records
-from inspection.errors import ConfigError
+from datasets.splits import Split, product_splits, split_records
 from inspection.names import GOOD_LABEL
 from inspection.preprocessing import PreprocessSpec
 from inspection.product_config import ProductConfig, load_product_config
 from inspection.progress import console, progress_task
 from inspection.settings import Settings
-from models.checkpoint import MODEL_FILE, ModelBundle, save_bundle
+from models.checkpoint import ModelBundle
 from models.classifier import DefectClassifier
-from models.model_card import write_model_card
-from models.registry import mlflow_client, register_version, resolve_version
+from models.registry import resolve_version
 from training import tracking
 from training.augment import build_augmenter
 from training.calibration import Calibration, calibrate_threshold, max_accuracy_threshold
 from training.data import defect_type_index, load_prepared, resolve_color_mode
-from training.evaluate import build_report, write_report
+from training.evaluate import build_report, recent_slice_block
 from training.features import cached_views, trunk_features
 from training.predict import Predictions, predict_records
-from training.trainer import EpochStats, TrainingData, train_classifier
+from training.publish import publish_version
+from training.trainer import EpochStats, TrainingData, TrainResult, train_classifier
 
 
 @dataclass
@@ -43,6 +41,21 @@ class TrainOutcome:
     calibration: Calibration
     artifacts: Path
     seconds: float
+
+    @classmethod
+    def registered(
+        cls,
+        settings: Settings,
+        product: str,
+        version: int,
+        run_id: str,
+        report: dict[str, Any],
+        calibration: Calibration,
+        started: float,
+    ) -> TrainOutcome:
+        """The outcome of a run that registered `version`, timed from `started` (a perf_counter reading)."""
+        artifacts = resolve_version(settings, product, version).artifacts
+        return cls(product, version, run_id, report, calibration, artifacts, time.perf_counter() - started)
 
 
 def select_device(requested: str) -> torch.device:
@@ -119,6 +132,51 @@ def log_run_inputs(config: ProductConfig, parts: dict[Split, list[ImageRecord]])
     tracking.log_json({"splits": {k: [r.relpath for r in v] for k, v in parts.items()}}, "config/splits.json")
 
 
+def learnable_defect_types(parts: dict[Split, list[ImageRecord]]) -> list[str]:
+    """The classifier's classes: defect labels outside the recent slice (a type seen only there, never trained on,
+    would be a class without a single training image; its frames are still evaluated, as an unknown type)."""
+    return sorted({r.label for side in ("train", "val", "test") for r in parts[side]} - {GOOD_LABEL})
+
+
+def classifier_params(config: ProductConfig, defect_types: list[str]) -> dict[str, Any]:
+    """The classifier's MLflow parameters: its classes and its whole `train:` schedule."""
+    return {"defect_types": ",".join(defect_types), **{f"train.{k}": v for k, v in config.train.model_dump().items()}}
+
+
+def fit_classifier(
+    settings: Settings,
+    product: str,
+    config: ProductConfig,
+    parts: dict[Split, list[ImageRecord]],
+    spec: PreprocessSpec,
+    defect_types: list[str],
+    device: torch.device,
+    resume: bool,
+) -> tuple[DefectClassifier, TrainResult, Path]:
+    """Cache trunk features, train with per-epoch MLflow metrics inside the active run; returns the model on the
+    CPU, the training history and the resumable checkpoint's path (the caller deletes it once registered)."""
+    model = DefectClassifier(len(defect_types), config.train.trainable_stages, config.train.dropout)
+    data = _prepare_data(model, parts, config, spec, defect_types, device)
+    with progress_task("training epochs", config.train.epochs + 1) as advance:
+
+        def on_epoch(stats: EpochStats) -> None:
+            tracking.log_epoch(
+                {"train_loss": stats.train_loss, "val_loss": stats.val_loss, "val_auroc": stats.val_auroc},
+                step=stats.epoch,
+            )
+            auroc_text = "n/a" if stats.val_auroc is None else f"{stats.val_auroc:.4f}"
+            console.print(
+                f"epoch {stats.epoch:>3} {stats.phase:<8} train loss {stats.train_loss:.4f} "
+                f"val loss {stats.val_loss:.4f} val AUROC {auroc_text}"
+            )
+            advance(1)
+
+        checkpoint = settings.run_dir(product) / "checkpoint.pt"
+        result = train_classifier(model, data, config.train, config.seed, device, checkpoint, resume, on_epoch)
+    del data
+    return model.cpu(), result, checkpoint
+
+
 def train_product(
     settings: Settings,
     product: str,
@@ -139,14 +197,10 @@ def train_product(
     if seed is not None:
         overrides["seed"] = seed
     config = load_product_config(settings.configs_dir, product, overrides)
-    if config.kind == "hybrid":
-        raise ConfigError(f"product {product!r}: kind 'hybrid' is not implemented yet; use 'classifier' or 'anomaly'")
     root = settings.dataset_dir(product)
     records = scan_dataset(root)
     require_trainable(records, product)
-    assignment = load_or_create_splits(
-        root, records, config.split.val_fraction, config.split.test_fraction, config.split.seed
-    )
+    assignment = product_splits(root, records, config.split)
     parts = split_records(records, assignment)
     spec = PreprocessSpec(image_size=config.image_size, color_mode=resolve_color_mode(records, config.color_mode))
     device = select_device(settings.device)
@@ -158,39 +212,20 @@ def train_product(
         from training.anomaly_pipeline import train_anomaly_product
 
         return train_anomaly_product(settings, product, config, records, parts, spec, device, started)
-    defect_types = sorted({r.label for r in records} - {GOOD_LABEL})
+    if config.kind == "hybrid":
+        from training.hybrid_pipeline import train_hybrid_product
+
+        return train_hybrid_product(settings, product, config, records, parts, spec, device, started, resume)
+    defect_types = learnable_defect_types(parts)
     console.print(
         f"[bold]{product}[/]: {len(records)} images {label_counts(records)}; split "
         + ", ".join(f"{k} {len(v)}" for k, v in parts.items())
         + f"; {spec.color_mode} {spec.image_size}px on {device}"
     )
-    model = DefectClassifier(len(defect_types), config.train.trainable_stages, config.train.dropout)
-    params = {
-        **run_params(product, config, records, parts, spec, device),
-        "defect_types": ",".join(defect_types),
-        **{f"train.{k}": v for k, v in config.train.model_dump().items()},
-    }
+    params = {**run_params(product, config, records, parts, spec, device), **classifier_params(config, defect_types)}
     with tracking.training_run(settings, product, params) as run:
         log_run_inputs(config, parts)
-        data = _prepare_data(model, parts, config, spec, defect_types, device)
-        with progress_task("training epochs", config.train.epochs + 1) as advance:
-
-            def on_epoch(stats: EpochStats) -> None:
-                tracking.log_epoch(
-                    {"train_loss": stats.train_loss, "val_loss": stats.val_loss, "val_auroc": stats.val_auroc},
-                    step=stats.epoch,
-                )
-                auroc_text = "n/a" if stats.val_auroc is None else f"{stats.val_auroc:.4f}"
-                console.print(
-                    f"epoch {stats.epoch:>3} {stats.phase:<8} train loss {stats.train_loss:.4f} "
-                    f"val loss {stats.val_loss:.4f} val AUROC {auroc_text}"
-                )
-                advance(1)
-
-            checkpoint = settings.run_dir(product) / "checkpoint.pt"
-            result = train_classifier(model, data, config.train, config.seed, device, checkpoint, resume, on_epoch)
-        del data
-        model.cpu()
+        model, result, checkpoint = fit_classifier(settings, product, config, parts, spec, defect_types, device, resume)
         cpu = torch.device("cpu")
         val = _score(model, parts["val"], spec, cpu, "validation")
         val_labels = np.array([r.is_defect for r in parts["val"]], dtype=np.int64)
@@ -198,6 +233,7 @@ def train_product(
         console.print(f"threshold {calibration.threshold:.4f}: {calibration.note}")
         extra_thresholds = {"max_validation_accuracy": max_accuracy_threshold(val_labels, val.defect_probability)}
         test = _score(model, parts["test"], spec, cpu, "test")
+        recent = _score(model, parts["recent"], spec, cpu, "recent line data") if parts["recent"] else None
         bundle = ModelBundle(
             model=model,
             spec=spec,
@@ -214,18 +250,8 @@ def train_product(
                 "split_counts": {k: len(v) for k, v in parts.items()},
             },
         )
-        staging = settings.run_dir(product) / run.info.run_id
-        save_bundle(bundle, staging / MODEL_FILE)
-        tracking.log_files([staging / MODEL_FILE], artifact_path="model")
-        artifact_uri = f"{run.info.artifact_uri}/model"
-        version = register_version(
-            settings,
-            product,
-            run.info.run_id,
-            artifact_uri,
-            tags={"target_miss_rate": str(config.target_miss_rate), "threshold": f"{calibration.threshold:.6f}"},
-        )
-        try:
+
+        def make_report(version: int) -> dict[str, Any]:
             report = build_report(
                 product,
                 version,
@@ -238,23 +264,18 @@ def train_product(
                 extra_thresholds=extra_thresholds,
             )
             report["calibration"] = calibration.__dict__
+            report["recent_line_data"] = recent_slice_block(
+                parts["recent"], recent, defect_types, calibration.threshold
+            )
             report["training"] = {
                 "epochs_run": len(result.history),
                 "best_epoch": result.best_epoch + 1,
                 "stopped_early": result.stopped_early,
                 "seconds": round(time.perf_counter() - started, 1),
             }
-            paths = write_report(report, parts["test"], test, staging / "evaluation")
-            tracking.log_files(list(paths.values()), artifact_path="model/evaluation")
-            card = write_model_card(report, bundle.info, staging / "model_card.md")
-            tracking.log_files([card], artifact_path="model")
-            tracking.log_report(report)
-        except BaseException:
-            mlflow_client(settings).delete_model_version(product, str(version))
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
+            return report
+
+        tags = {"target_miss_rate": str(config.target_miss_rate), "threshold": f"{calibration.threshold:.6f}"}
+        version, report = publish_version(settings, product, run, bundle, tags, parts["test"], test, make_report)
         checkpoint.unlink(missing_ok=True)
-    artifacts = resolve_version(settings, product, version).artifacts
-    return TrainOutcome(
-        product, version, run.info.run_id, report, calibration, artifacts, time.perf_counter() - started
-    )
+    return TrainOutcome.registered(settings, product, version, run.info.run_id, report, calibration, started)

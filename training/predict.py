@@ -12,6 +12,7 @@ from datasets.layout import ImageRecord
 from inspection.imaging import read_image
 from inspection.preprocessing import PreprocessSpec, preprocess
 from models.classifier import DefectClassifier
+from models.hybrid import HybridModel
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Predictions:
 
 @torch.no_grad()
 def predict_records(
-    model: DefectClassifier,
+    model: DefectClassifier | HybridModel,
     records: Sequence[ImageRecord],
     spec: PreprocessSpec,
     device: torch.device,

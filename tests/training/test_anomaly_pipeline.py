@@ -13,7 +13,7 @@ from datasets.importers.folder import import_folder
 from datasets.layout import scan_dataset
 from datasets.splits import load_or_create_splits, split_records
 from datasets.synth import generate_synthetic_product
-from inspection.errors import ConfigError, InspectionError
+from inspection.errors import InspectionError
 from inspection.imaging import read_image
 from inspection.settings import Settings
 from models.anomaly_export import SERVED_ANOMALY_MAP, onnx_served_outputs
@@ -148,10 +148,3 @@ def test_good_only_dataset_trains_the_anomaly_kind(tmp_path: Path, synthetic_256
     assert outcome.report["test"]["n_defect"] == 0
     bundle = load_any_bundle(outcome.artifacts / MODEL_FILE)
     assert isinstance(bundle, AnomalyBundle) and bundle.model.memory_bank.shape[0] <= 200
-
-
-def test_hybrid_is_refused_clearly(tmp_path: Path) -> None:
-    configs = make_configs_dir(tmp_path / "configs", {"mixed": "kind: hybrid\n"})
-    settings = Settings(home=tmp_path / "var", configs_dir=configs, device="cpu")
-    with pytest.raises(ConfigError, match="not implemented yet"):
-        train_product(settings, "mixed")

@@ -1,0 +1,106 @@
+"""kind: hybrid end to end: classifier + PatchCore fused on validation, evaluated, registered, exported, scored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from datasets.importers.folder import import_folder
+from datasets.layout import scan_dataset
+from datasets.synth import DEFECT_TYPES, generate_synthetic_product
+from inspection.errors import InspectionError
+from inspection.imaging import read_image
+from inspection.settings import Settings
+from models.checkpoint import MODEL_FILE, HybridBundle, load_any_bundle
+from models.onnx_runtime import OnnxScorer
+from models.registry import resolve_version
+from tests.conftest import make_configs_dir
+from training.evaluate_product import evaluate_product
+from training.export_pipeline import export_product
+from training.hybrid_pipeline import hybrid_outputs
+from training.pipeline import TrainOutcome, train_product
+
+PRODUCT = "gadget"
+# A short classifier schedule and a small bank: the test checks the plumbing and the fusion, not peak accuracy.
+HYBRID_CONFIG = """
+kind: hybrid
+image_size: 128
+color_mode: gray
+train:
+  epochs: 2
+  augmented_views: 1
+  probe_steps: 100
+anomaly:
+  memory_bank_size: 500
+"""
+
+
+@dataclass
+class Trained:
+    settings: Settings
+    outcome: TrainOutcome
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    base = tmp_path_factory.mktemp("hybrid-home")
+    source = base / "source"
+    # Rare defects (15%), drawn at 256 px so thin scratches survive the resize, as in the anomaly tests.
+    generate_synthetic_product(source, n=240, seed=4, image_size=256, defect_fraction=0.15)
+    configs = make_configs_dir(base / "configs", {PRODUCT: HYBRID_CONFIG})
+    settings = Settings(home=base / "var", configs_dir=configs, device="cpu")
+    import_folder(source, settings.dataset_dir(PRODUCT), PRODUCT)
+    return Trained(settings, train_product(settings, PRODUCT))
+
+
+def test_report_compares_the_fused_model_with_each_component(trained: Trained) -> None:
+    report = trained.outcome.report
+    assert report["kind"] == "hybrid"
+    assert report["threshold"] == 0.5  # served scale: sigmoid(fused - calibrated threshold)
+    assert set(report["components"]) == {"classifier", "anomaly", "hybrid"}
+    for figures in report["components"].values():
+        assert 0.5 <= figures["auroc"] <= 1
+        assert 0 <= figures["miss_rate_at_10pct_fdr"] <= 1
+    assert report["components"]["hybrid"]["auroc"] == pytest.approx(report["test"]["auroc"], abs=1e-6)
+    assert report["components"]["hybrid"]["auroc"] >= 0.9
+    fusion = report["hybrid"]["fusion"]
+    assert 0 < fusion["classifier_weight"] < 1
+    assert fusion["classifier_scale"] > 0 and fusion["anomaly_scale"] > 0
+    assert report["hybrid"]["validation_defects"] >= 1
+    assert report["test"]["confusion_matrix"]["classes"] == ["good", *sorted(DEFECT_TYPES), "anomaly"]
+    assert report["test"]["pixel_auroc"] is not None
+    assert report["recent_line_data"] is None  # no reviewed frames in this dataset
+
+
+def test_bundle_round_trips_with_its_fusion(trained: Trained) -> None:
+    info = resolve_version(trained.settings, PRODUCT, trained.outcome.version)
+    bundle = load_any_bundle(info.artifacts / MODEL_FILE)
+    assert isinstance(bundle, HybridBundle)
+    assert bundle.defect_types == [*sorted(DEFECT_TYPES), "anomaly"]
+    assert bundle.model.fusion.to_dict() == pytest.approx(trained.outcome.report["hybrid"]["fusion"], abs=1e-5)
+    report, _ = evaluate_product(trained.settings, PRODUCT, out_dir=info.artifacts.parent / "re-evaluated")
+    assert report["test"]["auroc"] == pytest.approx(trained.outcome.report["test"]["auroc"], abs=1e-6)
+
+
+def test_export_serves_the_fused_verdicts_with_a_map(trained: Trained) -> None:
+    settings = trained.settings
+    with pytest.raises(InspectionError, match="INT8"):
+        export_product(settings, PRODUCT, int8=True)
+    outcome = export_product(settings, PRODUCT)
+    assert outcome.parity.passed and outcome.parity.map_max_abs_diff is not None
+    scorer = OnnxScorer(outcome.fp32_path)
+    assert scorer.has_map and scorer.threshold == 0.5
+    assert scorer.defect_types == [*sorted(DEFECT_TYPES), "anomaly"]
+    assert scorer.metadata["kind"] == "hybrid"
+
+    bundle = load_any_bundle(resolve_version(settings, PRODUCT, outcome.version).artifacts / MODEL_FILE)
+    assert isinstance(bundle, HybridBundle)
+    records = scan_dataset(settings.dataset_dir(PRODUCT))[::8]
+    probability, types, maps = scorer.score_images_with_maps([read_image(r.path) for r in records], batch_size=4)
+    expected = hybrid_outputs(bundle.model, records, bundle.spec, "torch")
+    np.testing.assert_allclose(probability, expected["defect_probability"], atol=1e-3)
+    assert types.shape == (len(records), len(scorer.defect_types))
+    assert maps is not None and maps.shape == (len(records), 128, 128)
+    assert (probability >= 0.5).any() and (probability < 0.5).any()
