@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import anomaly_cost, elpv_training, untuned_defaults
+from benchmarks import anomaly_cost, drift_loop, elpv_training, few_shot, untuned_defaults
 from benchmarks.context import BenchContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, Callable[[BenchContext], dict[str, float]]] = {
     "server_load": elpv_training.run_server_load,
     "untuned_defaults": untuned_defaults.run,
     "anomaly_cost": anomaly_cost.run,
+    "few_shot": few_shot.run,
+    "drift_loop": drift_loop.run,
 }
 
 
