@@ -116,6 +116,20 @@ def false_detection_rate(labels: ArrayLike, scores: ArrayLike, threshold: float)
     return _estimate(int((s[~y] >= threshold).sum()), int((~y).sum()))
 
 
+IQR_TO_SIGMA = 1.349  # the interquartile range of a normal distribution, in standard deviations
+
+
+def robust_spread(values: ArrayLike, floor: float) -> float:
+    """IQR / 1.349 (a spread one far-off value cannot inflate), the std when that is at most `floor` (scores that
+    barely vary), and never below `floor`."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    q1, q3 = np.quantile(v, [0.25, 0.75])
+    spread = float(q3 - q1) / IQR_TO_SIGMA
+    if spread <= floor:
+        spread = float(v.std())
+    return max(spread, floor)
+
+
 def miss_rate_at_false_detection(labels: ArrayLike, scores: ArrayLike, fdr: float) -> RateEstimate:
     """Miss rate at the strictest threshold that flags at most a fraction `fdr` of the good parts.
 

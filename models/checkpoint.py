@@ -13,8 +13,7 @@ from inspection.errors import InspectionError
 from inspection.preprocessing import PreprocessSpec
 from models.anomaly import PatchCore
 from models.classifier import DefectClassifier
-from models.hybrid import ANOMALY_TYPE as HYBRID_ANOMALY_TYPE
-from models.hybrid import HYBRID_KIND, Fusion, HybridModel
+from models.hybrid import ANOMALY_TYPE, HYBRID_KIND, Fusion, HybridModel
 
 MODEL_FILE = "model.pt"  # the bundle's name inside a registered version's artifact folder
 
@@ -44,7 +43,6 @@ class ModelBundle:
 
 
 ANOMALY_KIND = "anomaly"
-ANOMALY_TYPE = "anomaly"  # the one "defect type" an anomaly model names; the server reports it as such
 
 
 @dataclass
@@ -97,7 +95,7 @@ class HybridBundle:
 
     @property
     def defect_types(self) -> list[str]:
-        return [*self.classifier_types, HYBRID_ANOMALY_TYPE]
+        return [*self.classifier_types, ANOMALY_TYPE]
 
     @property
     def threshold(self) -> float:

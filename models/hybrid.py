@@ -27,7 +27,7 @@ from models.anomaly import PatchCore
 from models.classifier import DefectClassifier
 
 HYBRID_KIND = "hybrid"
-ANOMALY_TYPE = "anomaly"
+ANOMALY_TYPE = "anomaly"  # the type an anomaly model (or a hybrid's anomaly term) names; served as such
 MAP_HALF_LEVEL_Z = 3.0  # the map's 0.5: a distance three good-part spreads above the median good part
 TYPE_GATE_SHARPNESS = 4.0  # per z unit: one z apart is already a 98/2 split between the terms
 

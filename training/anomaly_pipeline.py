@@ -17,6 +17,7 @@ import torch
 from datasets.layout import ImageRecord, label_counts
 from datasets.splits import Split
 from inspection.imaging import read_image
+from inspection.metrics import robust_spread
 from inspection.preprocessing import PreprocessSpec
 from inspection.product_config import ProductConfig
 from inspection.progress import console, progress_task
@@ -30,8 +31,6 @@ from training.pipeline import TrainOutcome, log_run_inputs, run_params
 from training.predict import Predictions
 from training.publish import publish_version
 
-# IQR / 1.349 is the standard deviation of a normal distribution: a spread that one far-off good part cannot inflate.
-IQR_TO_SIGMA = 1.349
 MIN_SCALE_FRACTION = 1e-3  # of the threshold: keeps the served sigmoid finite when good scores barely vary
 
 
@@ -61,11 +60,7 @@ def good_score_scale(good_scores: np.ndarray, threshold: float) -> float:
     floor = max(MIN_SCALE_FRACTION * abs(threshold), 1e-6)
     if good_scores.size < 2:
         return max(0.1 * abs(threshold), floor)
-    q1, q3 = np.quantile(good_scores, [0.25, 0.75])
-    spread = float(q3 - q1) / IQR_TO_SIGMA
-    if spread <= floor:
-        spread = float(good_scores.std())
-    return max(spread, floor)
+    return robust_spread(good_scores, floor)
 
 
 def fit_patchcore_on(

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inspection.metrics import robust_spread
 from models.hybrid import Fusion
 
-IQR_TO_SIGMA = 1.349  # IQR of a normal distribution in standard deviations
 PRIOR_DEFECTS = 5.0  # pseudo-defects at equal weights: five real ones halve the pull toward 0.5
 MIN_SPREAD = 1e-3
 
@@ -36,12 +36,7 @@ def robust_center_scale(values: np.ndarray) -> tuple[float, float]:
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         raise ValueError("fusion needs good validation parts to standardize the scores on")
-    center = float(np.median(values))
-    q1, q3 = np.quantile(values, [0.25, 0.75])
-    spread = float(q3 - q1) / IQR_TO_SIGMA
-    if spread < MIN_SPREAD:
-        spread = float(values.std())
-    return center, max(spread, MIN_SPREAD)
+    return float(np.median(values)), robust_spread(values, MIN_SPREAD)
 
 
 def fit_fusion(classifier_logit: np.ndarray, anomaly_distance: np.ndarray, is_defect: np.ndarray) -> FusionFit:
