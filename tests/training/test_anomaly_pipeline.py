@@ -20,12 +20,12 @@ from models.anomaly_export import SERVED_ANOMALY_MAP, onnx_served_outputs
 from models.checkpoint import MODEL_FILE, AnomalyBundle, load_any_bundle
 from models.onnx_runtime import OnnxScorer
 from models.registry import resolve_version
+from tests.conftest import make_configs_dir
 from training.anomaly_pipeline import score_records
 from training.evaluate_product import evaluate_product
 from training.export_pipeline import export_product
 from training.pipeline import TrainOutcome, train_product
 
-REPO = Path(__file__).resolve().parents[2]
 PRODUCT = "widget"
 BANK_SIZE = 1000
 # As tests/models/test_anomaly.py: drawn at 256 px so 1-px scratches survive the resize to 128. 300 parts, so the
@@ -37,15 +37,6 @@ color_mode: gray
 anomaly:
   memory_bank_size: {BANK_SIZE}
 """
-
-
-def make_configs_dir(root: Path, products: dict[str, str]) -> Path:
-    """The repo's default.yaml plus the given per-product YAML texts (as tests/conftest.py does)."""
-    (root / "products").mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "configs" / "default.yaml", root / "default.yaml")
-    for name, text in products.items():
-        (root / "products" / f"{name}.yaml").write_text(text)
-    return root
 
 
 @dataclass
