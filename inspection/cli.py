@@ -112,13 +112,18 @@ def export_cmd(
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    access_log: Annotated[
+        bool, typer.Option(help="Log a line per HTTP request (every inspection is a database row regardless).")
+    ] = False,
 ) -> None:
     """Run the inspection server (FastAPI + ONNX Runtime) for this INSPECTION_HOME."""
     import uvicorn
 
     from serving.app import create_app
 
-    uvicorn.run(create_app(settings_from_env()), host=host, port=port, log_level="info")
+    # Access lines are off by default: at 100 frames/s they are 8.6 million lines a day that repeat the
+    # inspections table, and writing them costs the cores that score frames.
+    uvicorn.run(create_app(settings_from_env()), host=host, port=port, log_level="info", access_log=access_log)
 
 
 def main() -> None:

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=8, description="Largest micro-batch the engine forms.")
     batch_wait_ms: float = Field(default=2.0, description="How long the engine waits to fill a batch.")
     queue_size: int = Field(default=64, description="Frames waiting per model before answering 503.")
+    ort_spinning: bool = Field(
+        default=False,
+        description="Let ONNX Runtime's threads spin-wait for work between ops (faster alone, steals the cores the "
+        "server's HTTP, decoding and database work need under load).",
+    )
     shadow_queue_size: int = Field(default=256, ge=1, description="Frames waiting for the challenger in shadow.")
     shadow_max_delay_ms: float = Field(
         default=2000.0, gt=0, description="A frame whose shadow scoring would start later than this is skipped."

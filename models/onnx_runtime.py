@@ -49,9 +49,12 @@ def read_onnx_metadata(path: Path) -> dict[str, Any]:
 class OnnxScorer:
     """One CPU InferenceSession over an exported classifier, with the preprocessing embedded in it."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, spinning: bool = True):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
+        # Spinning (ORT's default) keeps idle intra-op threads busy-waiting for the next op: the fastest choice
+        # when ORT has the cores to itself, a loss when the same cores must also decode frames and answer HTTP.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         # One request's graph is a chain of convolutions: parallel branches would only contend for cores.
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -16,6 +16,7 @@ from serving.model_watcher import stop_shadows, sync_engines, watch_champions
 from serving.reject_publisher import RejectPublisher
 from serving.routes import health, inspect, inspections, me, metrics, products, shadow, stats
 from serving.routes.dashboard import install_dashboard
+from serving.row_writer import InspectionRowWriter
 from serving.state import ServingState
 
 SHADOW_STOP_GRACE_S = 10.0  # beyond the delay budget: one batch still being scored and written
@@ -27,7 +28,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sessions = open_database(settings.resolved_database_url)
-        state = ServingState(settings=settings, sessions=sessions, metrics=app.state.metrics)
+        state = ServingState(
+            settings=settings, sessions=sessions, rows=InspectionRowWriter(sessions), metrics=app.state.metrics
+        )
         await sync_engines(state)
         if settings.mqtt_url:
             state.rejects = RejectPublisher(settings.mqtt_url, settings.mqtt_topic_prefix, app.state.metrics.registry)
@@ -44,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Queued shadow frames within their delay budget are still scored; older ones are skipped and counted, so
         # the budget also bounds how long the shadow can hold up a shutdown.
         await stop_shadows(state, timeout=settings.shadow_max_delay_ms / 1000 + SHADOW_STOP_GRACE_S)
+        await state.rows.close()  # uvicorn has finished every request by now: their rows are all handed in
         if state.rejects is not None:  # after the engines: the last answered defects still get their message
             await asyncio.to_thread(state.rejects.stop)
 

@@ -37,7 +37,7 @@ def _current_models(state: ServingState) -> dict[str, tuple[ServedModel, ServedM
 
 def warm_scorer(state: ServingState, served: ServedModel, threads: int | None = None) -> OnnxScorer:
     """A session for `served`, already run once at the batch sizes it will see."""
-    scorer = OnnxScorer(served.path, threads=threads)
+    scorer = OnnxScorer(served.path, threads=threads, spinning=state.settings.ort_spinning)
     scorer.warm_up(sorted({1, state.settings.batch_max}))
     return scorer
 

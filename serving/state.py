@@ -11,6 +11,7 @@ from inspection.settings import Settings
 from serving.engine import InferenceEngine
 from serving.metrics import ServingMetrics
 from serving.reject_publisher import RejectPublisher
+from serving.row_writer import InspectionRowWriter
 from serving.shadow import ShadowScorer
 
 
@@ -18,6 +19,7 @@ from serving.shadow import ShadowScorer
 class ServingState:
     settings: Settings
     sessions: sessionmaker[Session]
+    rows: InspectionRowWriter  # every answered frame's row goes through it (group commit)
     engines: dict[str, InferenceEngine] = field(default_factory=dict)
     shadows: dict[str, ShadowScorer] = field(default_factory=dict)  # product -> its challenger in shadow
     rejects: RejectPublisher | None = None  # None: MQTT reject messages are off

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
@@ -51,6 +51,22 @@ def add_inspection(sessions: sessionmaker[Session], **fields: Any) -> Inspection
     with sessions.begin() as session:
         session.add(row)
     return row
+
+
+def add_inspections(sessions: sessionmaker[Session], rows: list[dict[str, Any]]) -> None:
+    """Insert many answered inspections in one transaction: all or none.
+
+    The server's group commit (serving.row_writer): one bulk INSERT and one commit for every row waiting, instead
+    of an ORM object and a commit per frame, which cost about 1 ms of CPU a row on 2 cores. Each row must carry
+    every column add_inspection would fill: id and received_at included.
+    """
+    if not rows:
+        return
+    missing = [row for row in rows if not row.get("id") or row.get("received_at") is None]
+    if missing:
+        raise InspectionError("every inspection row needs an id and a received_at time")
+    with sessions.begin() as session:
+        session.execute(insert(Inspection), rows)
 
 
 def get_inspection(sessions: sessionmaker[Session], inspection_id: str) -> Inspection:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
-from inspection.storage.inspections import add_inspection, needs_review
+from inspection.storage.inspections import needs_review
 from serving.archive import archive_with_map, should_archive
 from serving.auth import CameraKey
 from serving.frames import check_content_type, frame_to_inputs
@@ -148,7 +148,7 @@ async def inspect_frame(
         archive_path=str(archive_path) if archive_path else None,
         anomaly_map_path=str(map_path) if map_path else None,
     )
-    await run_in_threadpool(lambda: add_inspection(state.sessions, **row))
+    await state.rows.write(row)  # group commit: the row is stored before the answer, in company
     request.app.state.metrics.observe_verdict(product, verdict)
     if verdict.is_defect and state.rejects is not None:
         state.rejects.publish(row)  # non-blocking; a broker outage never fails the answer
