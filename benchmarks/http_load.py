@@ -66,6 +66,11 @@ class Connection:
             await self._reader.readexactly(length)
         return status
 
+    @property
+    def closed_by_server(self) -> bool:
+        """The server closed it (uvicorn drops keep-alive connections idle for 5 s): open a new one instead."""
+        return self._reader.at_eof()
+
     def close(self) -> None:
         self._writer.close()
 
@@ -89,6 +94,8 @@ async def offered_rate(url: str, requests: Sequence[bytes], fps: float, seconds:
     async def one(request: bytes) -> None:
         nonlocal errors
         began = time.perf_counter()
+        while idle and idle[-1].closed_by_server:
+            idle.pop().close()
         if idle:
             connection = idle.pop()
         else:

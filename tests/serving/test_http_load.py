@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import cv2
 import numpy as np
 
-from benchmarks.http_load import build_requests, offered_rate, run, saturation
+from benchmarks.http_load import Connection, build_requests, offered_rate, run, saturation
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
+
+KEEP_ALIVE_S = 5.0  # uvicorn's default timeout_keep_alive, which the test server keeps
 
 
 def _frames(n: int = 4) -> list[bytes]:
@@ -37,3 +41,20 @@ def test_offered_rate_sends_on_schedule_and_counts_refusals_as_errors(live_serve
     assert 0 < result.p50_ms <= result.p99_ms
     refused = run(lambda: offered_rate(url, build_requests(url, {"X-API-Key": "wrong"}, _frames()), 10, 0.5))
     assert refused.errors == 5 and refused.fps == 0
+
+
+def test_a_connection_the_server_closed_when_idle_is_noticed(live_server) -> None:
+    url = f"{live_server.url}/v1/inspect/{live_server.product}?camera_id=load-idle"
+    headers = {"X-API-Key": live_server.keys["camera"], "Content-Type": "image/jpeg"}
+    request = build_requests(url, headers, _frames(1))[0]
+
+    async def main() -> tuple[bool, bool]:
+        connection = await Connection.open(url)
+        assert await connection.send(request) == 200
+        fresh = connection.closed_by_server
+        await asyncio.sleep(KEEP_ALIVE_S + 1.0)  # uvicorn closes keep-alive connections idle this long
+        stale = connection.closed_by_server
+        connection.close()
+        return fresh, stale
+
+    assert run(main) == (False, True)
