@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,14 @@ from datasets.synth import generate_synthetic_product
 from inspection.metrics import auroc
 from inspection.product_config import load_product_config
 from inspection.settings import Settings
+from models.hybrid import Fusion
+from training.fusion import fused_scores
 from training.pipeline import train_product
 
 N_TRAIN_DEFECTS = 10
 BOOTSTRAP_RESAMPLES = 1000
 SCORERS = ("classifier", "anomaly", "hybrid")
+SWEEP_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 MISS_KEY = "miss_rate_at_10pct_fdr"
 
 
@@ -113,8 +117,8 @@ def paired_auroc_gap(labels: np.ndarray, hybrid: np.ndarray, best: np.ndarray, s
     return round(float(low), 4), round(float(high), 4)
 
 
-def _test_scores(settings: Settings, product: str, version: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Labels and the three scorers' test scores of the registered hybrid, re-scored from its bundle."""
+def _test_scores(settings: Settings, product: str, version: int) -> tuple[np.ndarray, dict[str, np.ndarray], Fusion]:
+    """Labels, the three scorers' test scores of the registered hybrid (re-scored from its bundle), its fusion."""
     from models.checkpoint import MODEL_FILE, HybridBundle, load_any_bundle
     from models.registry import resolve_version
     from training.hybrid_pipeline import hybrid_outputs
@@ -131,7 +135,21 @@ def _test_scores(settings: Settings, product: str, version: int) -> tuple[np.nda
         "anomaly": outputs["anomaly_score"],
         "hybrid": outputs["defect_probability"],
     }
-    return np.array([r.is_defect for r in test]), scores
+    return np.array([r.is_defect for r in test]), scores, bundle.model.fusion
+
+
+def weight_sweep(labels: np.ndarray, logits: np.ndarray, distances: np.ndarray, fusion: Fusion) -> dict[float, float]:
+    """Test AUROC of the fused score at fixed classifier weights (the fitted standardization kept).
+
+    A diagnostic, never a result: the best of these is chosen on the test split itself, so it bounds what any
+    weighting rule could reach; it tells a weak rule apart from a product where one part alone is the ceiling.
+    """
+    sweep = {}
+    for weight in SWEEP_WEIGHTS:
+        fused = fused_scores(replace(fusion, classifier_weight=weight), logits, distances)
+        value = auroc(labels, fused)
+        sweep[weight] = float("nan") if value is None else round(value, 4)
+    return sweep
 
 
 def run_product(
@@ -159,11 +177,13 @@ def run_product(
     figures[f"fewshot_{label}_hybrid_auroc_minus_best"] = round(components["hybrid"]["auroc"] - best_auroc, 4)
     figures[f"fewshot_{label}_hybrid_miss_minus_best"] = round(components["hybrid"][MISS_KEY] - best_miss, 4)
     # Is a gap real or the noise of a small test split? Paired: the same resampled images for both scorers.
-    labels, scores = _test_scores(settings, product, outcome.version)
+    labels, scores, fusion = _test_scores(settings, product, outcome.version)
     better = max(("classifier", "anomaly"), key=lambda s: components[s]["auroc"])
     low, high = paired_auroc_gap(labels, scores["hybrid"], scores[better])
     figures[f"fewshot_{label}_hybrid_auroc_minus_best_ci95_low"] = low
     figures[f"fewshot_{label}_hybrid_auroc_minus_best_ci95_high"] = high
+    for weight, value in weight_sweep(labels, scores["classifier"], scores["anomaly"], fusion).items():
+        figures[f"fewshot_{label}_test_auroc_at_classifier_weight_{weight:g}"] = value
     return figures
 
 
