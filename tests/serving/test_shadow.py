@@ -4,7 +4,9 @@ The budget (queue size, delay) is checked on a real ORT session and a real SQLit
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -289,3 +291,50 @@ def test_frames_past_the_delay_budget_are_skipped_and_other_preprocessing_decode
     assert (row.inspection_id, row.model_version) == ("resized", 3)
     assert row.defect_probability == pytest.approx(float(expected), abs=1e-6)
     assert shadow_comparison(sessions, "widget", 3).frames_shadowed == 0  # no inspection row: nothing to compare
+
+
+def test_the_shadow_follows_the_challenger_alias_to_a_newer_version(
+    trained_product, synthetic_source: Path, tmp_path: Path
+) -> None:
+    from serving.model_watcher import stop_shadows, sync_engines
+    from serving.row_writer import InspectionRowWriter
+    from serving.state import ServingState
+
+    settings = _home_with_two_exported_versions(trained_product, tmp_path)
+    product = trained_product.product
+    v1 = registry.resolve_version(settings, product, 1)
+    client = registry.mlflow_client(settings)
+    run = client.create_run(client.get_experiment_by_name(product).experiment_id)
+    client.set_terminated(run.info.run_id)
+    v3_artifacts = tmp_path / "v3-artifacts"
+    shutil.copytree(v1.artifacts, v3_artifacts)
+    assert registry.register_version(settings, product, run.info.run_id, v3_artifacts.as_uri(), {}) == 3
+    registry.set_alias(settings, product, registry.CHALLENGER, 2)
+    sessions = open_database(settings.resolved_database_url)
+    data = next((synthetic_source / "good").glob("*.png")).read_bytes()
+
+    async def main() -> tuple[list[str], list[str]]:
+        state = ServingState(settings=settings, sessions=sessions, rows=InspectionRowWriter(sessions))
+        state.metrics = ServingMetrics(lambda: state.engines, lambda: state.shadows)
+        try:
+            first = await sync_engines(state)
+            old = state.shadows[product]
+            registry.set_alias(settings, product, registry.CHALLENGER, 3)  # a newer challenger is registered
+            second = await sync_engines(state)
+            new = state.shadows[product]
+            assert (old.model_version, new.model_version) == (2, 3)
+            assert old.join(timeout=10), "the replaced shadow's worker must stop"
+            spec = state.engines[product].spec
+            assert new.offer("after-the-move", frame_to_inputs(data, spec, 50_000_000), spec, data)
+        finally:
+            await stop_shadows(state, timeout=10)
+            for engine in state.engines.values():
+                await engine.close()
+            await state.rows.close()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert f"{product}: v2 scoring in shadow" in first
+    assert second == [f"{product}: v3 scoring in shadow"]
+    rows = _shadow_rows(settings)
+    assert [row.model_version for row in rows["after-the-move"]] == [3]
