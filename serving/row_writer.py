@@ -43,8 +43,8 @@ class InspectionRowWriter:
 
     def __init__(self, sessions: sessionmaker[Session], max_rows: int = MAX_ROWS_PER_COMMIT):
         self._sessions, self._max_rows = sessions, max_rows
-        # Unbounded is safe: every row belongs to a request that is waiting for it, so the queue never holds more
-        # rows than there are requests in flight, which the engine's bounded queue already limits.
+        # Unbounded is safe: every row belongs to a request that waits for it before answering, so the queue never
+        # holds more rows than there are requests in flight.
         self._queue: queue.Queue[Any] = queue.Queue()
         self._lock, self._closed = threading.Lock(), False
         self._thread = threading.Thread(target=self._run, name="inspection-row-writer", daemon=True)
