@@ -56,10 +56,10 @@ def _frames(settings: Settings, product: str, n: int = 64) -> list[bytes]:
     return frames
 
 
-def _start(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+def _start(command: list[str], env: dict[str, str], port: int, cwd: Path = REPO) -> subprocess.Popen[bytes]:
     # stderr to a file, not a pipe: a pipe nobody reads blocks the server once 64 KB of log lines are written.
     log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server process, closed with it
-    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:

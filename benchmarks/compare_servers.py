@@ -1,0 +1,103 @@
+"""A/B of server code at saturation: the server of each checkout, alternated, on the same home, frames and client.
+
+These machines drift by tens of percent within minutes, so two versions of the server are only comparable when
+measured alternately in one run. Each round starts `inspection serve` from each checkout in turn (same
+INSPECTION_HOME, same 64 held-out frames, same lean client; extra environment per variant allowed) and reports
+answers/s plus the CPU the server process and the client spent per answered frame.
+
+    python -m benchmarks.compare_servers --home var --variant old=/tmp/old-checkout --variant new=. --rounds 2
+    python -m benchmarks.compare_servers --home var --variant spin=.:INSPECTION_ORT_SPINNING=1 --variant nospin=.
+
+A variant is NAME=CHECKOUT[:VAR=VALUE,...]; a checkout must be importable (`python -m inspection.cli` runs from
+it, so its own packages shadow the installed ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.http_load import SaturationResult, build_requests, run, saturation
+from benchmarks.server_load import SATURATION_CLIENTS, _frames, _free_port, _start
+from inspection.settings import Settings
+from inspection.storage.api_keys import create_api_key
+from inspection.storage.database import open_database
+
+PRODUCT = "solar-cells"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    checkout: Path
+    env: dict[str, str]
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        name, _, rest = text.partition("=")
+        checkout, _, assignments = rest.partition(":")
+        env = dict(item.split("=", 1) for item in assignments.split(",") if item)
+        return cls(name, Path(checkout).resolve(), env)
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def measure(variant: Variant, settings: Settings, frames: list[bytes], key: str, seconds: float) -> dict[str, float]:
+    """One saturation run of `variant`'s server: answers/s and CPU ms per answered frame (server, client)."""
+    env = {
+        **os.environ,
+        "INSPECTION_HOME": str(settings.home),
+        "INSPECTION_CONFIGS_DIR": str(settings.configs_dir),
+        **variant.env,
+    }
+    port = _free_port()
+    server = _start([sys.executable, "-m", "inspection.cli", "serve", "--port", str(port)], env, port, variant.checkout)
+    url = f"http://127.0.0.1:{port}/v1/inspect/{PRODUCT}"
+    requests = build_requests(url, {"X-API-Key": key, "Content-Type": "image/jpeg"}, frames)
+    try:
+        run(lambda: saturation(url, requests, 2.0, SATURATION_CLIENTS))  # warm: sessions, pools, first batches
+        server_before, client_before = _process_cpu_seconds(server.pid), _own_cpu_seconds()
+        result = run(lambda: saturation(url, requests, seconds, SATURATION_CLIENTS))
+        assert isinstance(result, SaturationResult)
+        server_cpu = _process_cpu_seconds(server.pid) - server_before
+        client_cpu = _own_cpu_seconds() - client_before
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    answered = max(result.answered, 1)
+    return {
+        "fps": round(result.fps, 1),
+        "server_cpu_ms_per_frame": round(1000 * server_cpu / answered, 2),
+        "client_cpu_ms_per_frame": round(1000 * client_cpu / answered, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, required=True, help="an INSPECTION_HOME with solar-cells exported")
+    parser.add_argument("--variant", action="append", type=Variant.parse, required=True)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    settings = Settings(home=args.home.resolve(), configs_dir=Path("configs").resolve())
+    frames = _frames(settings, PRODUCT)
+    key = create_api_key(open_database(settings.resolved_database_url), "camera", "compare_servers")
+    for round_number in range(1, args.rounds + 1):
+        for variant in args.variant:
+            figures = measure(variant, settings, frames, key, args.seconds)
+            print(f"round {round_number} {variant.name}: {figures}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
