@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.http_load import SaturationResult, build_requests, run, saturation
-from benchmarks.server_load import SATURATION_CLIENTS, _frames, _free_port, _start
+from benchmarks.server_load import SATURATION_CLIENTS, camera_frames, free_port, start_process
 from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
@@ -61,8 +61,9 @@ def measure(variant: Variant, settings: Settings, frames: list[bytes], key: str,
         "INSPECTION_CONFIGS_DIR": str(settings.configs_dir),
         **variant.env,
     }
-    port = _free_port()
-    server = _start([sys.executable, "-m", "inspection.cli", "serve", "--port", str(port)], env, port, variant.checkout)
+    port = free_port()
+    command = [sys.executable, "-m", "inspection.cli", "serve", "--port", str(port)]
+    server = start_process(command, env, port, variant.checkout)
     url = f"http://127.0.0.1:{port}/v1/inspect/{PRODUCT}"
     requests = build_requests(url, {"X-API-Key": key, "Content-Type": "image/jpeg"}, frames)
     try:
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
     settings = Settings(home=args.home.resolve(), configs_dir=Path("configs").resolve())
-    frames = _frames(settings, PRODUCT)
+    frames = camera_frames(settings, PRODUCT)
     key = create_api_key(open_database(settings.resolved_database_url), "camera", "compare_servers")
     for round_number in range(1, args.rounds + 1):
         for variant in args.variant:

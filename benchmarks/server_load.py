@@ -35,13 +35,13 @@ SATURATION_CLIENTS = 16
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _frames(settings: Settings, product: str, n: int = 64) -> list[bytes]:
+def camera_frames(settings: Settings, product: str, n: int = 64) -> list[bytes]:
     """n held-out images (the frozen test split, drawn evenly in a fixed shuffled order so good and defective
     parts come in the split's own proportions) blown up to 640x480 and JPEG-encoded as a camera would send them."""
     root = settings.dataset_dir(product)
@@ -56,7 +56,7 @@ def _frames(settings: Settings, product: str, n: int = 64) -> list[bytes]:
     return frames
 
 
-def _start(command: list[str], env: dict[str, str], port: int, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+def start_process(command: list[str], env: dict[str, str], port: int, cwd: Path = REPO) -> subprocess.Popen[bytes]:
     # stderr to a file, not a pipe: a pipe nobody reads blocks the server once 64 KB of log lines are written.
     log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server process, closed with it
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
@@ -84,13 +84,13 @@ def _saturation_fps(url: str, requests: list[bytes]) -> float:
 def run_load(settings: Settings, product: str) -> dict[str, float]:
     """Figures: fps and p50/p99 at each offered rate, saturation fps, the naive baseline's saturation, and the
     served model's own ceiling (ORT alone) with the share of it the whole server reaches."""
-    frames = _frames(settings, product)
+    frames = camera_frames(settings, product)
     key = create_api_key(open_database(settings.resolved_database_url), "camera", "bench camera")
     headers = {"X-API-Key": key, "Content-Type": "image/jpeg"}
     env = {**os.environ, "INSPECTION_HOME": str(settings.home), "INSPECTION_CONFIGS_DIR": str(settings.configs_dir)}
     figures: dict[str, float] = {}
-    port = _free_port()
-    server = _start([sys.executable, "-m", "inspection.cli", "serve", "--port", str(port)], env, port)
+    port = free_port()
+    server = start_process([sys.executable, "-m", "inspection.cli", "serve", "--port", str(port)], env, port)
     url = f"http://127.0.0.1:{port}/v1/inspect/{product}"
     requests = build_requests(url, headers, frames)
     try:
@@ -107,8 +107,8 @@ def run_load(settings: Settings, product: str) -> dict[str, float]:
         server.wait(timeout=30)
     info = champion(settings, product)
     assert info is not None
-    port = _free_port()
-    naive = _start(
+    port = free_port()
+    naive = start_process(
         [sys.executable, "-m", "benchmarks.naive_server", str(info.artifacts / MODEL_FILE), str(port)], env, port
     )
     try:
