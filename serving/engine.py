@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from inspection.preprocessing import PreprocessSpec
 from models.onnx_runtime import OnnxScorer
+from serving.worker_queue import collect_batch, settle
 
 
 @dataclass(frozen=True)
@@ -142,30 +141,11 @@ class InferenceEngine:
         if self._thread.is_alive():
             raise TimeoutError(f"inference worker did not finish within {timeout}s")
 
-    def _collect(self) -> tuple[list[_Frame], bool]:
-        """Block for a first frame, then gather more until max_batch or max_wait; (frames, stop seen)."""
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        frames = [first]
-        deadline = time.monotonic() + self._max_wait_s
-        while len(frames) < self._max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                # Past the deadline a backlog is still taken without waiting: under load batches fill for free.
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return frames, True
-            frames.append(item)
-        return frames, False
-
     def _run(self) -> None:
         """Worker loop: collect, score, answer; exits after the stop marker and the frames before it."""
         stopping = False
         while not stopping:
-            frames, stopping = self._collect()
+            frames, stopping = collect_batch(self._queue, self._max_batch, _STOP, self._max_wait_s)
             self._score(frames)
 
     def _score(self, frames: list[_Frame]) -> None:
@@ -207,15 +187,4 @@ def _to_uint8(maps: np.ndarray) -> list[np.ndarray]:
 
 
 def _settle(frame: _Frame, outcome: Verdict | BaseException) -> None:
-    """Resolve a frame's future on its own event loop (asyncio futures are not thread-safe)."""
-
-    def apply() -> None:
-        if frame.future.done():  # cancelled meanwhile: nobody is waiting
-            return
-        if isinstance(outcome, BaseException):
-            frame.future.set_exception(outcome)
-        else:
-            frame.future.set_result(outcome)
-
-    with suppress(RuntimeError):  # the submitting loop has closed: there is no one left to answer
-        frame.loop.call_soon_threadsafe(apply)
+    settle(frame.future, frame.loop, outcome)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.storage.inspections import add_inspections
+from serving.worker_queue import collect_batch, settle
 
 MAX_ROWS_PER_COMMIT = 64
 
@@ -73,45 +73,19 @@ class InspectionRowWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            group = [first]
-            while len(group) < self._max_rows:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                group.append(item)
-            self._commit(group)
+            group, stopping = collect_batch(self._queue, self._max_rows, _STOP)
+            if group:
+                self._commit(group)
 
     def _commit(self, group: list[_Pending]) -> None:
         try:
             add_inspections(self._sessions, [pending.row for pending in group])
         except Exception as error:
             if len(group) == 1:
-                _settle(group[0], error)
+                settle(group[0].future, group[0].loop, error)
                 return
             for pending in group:  # find the bad row: the others are stored and answered as usual
                 self._commit([pending])
             return
         for pending in group:
-            _settle(pending, None)
-
-
-def _settle(pending: _Pending, error: BaseException | None) -> None:
-    """Answer a waiting request on its own event loop (asyncio futures are not thread-safe)."""
-
-    def apply() -> None:
-        if pending.future.done():  # the request was cancelled meanwhile: its row is stored all the same
-            return
-        if error is None:
-            pending.future.set_result(None)
-        else:
-            pending.future.set_exception(error)
-
-    with suppress(RuntimeError):  # the request's loop has closed: nobody is left to answer
-        pending.loop.call_soon_threadsafe(apply)
+            settle(pending.future, pending.loop, None)

@@ -25,6 +25,7 @@ from inspection.preprocessing import PreprocessSpec
 from inspection.storage.shadow import add_shadow_scores
 from models.onnx_runtime import OnnxScorer
 from serving.frames import frame_to_inputs
+from serving.worker_queue import collect_batch
 
 if TYPE_CHECKING:
     from serving.metrics import ServingMetrics
@@ -125,29 +126,11 @@ class ShadowScorer:
         if self._metrics is not None and count:
             self._metrics.observe_shadow_skipped(self.product, reason, count)
 
-    def _collect(self) -> tuple[list[_ShadowFrame], bool]:
-        """Block for a first frame, then take what is already waiting, up to max_batch; (frames, stop seen).
-
-        No waiting for company: the shadow has no latency to trade for batch size, but a backlog still batches.
-        """
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        frames = [first]
-        while len(frames) < self._max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return frames, True
-            frames.append(item)
-        return frames, False
-
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            frames, stopping = self._collect()
+            # No waiting for company: the shadow has no latency to trade for batch size, but a backlog batches.
+            frames, stopping = collect_batch(self._queue, self._max_batch, _STOP)
             if frames:
                 try:
                     self._score(frames)

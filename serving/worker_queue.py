@@ -1,0 +1,55 @@
+"""What the serving worker threads share: taking a batch off a thread queue, and answering an asyncio future from
+the worker's thread.
+
+The inference engine, the challenger in shadow and the row writer each run one thread that takes work in
+batches from a `queue.Queue` and ends at a stop marker queued behind every accepted item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import time
+from contextlib import suppress
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def collect_batch(
+    source: queue.Queue[Any], limit: int, stop: object, max_wait_s: float = 0.0
+) -> tuple[list[Any], bool]:
+    """Block for a first item, then gather more until `limit` items or `max_wait_s` (0: only what is already
+    waiting); returns (items, stop marker seen). The marker ends the batch and is not among the items."""
+    first = source.get()
+    if first is stop:
+        return [], True
+    items = [first]
+    deadline = time.monotonic() + max_wait_s
+    while len(items) < limit:
+        remaining = deadline - time.monotonic()
+        try:
+            # Past the deadline a backlog is still taken without waiting: under load batches fill for free.
+            item = source.get(timeout=remaining) if remaining > 0 else source.get_nowait()
+        except queue.Empty:
+            break
+        if item is stop:
+            return items, True
+        items.append(item)
+    return items, False
+
+
+def settle(future: asyncio.Future[T], loop: asyncio.AbstractEventLoop, outcome: T | BaseException) -> None:
+    """Resolve `future` with a result or an exception on its own event loop (asyncio futures are not
+    thread-safe); a future cancelled meanwhile, or a loop already closed, has nobody left to answer."""
+
+    def apply() -> None:
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    with suppress(RuntimeError):  # the loop has closed
+        loop.call_soon_threadsafe(apply)
