@@ -28,22 +28,21 @@ def serving_file(artifacts: Path) -> Path | None:
     return None
 
 
-def champion_model(settings: Settings, product: str) -> ServedModel | None:
-    """The exported champion of `product`, or None (no model, or champion not exported yet)."""
-    info = registry.champion(settings, product)
+def _exported(product: str, info: registry.ModelVersionInfo | None) -> ServedModel | None:
     if info is None:
         return None
     path = serving_file(info.artifacts)
     return ServedModel(product, info.version, path) if path else None
+
+
+def champion_model(settings: Settings, product: str) -> ServedModel | None:
+    """The exported champion of `product`, or None (no model, or champion not exported yet)."""
+    return _exported(product, registry.champion(settings, product))
 
 
 def challenger_model(settings: Settings, product: str) -> ServedModel | None:
     """The exported challenger of `product`, or None (no challenger, or not exported yet)."""
-    info = registry.challenger(settings, product)
-    if info is None:
-        return None
-    path = serving_file(info.artifacts)
-    return ServedModel(product, info.version, path) if path else None
+    return _exported(product, registry.challenger(settings, product))
 
 
 def registered_products(settings: Settings) -> list[str]:
