@@ -27,7 +27,7 @@ from models.checkpoint import ANOMALY_TYPE, AnomalyBundle
 from training import tracking
 from training.calibration import calibrate_threshold, max_accuracy_threshold
 from training.evaluate import build_report, pixel_metrics, recent_slice_block
-from training.pipeline import TrainOutcome, log_run_inputs, run_params
+from training.pipeline import TrainOutcome, log_run_inputs, print_run_header, run_params
 from training.predict import Predictions
 from training.publish import publish_version
 
@@ -100,10 +100,8 @@ def train_anomaly_product(
 ) -> TrainOutcome:
     """Fit PatchCore on the training split's good images, calibrate, evaluate on test, register a version."""
     goods = [r for r in parts["train"] if not r.is_defect]
-    console.print(
-        f"[bold]{product}[/] (anomaly): {len(records)} images {label_counts(records)}; split "
-        + ", ".join(f"{k} {len(v)}" for k, v in parts.items())
-        + f"; memory bank from {len(goods)} good training images; {spec.color_mode} {spec.image_size}px on {device}"
+    print_run_header(
+        product, "anomaly", records, parts, spec, device, f"memory bank from {len(goods)} good training images"
     )
     params = {
         **run_params(product, config, records, parts, spec, device),

@@ -38,6 +38,7 @@ from training.pipeline import (
     fit_classifier,
     learnable_defect_types,
     log_run_inputs,
+    print_run_header,
     run_params,
 )
 from training.predict import Predictions
@@ -107,11 +108,7 @@ def train_hybrid_product(
     evaluate on the frozen test split, register one version that serves both."""
     defect_types = learnable_defect_types(parts)
     goods = [r for r in parts["train"] if not r.is_defect]
-    console.print(
-        f"[bold]{product}[/] (hybrid): {len(records)} images {label_counts(records)}; split "
-        + ", ".join(f"{k} {len(v)}" for k, v in parts.items())
-        + f"; {spec.color_mode} {spec.image_size}px on {device}"
-    )
+    print_run_header(product, "hybrid", records, parts, spec, device)
     params = {
         **run_params(product, config, records, parts, spec, device),
         **classifier_params(config, defect_types),

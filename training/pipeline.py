@@ -104,6 +104,24 @@ def _score(
         return predict_records(model, records, spec, device, advance=advance)
 
 
+def print_run_header(
+    product: str,
+    kind: str | None,
+    records: list[ImageRecord],
+    parts: dict[Split, list[ImageRecord]],
+    spec: PreprocessSpec,
+    device: torch.device,
+    detail: str = "",
+) -> None:
+    """The line every training run starts with: product (and kind), label counts, split sizes, input, device."""
+    console.print(
+        f"[bold]{product}[/]{f' ({kind})' if kind else ''}: {len(records)} images {label_counts(records)}; split "
+        + ", ".join(f"{k} {len(v)}" for k, v in parts.items())
+        + (f"; {detail}" if detail else "")
+        + f"; {spec.color_mode} {spec.image_size}px on {device}"
+    )
+
+
 def run_params(
     product: str,
     config: ProductConfig,
@@ -217,11 +235,7 @@ def train_product(
 
         return train_hybrid_product(settings, product, config, records, parts, spec, device, started, resume)
     defect_types = learnable_defect_types(parts)
-    console.print(
-        f"[bold]{product}[/]: {len(records)} images {label_counts(records)}; split "
-        + ", ".join(f"{k} {len(v)}" for k, v in parts.items())
-        + f"; {spec.color_mode} {spec.image_size}px on {device}"
-    )
+    print_run_header(product, None, records, parts, spec, device)
     params = {**run_params(product, config, records, parts, spec, device), **classifier_params(config, defect_types)}
     with tracking.training_run(settings, product, params) as run:
         log_run_inputs(config, parts)
