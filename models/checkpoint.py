@@ -12,10 +12,9 @@ from inspection.atomic import atomic_target
 from inspection.errors import InspectionError
 from inspection.preprocessing import PreprocessSpec
 from models.anomaly import PatchCore
+from models.artifacts import MODEL_FILE
 from models.classifier import DefectClassifier
 from models.hybrid import ANOMALY_TYPE, HYBRID_KIND, Fusion, HybridModel
-
-MODEL_FILE = "model.pt"  # the bundle's name inside a registered version's artifact folder
 
 
 @dataclass

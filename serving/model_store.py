@@ -8,9 +8,7 @@ from pathlib import Path
 
 from inspection.settings import Settings
 from models import registry
-
-# Export writes model.int8.onnx only when INT8 passed its accuracy gate, so its presence is the decision.
-SERVING_CANDIDATES = ("onnx/model.int8.onnx", "onnx/model.onnx")
+from models.artifacts import serving_file
 
 
 @dataclass(frozen=True)
@@ -18,14 +16,6 @@ class ServedModel:
     product: str
     version: int
     path: Path
-
-
-def serving_file(artifacts: Path) -> Path | None:
-    """The file to serve from a version's artifacts, or None when it was never exported."""
-    for candidate in SERVING_CANDIDATES:
-        if (artifacts / candidate).exists():
-            return artifacts / candidate
-    return None
 
 
 def _exported(product: str, info: registry.ModelVersionInfo | None) -> ServedModel | None:

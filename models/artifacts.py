@@ -1,0 +1,35 @@
+"""The layout of a registered version's artifact folder: one place that training writes and serving reads.
+
+A version folder holds the torch bundle (`model.pt`, for training, evaluation and export) and, once exported,
+`onnx/model.onnx` plus `onnx/model.int8.onnx` when INT8 passed its accuracy gate, and `onnx/export_report.json`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_FILE = "model.pt"  # the torch bundle
+ONNX_DIR = "onnx"
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+EXPORT_REPORT_FILE = "export_report.json"
+# Export writes model.int8.onnx only when INT8 passed its accuracy gate, so its presence is the decision.
+SERVING_PREFERENCE = (INT8_FILE, FP32_FILE)
+
+
+def bundle_path(artifacts: Path) -> Path:
+    """The torch bundle of a version."""
+    return artifacts / MODEL_FILE
+
+
+def onnx_dir(artifacts: Path) -> Path:
+    """The folder the export writes into."""
+    return artifacts / ONNX_DIR
+
+
+def serving_file(artifacts: Path) -> Path | None:
+    """The ONNX file to serve from a version's artifacts (INT8 when accepted, else fp32), or None if not exported."""
+    for name in SERVING_PREFERENCE:
+        if (candidate := onnx_dir(artifacts) / name).exists():
+            return candidate
+    return None
