@@ -8,8 +8,8 @@ answers/s plus the CPU the server process and the client spent per answered fram
     python -m benchmarks.compare_servers --home var --variant old=/tmp/old-checkout --variant new=. --rounds 2
     python -m benchmarks.compare_servers --home var --variant spin=.:INSPECTION_ORT_SPINNING=1 --variant nospin=.
 
-A variant is NAME=CHECKOUT[:VAR=VALUE,...]; a checkout must be importable (`python -m inspection.cli` runs from
-it, so its own packages shadow the installed ones).
+A variant is NAME=CHECKOUT[:VAR=VALUE,...]; a checkout must be importable (its CLI module runs with `python -m`
+from it, so its own packages shadow the installed ones).
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ class Variant:
         return cls(name, Path(checkout).resolve(), env)
 
 
+def cli_module(checkout: Path) -> str:
+    """The checkout's CLI module: `cli.main` since the CLI left the core package, `inspection.cli` before."""
+    # An A/B against a checkout from before the move must still start its server.
+    return "cli.main" if (checkout / "cli" / "main.py").is_file() else "inspection.cli"
+
+
 def _process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -62,7 +68,7 @@ def measure(variant: Variant, settings: Settings, frames: list[bytes], key: str,
         **variant.env,
     }
     port = free_port()
-    command = [sys.executable, "-m", "inspection.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", cli_module(variant.checkout), "serve", "--port", str(port)]
     server = start_process(command, env, port, variant.checkout)
     url = f"http://127.0.0.1:{port}/v1/inspect/{PRODUCT}"
     requests = build_requests(url, {"X-API-Key": key, "Content-Type": "image/jpeg"}, frames)

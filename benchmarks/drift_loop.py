@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 
 from benchmarks.context import BenchContext
+from cli.demo_server import DemoServer, start_server
 from datasets.importers.folder import import_folder
 from datasets.synth import generate_synthetic_product
-from inspection.demo_server import DemoServer, start_server
 from inspection.settings import Settings
 
 PRODUCT = "drift-part"

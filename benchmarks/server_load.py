@@ -90,7 +90,7 @@ def run_load(settings: Settings, product: str) -> dict[str, float]:
     env = {**os.environ, "INSPECTION_HOME": str(settings.home), "INSPECTION_CONFIGS_DIR": str(settings.configs_dir)}
     figures: dict[str, float] = {}
     port = free_port()
-    server = start_process([sys.executable, "-m", "inspection.cli", "serve", "--port", str(port)], env, port)
+    server = start_process([sys.executable, "-m", "cli.main", "serve", "--port", str(port)], env, port)
     url = f"http://127.0.0.1:{port}/v1/inspect/{product}"
     requests = build_requests(url, headers, frames)
     try:

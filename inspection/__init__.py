@@ -1,3 +1,3 @@
-"""Shared core of the line-inspection service: settings, domain types, preprocessing, metrics, CLI."""
+"""Shared core of the line-inspection service: settings, domain types, preprocessing, metrics, storage."""
 
 __version__ = "0.1.0"

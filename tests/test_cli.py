@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from cli.main import main
 from inspection.settings import Settings
 
 
@@ -24,7 +27,7 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         "COLUMNS": "200",
     }
     return subprocess.run(
-        [sys.executable, "-m", "inspection.cli", *args], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, timeout=600
     )
 
 
@@ -40,6 +43,13 @@ def test_help_lists_the_contract_commands(settings) -> None:
     assert result.returncode == 0
     for command in ("datasets", "train", "evaluate", "models"):
         assert command in result.stdout
+
+
+def test_the_installed_command_points_at_the_cli_package() -> None:
+    """pyproject's `inspection` script names a callable that exists (the CLI left the core package for `cli/`)."""
+    target = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, name = target["inspection"].partition(":")
+    assert getattr(importlib.import_module(module), name) is main
 
 
 def test_unknown_product_is_a_clear_error(settings) -> None:
@@ -102,7 +112,7 @@ def test_keys_create_prints_the_key_alone_and_stores_only_its_hash(settings) -> 
 
 
 def test_report_table_shows_pixel_metrics_only_when_the_report_has_them(capsys) -> None:
-    from inspection.cli_common import print_report
+    from cli.common import print_report
 
     test = {
         "n_good": 40,

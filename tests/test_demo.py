@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from inspection.cli import app
-from inspection.cli_demo import held_out_frames
+from cli.demo import held_out_frames
+from cli.main import app
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from inspection.storage.stats import compute_stats

@@ -359,7 +359,7 @@ def test_a_saved_reviewed_frame_outside_recent_or_train_is_refiled(tmp_path: Pat
 def test_cli_imports_shows_the_report_and_the_recent_column(
     settings: Settings, sessions, dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from inspection.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("INSPECTION_HOME", str(settings.home))
     monkeypatch.setenv("INSPECTION_CONFIGS_DIR", str(settings.configs_dir))

@@ -146,7 +146,7 @@ def test_buckets_carry_p_chart_limits_and_flag_a_burst(sessions) -> None:
 
 
 def test_cli_prints_tables_and_json(populated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from inspection.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("INSPECTION_HOME", str(tmp_path / "var"))
     monkeypatch.setenv("INSPECTION_DATABASE_URL", populated.kw["bind"].url.render_as_string(hide_password=False))

@@ -181,7 +181,7 @@ def test_promoting_the_champion_is_a_no_op_and_unknown_version_is_clear(settings
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "INSPECTION_HOME": str(settings.home), "INSPECTION_CONFIGS_DIR": str(settings.configs_dir)}
     env["COLUMNS"] = "250"
-    return subprocess.run([sys.executable, "-m", "inspection.cli", *args], env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True)
 
 
 def test_cli_refusal_exits_2_without_traceback_and_list_shows_rates(settings: Settings, tmp_path: Path) -> None:

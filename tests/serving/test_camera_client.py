@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
-from inspection.cli import app as cli_app
+from cli.main import app as cli_app
 from inspection.errors import InspectionError
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections

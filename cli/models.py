@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from inspection.cli_common import console, pct, settings_from_env
+from cli.common import console, pct, settings_from_env
 from inspection.names import validate_product_name
 from inspection.settings import Settings
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, cast
 import typer
 from rich.table import Table
 
-from inspection.cli_common import console, pct, settings_from_env
+from cli.common import console, pct, settings_from_env
 from inspection.errors import InspectionError
 
 BUCKET_CHOICES = ("hour", "shift", "day")

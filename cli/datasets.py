@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from inspection.cli_common import console, settings_from_env
+from cli.common import console, settings_from_env
 from inspection.names import validate_product_name
 
 datasets_app = typer.Typer(help="Import, generate and inspect per-product datasets.", no_args_is_help=True)

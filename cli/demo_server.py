@@ -81,7 +81,7 @@ def start_server(settings: Settings, host: str, port: int) -> Iterator[DemoServe
     env["INSPECTION_CONFIGS_DIR"] = str(settings.configs_dir.resolve())
     log_path = settings.home / "demo" / "server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "inspection.cli", "serve", "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "cli.main", "serve", "--host", host, "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://{host}:{port}"

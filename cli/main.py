@@ -1,4 +1,4 @@
-"""The `inspection` command: the composition root (with its cli_* siblings) that wires every package together.
+"""The `inspection` command: the typer app that mounts the sibling command modules and wires every package.
 
 Heavy modules (torch, MLflow) are imported inside the commands so `inspection --help` answers at once.
 """
@@ -13,13 +13,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from inspection.cli_camera import camera_cmd
-from inspection.cli_common import console, print_report, settings_from_env
-from inspection.cli_datasets import datasets_app
-from inspection.cli_demo import demo_cmd
-from inspection.cli_keys import keys_app
-from inspection.cli_models import models_app
-from inspection.cli_stats import stats_cmd
+from cli.camera import camera_cmd
+from cli.common import console, print_report, settings_from_env
+from cli.datasets import datasets_app
+from cli.demo import demo_cmd
+from cli.keys import keys_app
+from cli.models import models_app
+from cli.stats import stats_cmd
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
 from inspection.progress import console as log_console

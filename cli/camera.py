@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from inspection.cli_common import console
+from cli.common import console
 from inspection.errors import InspectionError
 from inspection.progress import console as log_console
 

@@ -17,8 +17,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from inspection.cli_common import console, pct, print_report, settings_from_env
-from inspection.demo_server import DemoServer, start_server
+from cli.common import console, pct, print_report, settings_from_env
+from cli.demo_server import DemoServer, start_server
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
 from inspection.progress import console as log_console

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from inspection.cli_common import console, settings_from_env
+from cli.common import console, settings_from_env
 from inspection.progress import console as log_console
 
 keys_app = typer.Typer(help="API keys for cameras, QA engineers and plant managers.", no_args_is_help=True)
