@@ -10,9 +10,10 @@ from starlette.concurrency import run_in_threadpool
 
 from inspection.names import validate_product_name
 from models import registry
+from models.artifacts import serving_file
 from models.promotion import PromotionRefused, promote
 from serving.auth import QaKey, ReaderKey
-from serving.model_store import registered_products, serving_file
+from serving.model_store import registered_products
 from serving.model_watcher import sync_engines
 
 router = APIRouter(tags=["products"])

@@ -18,7 +18,8 @@ import uvicorn
 from datasets.layout import ImageRecord, scan_dataset
 from inspection.imaging import read_image
 from models import registry
-from models.checkpoint import MODEL_FILE, load_bundle
+from models.artifacts import FP32_FILE, bundle_path, onnx_dir
+from models.checkpoint import load_bundle
 from models.onnx_parity import check_parity
 from models.onnx_runtime import MAP_OUTPUT, OnnxScorer
 from serving.app import create_app
@@ -36,7 +37,7 @@ def _served_onnx(live_server) -> tuple[Path, Path]:
     """(fp32 ONNX file, artifacts folder) of the product's champion."""
     info = registry.champion(live_server.settings, live_server.product)
     assert info is not None
-    return info.artifacts / "onnx" / "model.onnx", info.artifacts
+    return onnx_dir(info.artifacts) / FP32_FILE, info.artifacts
 
 
 def _defect_records(live_server) -> list[ImageRecord]:
@@ -63,7 +64,7 @@ def test_served_classifier_exports_a_unit_range_map_matching_pytorch(live_server
     size = scorer.spec.image_size
     assert maps is not None and maps.shape == (len(images), size, size)
     assert float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
-    bundle = load_bundle(artifacts / MODEL_FILE)
+    bundle = load_bundle(bundle_path(artifacts))
     result = check_parity(bundle.model, bundle.spec, path, images)
     assert result.map_max_abs_diff is not None and result.map_max_abs_diff <= 1e-3
 

@@ -28,10 +28,11 @@ from inspection.storage.database import open_database
 from inspection.storage.schema import ShadowScore
 from inspection.storage.shadow import shadow_comparison
 from models import registry
+from models.artifacts import serving_file
 from models.onnx_runtime import METADATA_KEY_PREFIX, OnnxScorer
 from serving.frames import frame_to_inputs
 from serving.metrics import ServingMetrics
-from serving.model_store import champion_model, serving_file
+from serving.model_store import champion_model
 from serving.shadow import ShadowScorer
 from tests.serving.conftest import LiveServer, _free_port, wait_until_started
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
