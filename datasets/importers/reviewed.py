@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datasets.layout import image_files, label_folders, read_metadata, scan_dataset, write_metadata
 from datasets.splits import REVIEWED_SOURCE, SPLITS_FILE, assign_splits, is_reviewed, product_splits
+from inspection.archive_paths import archived_file
 from inspection.atomic import write_atomic_bytes
 from inspection.errors import DatasetError, InspectionError
 from inspection.imaging import IMAGE_SUFFIXES, decode_image
@@ -75,18 +76,6 @@ def parse_since(text: str) -> datetime:
         return _as_utc(datetime.fromisoformat(text))
     except ValueError:
         raise InspectionError(f"--since must be an ISO 8601 date or datetime, got {text!r}") from None
-
-
-def archived_frame(archive_root: Path, archive_path: str | None) -> Path | None:
-    """The archived file if it exists inside the archive root; a row never leads an import outside it.
-
-    Same rule as serving.archive.archived_file, repeated here because datasets/ may not import serving/."""
-    if not archive_path:
-        return None
-    path, base = Path(archive_path).resolve(), archive_root.resolve()
-    if not path.is_relative_to(base) or not path.is_file():
-        return None
-    return path
 
 
 def _reviewed_rows(sessions: sessionmaker[Session], product: str, since: datetime | None) -> list[Inspection]:
@@ -213,7 +202,7 @@ class _Importer:
 
     def _copy_from_archive(self, row: Inspection, label: str) -> str | None:
         """Check the archived frame decodes, then copy it in atomically; its relpath, or None when skipped."""
-        source = archived_frame(self.archive_root, row.archive_path)
+        source = archived_file(self.archive_root, row.archive_path)
         if source is None:
             reason = (
                 "frame was not archived" if not row.archive_path else "archived frame is missing or outside the archive"

@@ -10,10 +10,10 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from inspection.archive_paths import archived_file, archived_media_type
 from inspection.names import validate_label
 from inspection.storage.inspections import InspectionFilter, get_inspection, list_inspections, record_feedback
 from inspection.storage.schema import Inspection
-from serving.archive import archived_file, media_type_of
 from serving.auth import QaKey, ReaderKey
 from serving.heatmaps import rendered_heatmap
 
@@ -102,7 +102,7 @@ async def archived_image(inspection_id: str, request: Request, _key: ReaderKey) 
     path = archived_file(state.settings.archive_dir, row.archive_path)
     if path is None:
         raise HTTPException(404, f"inspection {inspection_id} has no archived frame")
-    return FileResponse(path, media_type=media_type_of(path))
+    return FileResponse(path, media_type=archived_media_type(path))
 
 
 @router.get("/v1/inspections/{inspection_id}/heatmap", response_class=FileResponse)
