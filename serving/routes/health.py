@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
+
+from serving.deps import ServingStateDep
 
 router = APIRouter(tags=["operations"])
 
@@ -17,9 +19,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(state: ServingStateDep) -> JSONResponse:
     """Ready when at least one model is loaded and the database answers; 503 with the reasons otherwise."""
-    state = request.app.state.serving
 
     def database_ok() -> bool:
         try:

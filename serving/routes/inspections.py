@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +15,7 @@ from inspection.names import validate_label
 from inspection.storage.inspections import InspectionFilter, get_inspection, list_inspections, record_feedback
 from inspection.storage.schema import Inspection
 from serving.auth import QaKey, ReaderKey
+from serving.deps import SessionsDep, SettingsDep
 from serving.heatmaps import rendered_heatmap
 
 router = APIRouter(tags=["inspections"])
@@ -64,10 +65,9 @@ class InspectionPage(BaseModel):
 
 
 @router.post("/v1/inspections/{inspection_id}/feedback", response_model=InspectionOut)
-async def give_feedback(inspection_id: str, feedback: Feedback, request: Request, key: QaKey) -> InspectionOut:
+async def give_feedback(inspection_id: str, feedback: Feedback, key: QaKey, sessions: SessionsDep) -> InspectionOut:
     """Record QA's ground truth for an inspection ("good" or a defect type); a later call corrects it."""
     label = validate_label(feedback.label.strip().lower())
-    sessions = request.app.state.serving.sessions
     await run_in_threadpool(get_inspection, sessions, inspection_id)
     row = await run_in_threadpool(record_feedback, sessions, inspection_id, label, key.name)
     return InspectionOut.from_row(row)
@@ -75,8 +75,8 @@ async def give_feedback(inspection_id: str, feedback: Feedback, request: Request
 
 @router.get("/v1/inspections", response_model=InspectionPage)
 async def list_all(
-    request: Request,
     key: QaKey,
+    sessions: SessionsDep,
     product: str | None = None,
     line_id: str | None = None,
     camera_id: str | None = None,
@@ -90,32 +90,34 @@ async def list_all(
 ) -> InspectionPage:
     """Inspections newest first, filtered by product, line, camera, verdict, time window, QA feedback, review."""
     where = InspectionFilter(product, line_id, camera_id, verdict, since, until, has_feedback, review)
-    rows, total = await run_in_threadpool(list_inspections, request.app.state.serving.sessions, where, limit, offset)
+    rows, total = await run_in_threadpool(list_inspections, sessions, where, limit, offset)
     return InspectionPage(total=total, limit=limit, offset=offset, items=[InspectionOut.from_row(r) for r in rows])
 
 
 @router.get("/v1/inspections/{inspection_id}/image", response_class=FileResponse)
-async def archived_image(inspection_id: str, request: Request, _key: ReaderKey) -> FileResponse:
+async def archived_image(
+    inspection_id: str, _key: ReaderKey, sessions: SessionsDep, settings: SettingsDep
+) -> FileResponse:
     """The archived frame of an inspection (defects, low-confidence passes and a sample of the other passes)."""
-    state = request.app.state.serving
-    row = await run_in_threadpool(get_inspection, state.sessions, inspection_id)
-    path = archived_file(state.settings.archive_dir, row.archive_path)
+    row = await run_in_threadpool(get_inspection, sessions, inspection_id)
+    path = archived_file(settings.archive_dir, row.archive_path)
     if path is None:
         raise HTTPException(404, f"inspection {inspection_id} has no archived frame")
     return FileResponse(path, media_type=archived_media_type(path))
 
 
 @router.get("/v1/inspections/{inspection_id}/heatmap", response_class=FileResponse)
-async def heatmap_image(inspection_id: str, request: Request, _key: ReaderKey) -> FileResponse:
+async def heatmap_image(
+    inspection_id: str, _key: ReaderKey, sessions: SessionsDep, settings: SettingsDep
+) -> FileResponse:
     """Where the model saw the defect, drawn over the archived frame (PNG; defects, and frames sent with
     `heatmap=true`, of models with an anomaly map)."""
-    state = request.app.state.serving
-    row = await run_in_threadpool(get_inspection, state.sessions, inspection_id)
-    root = state.settings.archive_dir
+    row = await run_in_threadpool(get_inspection, sessions, inspection_id)
+    root = settings.archive_dir
     frame, anomaly_map = archived_file(root, row.archive_path), archived_file(root, row.anomaly_map_path)
     path = None
     if frame is not None and anomaly_map is not None:
-        path = await run_in_threadpool(rendered_heatmap, frame, anomaly_map, state.settings.max_pixels)
+        path = await run_in_threadpool(rendered_heatmap, frame, anomaly_map, settings.max_pixels)
     if path is None:
         raise HTTPException(404, f"inspection {inspection_id} has no heatmap")
     return FileResponse(path, media_type="image/png")

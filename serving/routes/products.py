@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from inspection.names import validate_product_name
 from models import registry
 from models.artifacts import serving_file
 from models.promotion import PromotionRefused, promote
 from serving.auth import QaKey, ReaderKey
+from serving.deps import ProductDep, ServingStateDep, SettingsDep
 from serving.model_store import registered_products
 from serving.model_watcher import sync_engines
 
@@ -25,10 +25,10 @@ class PromoteRequest(BaseModel):
 
 
 @router.get("/v1/products")
-async def list_products(request: Request, key: ReaderKey) -> list[dict[str, Any]]:
+async def list_products(key: ReaderKey, state: ServingStateDep) -> list[dict[str, Any]]:
     """Registered products with the model version this replica serves, its defect types and threshold."""
-    engines = request.app.state.serving.engines
-    products = await run_in_threadpool(registered_products, request.app.state.serving.settings)
+    engines = state.engines
+    products = await run_in_threadpool(registered_products, state.settings)
     return [
         {
             "product": p,
@@ -41,10 +41,8 @@ async def list_products(request: Request, key: ReaderKey) -> list[dict[str, Any]
 
 
 @router.get("/v1/products/{product}/models")
-async def list_models(product: str, request: Request, key: ReaderKey) -> list[dict[str, Any]]:
+async def list_models(key: ReaderKey, product: ProductDep, settings: SettingsDep) -> list[dict[str, Any]]:
     """Versions with aliases, whether they are exported, and their frozen-test miss and false-detection rates."""
-    settings = request.app.state.serving.settings
-    validate_product_name(product)
 
     def describe() -> list[dict[str, Any]]:
         rows = []
@@ -69,11 +67,9 @@ async def list_models(product: str, request: Request, key: ReaderKey) -> list[di
 
 @router.post("/v1/products/{product}/models/{version}/promote")
 async def promote_version(
-    product: str, version: int, request: Request, key: QaKey, body: PromoteRequest | None = None
+    key: QaKey, product: ProductDep, version: int, state: ServingStateDep, body: PromoteRequest | None = None
 ) -> dict[str, Any]:
     """Promote a version to champion through the registry's gate; refused promotions answer 409."""
-    state = request.app.state.serving
-    validate_product_name(product)
     body = body or PromoteRequest()
     info = await run_in_threadpool(registry.resolve_version, state.settings, product, version)
     if serving_file(info.artifacts) is None:

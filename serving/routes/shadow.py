@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from starlette.concurrency import run_in_threadpool
 
-from inspection.names import validate_product_name
 from inspection.storage.shadow import ShadowComparison, shadow_comparison
 from models import registry
 from serving.auth import ReaderKey
+from serving.deps import ProductDep, ServingStateDep
 from serving.state import ServingState
 
 router = APIRouter(tags=["products"])
@@ -42,12 +42,11 @@ def _comparison(state: ServingState, product: str, version: int | None, champion
 
 @router.get("/v1/products/{product}/shadow")
 async def get_shadow(
-    product: str,
-    request: Request,
     _key: ReaderKey,
+    product: ProductDep,
+    state: ServingStateDep,
     version: Annotated[int | None, Query(description="Challenger version; default the current challenger")] = None,
     champion: Annotated[int | None, Query(description="Only frames this champion version answered")] = None,
 ) -> dict[str, Any]:
     """Agreement of the challenger in shadow with the served verdicts, and both models' QA-measured rates."""
-    validate_product_name(product)
-    return await run_in_threadpool(_comparison, request.app.state.serving, product, version, champion)
+    return await run_in_threadpool(_comparison, state, product, version, champion)

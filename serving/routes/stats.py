@@ -6,20 +6,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from inspection.storage.stats import Bucket, compute_stats
 from inspection.storage.throughput import MAX_WINDOW_MINUTES, compute_throughput
 from serving.auth import ReaderKey
+from serving.deps import SessionsDep
 
 router = APIRouter(tags=["stats"])
 
 
 @router.get("/v1/stats")
 async def get_stats(
-    request: Request,
     _key: ReaderKey,
+    sessions: SessionsDep,
     product: str | None = None,
     line: Annotated[str | None, Query(description="Line id")] = None,
     since: Annotated[datetime | None, Query(description="Inclusive start; without an offset it is UTC")] = None,
@@ -29,7 +30,7 @@ async def get_stats(
     """Counts, defect rate, per-type counts and QA-measured miss / false-detection rates with 95% intervals."""
     return await run_in_threadpool(
         compute_stats,
-        request.app.state.serving.sessions,
+        sessions,
         product=product,
         line_id=line,
         since=since,
@@ -40,13 +41,11 @@ async def get_stats(
 
 @router.get("/v1/stats/throughput")
 async def get_throughput(
-    request: Request,
     _key: ReaderKey,
+    sessions: SessionsDep,
     product: str | None = None,
     line: Annotated[str | None, Query(description="Line id")] = None,
     minutes: Annotated[int, Query(ge=1, le=MAX_WINDOW_MINUTES, description="Window length")] = 60,
 ) -> dict[str, Any]:
     """Frames per minute over the window, frames/s over the last minute, and p50/p95/p99 server latency."""
-    return await run_in_threadpool(
-        compute_throughput, request.app.state.serving.sessions, product=product, line_id=line, minutes=minutes
-    )
+    return await run_in_threadpool(compute_throughput, sessions, product=product, line_id=line, minutes=minutes)
