@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from inspection.errors import InspectionError
-from inspection.names import validate_product_name
-from inspection.storage.inspections import needs_review
-from serving.archive import archive_with_map, should_archive
+from serving import inspect_service
 from serving.auth import CameraKey
-from serving.frames import check_content_type, frame_to_inputs
-from serving.state import ServingState
+from serving.deps import EngineDep, ProductDep, ServingStateDep
+from serving.frames import check_content_type
 
 router = APIRouter(tags=["inspect"])
 FRAME_FIELDS = ("camera_id", "line_id", "frame_id", "captured_at")
@@ -89,9 +84,11 @@ def _parse_time(value: str | None) -> datetime | None:
 
 @router.post("/v1/inspect/{product}", response_model=InspectResponse)
 async def inspect_frame(
-    product: str,
     request: Request,
     key: CameraKey,
+    product: ProductDep,
+    engine: EngineDep,
+    state: ServingStateDep,
     heatmap: Annotated[bool, Query(description="Draw where the defect is even on a pass (archives the frame)")] = False,
 ) -> InspectResponse:
     """Score one frame with the product's champion model; the verdict is stored before it is answered.
@@ -102,68 +99,29 @@ async def inspect_frame(
     stored beside the archived frame, drawn over it when `heatmap_url` is first fetched.
     """
     started = time.perf_counter()
-    state: ServingState = request.app.state.serving
-    validate_product_name(product)
-    engine = state.engines.get(product)
-    if engine is None:
-        raise HTTPException(404, f"no served model for product {product!r}")
     fields = _frame_fields(request)
     captured_at = _parse_time(fields["captured_at"])
     data, content_type = await _read_frame(request, state.settings.max_body_bytes)
-    spec = engine.spec
-    inputs = await run_in_threadpool(frame_to_inputs, data, spec, state.settings.max_pixels)
-    verdict = await engine.submit(inputs)
-    inspection_id, received = str(uuid.uuid4()), datetime.now(UTC)
-    archive_path: Path | None = None
-    map_path: Path | None = None
-    review = needs_review(verdict.is_defect, verdict.defect_probability, verdict.threshold)
-    drawn = verdict.anomaly_map if verdict.anomaly_map is not None and (verdict.is_defect or heatmap) else None
-    # A requested heatmap is stored with its frame, so asking for one archives the frame too.
-    if drawn is not None or should_archive(inspection_id, review, state.settings.archive_pass_fraction):
-        archive_path, map_path = await run_in_threadpool(
-            archive_with_map,
-            state.settings.archive_dir,
-            product,
-            inspection_id,
-            received,
-            data,
-            content_type,
-            drawn,
-        )
-    latency_ms = 1000 * (time.perf_counter() - started)
-    row = dict(
-        id=inspection_id,
+    frame = inspect_service.FrameSubmission(
         product=product,
+        data=data,
+        content_type=content_type,
         line_id=fields["line_id"],
         camera_id=fields["camera_id"],
         frame_id=fields["frame_id"],
         captured_at=captured_at,
-        received_at=received,
-        verdict="defect" if verdict.is_defect else "pass",
-        defect_probability=verdict.defect_probability,
-        defect_type=verdict.defect_type,
-        threshold=verdict.threshold,
-        model_version=verdict.model_version,
-        latency_ms=latency_ms,
-        archive_path=str(archive_path) if archive_path else None,
-        anomaly_map_path=str(map_path) if map_path else None,
+        want_heatmap=heatmap,
     )
-    await state.rows.write(row)  # group commit: the row is stored before the answer, in company
-    request.app.state.metrics.observe_verdict(product, verdict)
-    if verdict.is_defect and state.rejects is not None:
-        state.rejects.publish(row)  # non-blocking; a broker outage never fails the answer
-    shadow = state.shadows.get(product)
-    if shadow is not None and shadow.model_version != verdict.model_version:
-        # Non-blocking and after the row is stored: the challenger never delays or changes this answer.
-        shadow.offer(inspection_id, inputs, spec, data)
+    result = await inspect_service.inspect_frame(state, engine, frame, started)
+    verdict = result.verdict
     return InspectResponse(
-        inspection_id=inspection_id,
+        inspection_id=result.inspection_id,
         product=product,
-        verdict=str(row["verdict"]),
+        verdict=result.label,
         defect_probability=verdict.defect_probability,
         defect_type=verdict.defect_type,
         threshold=verdict.threshold,
         model_version=verdict.model_version,
-        latency_ms=round(latency_ms, 3),
-        heatmap_url=f"/v1/inspections/{inspection_id}/heatmap" if map_path else None,
+        latency_ms=round(result.latency_ms, 3),
+        heatmap_url=f"/v1/inspections/{result.inspection_id}/heatmap" if result.has_heatmap else None,
     )
