@@ -67,11 +67,10 @@ class CameraSummary:
     abandoned: int = 0  # sent but still unanswered when interrupted: sent == answered + errors + abandoned
     results: list[FrameResult] = field(default_factory=list)
 
-    def to_dict(self, include_results: bool = False) -> dict[str, Any]:
-        """A JSON-ready dict; the per-frame results only on request (they grow with the run)."""
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict without the per-frame results (they grow with the run)."""
         data = asdict(self)
-        if not include_results:
-            data.pop("results")
+        data.pop("results")
         return data
 
 

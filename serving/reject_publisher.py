@@ -79,11 +79,6 @@ class RejectPublisher:
             "inspection_reject_broker_connected", "1 while connected to the MQTT broker.", registry=registry
         )
 
-    @property
-    def is_connected(self) -> bool:
-        """Whether the client holds a live broker connection now."""
-        return self._connected
-
     def start(self) -> None:
         """Start the network thread; the connection is made there, so an absent broker never delays startup."""
         self._client.connect_async(self._host, self._port, keepalive=KEEPALIVE_S)
