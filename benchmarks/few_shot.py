@@ -119,9 +119,11 @@ def paired_auroc_gap(labels: np.ndarray, hybrid: np.ndarray, best: np.ndarray, s
 
 def _test_scores(settings: Settings, product: str, version: int) -> tuple[np.ndarray, dict[str, np.ndarray], Fusion]:
     """Labels, the three scorers' test scores of the registered hybrid (re-scored from its bundle), its fusion."""
-    from models.checkpoint import MODEL_FILE, HybridBundle, load_any_bundle
+    from models.artifacts import MODEL_FILE
+    from models.checkpoint import HybridBundle
     from models.registry import resolve_version
-    from training.hybrid_pipeline import hybrid_outputs
+    from training.kinds import load_bundle as load_any_bundle
+    from training.kinds.hybrid import hybrid_outputs
 
     bundle = load_any_bundle(resolve_version(settings, product, version).artifacts / MODEL_FILE)
     assert isinstance(bundle, HybridBundle)

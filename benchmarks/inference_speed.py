@@ -20,12 +20,13 @@ from inspection.imaging import read_image
 from inspection.preprocessing import preprocess
 from inspection.product_config import load_product_config
 from inspection.settings import Settings
-from models.checkpoint import MODEL_FILE, load_bundle
+from models.artifacts import INT8_FILE, MODEL_FILE
 from models.onnx_export import export_classifier
 from models.onnx_runtime import OnnxScorer, read_onnx_metadata
 from models.quantize import quantize_int8
 from models.registry import resolve_version
-from training.export_pipeline import INT8_FILE, export_product
+from training.export_pipeline import export_product
+from training.kinds import load_bundle
 
 Engine = Callable[[np.ndarray], object]
 BATCH_SIZES = (1, 8, 32)

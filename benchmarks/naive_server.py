@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inspection.imaging import decode_image
 from inspection.preprocessing import preprocess
-from models.checkpoint import load_bundle
+from training.kinds import load_bundle
 
 
 def create_naive_app(model_file: Path) -> FastAPI:

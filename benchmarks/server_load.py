@@ -22,7 +22,7 @@ from inspection.product_config import load_product_config
 from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
-from models.checkpoint import MODEL_FILE
+from models.artifacts import MODEL_FILE
 from models.onnx_runtime import OnnxScorer
 from models.registry import champion
 from serving.frames import frame_to_inputs

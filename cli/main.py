@@ -77,16 +77,25 @@ def export_cmd(
     int8: Annotated[
         bool, typer.Option("--int8", help="Also quantize to INT8, kept only if it keeps accuracy.")
     ] = False,
-    int8_tolerance: Annotated[
-        float, typer.Option(help="Largest allowed change of test miss / false-detection rate (fraction).")
+    int8_max_auroc_loss: Annotated[
+        float,
+        typer.Option(help="INT8 is kept only if the 95% upper bound of its paired AUROC loss is at most this."),
     ] = 0.005,
+    int8_calibration: Annotated[
+        str, typer.Option(help="Activation range calibration: minmax, entropy or percentile.")
+    ] = "minmax",
+    int8_calibration_images: Annotated[int, typer.Option(help="Training images to calibrate INT8 on.")] = 256,
 ) -> None:
     """Export to ONNX with graph optimization and a parity gate against PyTorch; optionally INT8."""
-    from training.export_pipeline import export_product
+    from models.quantize import CALIBRATION_METHODS
+    from training.export_pipeline import Int8Options, export_product
 
     settings = settings_from_env()
     validate_product_name(product)
-    outcome = export_product(settings, product, version=version, int8=int8, int8_tolerance=int8_tolerance)
+    if int8_calibration not in CALIBRATION_METHODS:
+        raise InspectionError(f"--int8-calibration must be one of {', '.join(CALIBRATION_METHODS)}")
+    options = Int8Options(int8_max_auroc_loss, int8_calibration, int8_calibration_images)
+    outcome = export_product(settings, product, version=version, int8=int8, int8_options=options)
     table = Table(title=f"{product} v{outcome.version} exported")
     for column in ("model", "file", "size MB", "latency ms (batch 1)"):
         table.add_column(column)

@@ -13,6 +13,7 @@ ONNX_DIR = "onnx"
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 EXPORT_REPORT_FILE = "export_report.json"
+RAW_EXPORT_FILE = "model.raw.onnx"  # the traced, unoptimized graph: only in the export's staging folder
 # Export writes model.int8.onnx only when INT8 passed its accuracy gate, so its presence is the decision.
 SERVING_PREFERENCE = (INT8_FILE, FP32_FILE)
 

@@ -12,9 +12,10 @@ from inspection.atomic import atomic_target
 from inspection.errors import InspectionError
 from inspection.preprocessing import PreprocessSpec
 from models.anomaly import PatchCore
-from models.artifacts import MODEL_FILE
 from models.classifier import DefectClassifier
 from models.hybrid import ANOMALY_TYPE, HYBRID_KIND, Fusion, HybridModel
+
+CLASSIFIER_KIND = "classifier"
 
 
 @dataclass
@@ -27,10 +28,12 @@ class ModelBundle:
     threshold: float
     target_miss_rate: float
     info: dict[str, Any] = field(default_factory=dict)
+    kind: str = CLASSIFIER_KIND
 
     def state(self) -> dict[str, Any]:
         return {
             "format": 1,
+            "kind": self.kind,
             "state_dict": self.model.state_dict(),
             "trainable_stages": self.model.trainable_stages,
             "spec": self.spec.to_dict(),
@@ -39,6 +42,17 @@ class ModelBundle:
             "target_miss_rate": self.target_miss_rate,
             "info": self.info,
         }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ModelBundle:
+        return cls(
+            model=classifier_from_state(len(state["defect_types"]), state["trainable_stages"], state["state_dict"]),
+            spec=PreprocessSpec.from_dict(state["spec"]),
+            defect_types=list(state["defect_types"]),
+            threshold=float(state["threshold"]),
+            target_miss_rate=float(state["target_miss_rate"]),
+            info=dict(state["info"]),
+        )
 
 
 ANOMALY_KIND = "anomaly"
@@ -75,6 +89,17 @@ class AnomalyBundle:
             "target_miss_rate": self.target_miss_rate,
             "info": self.info,
         }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AnomalyBundle:
+        return cls(
+            model=patchcore_from_state(state["patchcore"], state["state_dict"]),
+            spec=PreprocessSpec.from_dict(state["spec"]),
+            threshold=float(state["threshold"]),
+            score_scale=float(state["score_scale"]),
+            target_miss_rate=float(state["target_miss_rate"]),
+            info=dict(state["info"]),
+        )
 
 
 HYBRID_SERVED_THRESHOLD = 0.5  # the hybrid serves sigmoid(fused - calibrated threshold): 0.5 at the threshold
@@ -115,6 +140,22 @@ class HybridBundle:
             "info": self.info,
         }
 
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> HybridBundle:
+        types = list(state["classifier_types"])
+        model = HybridModel(
+            classifier_from_state(len(types), state["trainable_stages"], state["classifier_state_dict"]),
+            patchcore_from_state(state["patchcore"], state["patchcore_state_dict"]),
+            Fusion.from_dict(state["fusion"]),
+        )
+        return cls(
+            model=model.eval(),
+            spec=PreprocessSpec.from_dict(state["spec"]),
+            classifier_types=types,
+            target_miss_rate=float(state["target_miss_rate"]),
+            info=dict(state["info"]),
+        )
+
 
 AnyBundle = ModelBundle | AnomalyBundle | HybridBundle
 
@@ -126,25 +167,17 @@ def save_bundle(bundle: AnyBundle, path: Path) -> Path:
     return path
 
 
-def load_any_bundle(path: Path) -> AnyBundle:
-    """Rebuild a saved bundle of any kind (a classifier file has no `kind`: it predates the other kinds)."""
+def read_state(path: Path) -> dict[str, Any]:
+    """A saved bundle's raw state; its `kind` says which kind rebuilds it (none: a classifier, the first kind)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("kind") == ANOMALY_KIND:
-        return _anomaly_bundle(state)
-    if state.get("kind") == HYBRID_KIND:
-        return _hybrid_bundle(state)
-    return _classifier_bundle(state)
+    if not isinstance(state, dict) or "spec" not in state:
+        raise InspectionError(f"{path} is not a saved inspection model")
+    state.setdefault("kind", CLASSIFIER_KIND)
+    return state
 
 
-def load_bundle(path: Path) -> ModelBundle:
-    """Rebuild a saved classifier bundle (no pretrained download needed: the weights come from the file)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("kind") in (ANOMALY_KIND, HYBRID_KIND):
-        raise InspectionError(f"{path} holds a {state['kind']} model, not a classifier")
-    return _classifier_bundle(state)
-
-
-def _patchcore(config: dict[str, Any], state_dict: dict[str, Any]) -> PatchCore:
+def patchcore_from_state(config: dict[str, Any], state_dict: dict[str, Any]) -> PatchCore:
+    """A fitted PatchCore rebuilt from its config and weights (no pretrained download: the file has them)."""
     model = PatchCore(
         layers=config["layers"],
         feature_dim=config["feature_dim"],
@@ -157,45 +190,8 @@ def _patchcore(config: dict[str, Any], state_dict: dict[str, Any]) -> PatchCore:
     return model.eval()
 
 
-def _anomaly_bundle(state: dict[str, Any]) -> AnomalyBundle:
-    return AnomalyBundle(
-        model=_patchcore(state["patchcore"], state["state_dict"]),
-        spec=PreprocessSpec.from_dict(state["spec"]),
-        threshold=float(state["threshold"]),
-        score_scale=float(state["score_scale"]),
-        target_miss_rate=float(state["target_miss_rate"]),
-        info=dict(state["info"]),
-    )
-
-
-def _classifier(n_types: int, trainable_stages: int, state_dict: dict[str, Any]) -> DefectClassifier:
+def classifier_from_state(n_types: int, trainable_stages: int, state_dict: dict[str, Any]) -> DefectClassifier:
+    """A trained classifier rebuilt from its weights (no pretrained download: the file has them)."""
     model = DefectClassifier(n_types, trainable_stages=trainable_stages, pretrained=False)
     model.load_state_dict(state_dict)
     return model.eval()
-
-
-def _hybrid_bundle(state: dict[str, Any]) -> HybridBundle:
-    types = list(state["classifier_types"])
-    model = HybridModel(
-        _classifier(len(types), state["trainable_stages"], state["classifier_state_dict"]),
-        _patchcore(state["patchcore"], state["patchcore_state_dict"]),
-        Fusion.from_dict(state["fusion"]),
-    )
-    return HybridBundle(
-        model=model.eval(),
-        spec=PreprocessSpec.from_dict(state["spec"]),
-        classifier_types=types,
-        target_miss_rate=float(state["target_miss_rate"]),
-        info=dict(state["info"]),
-    )
-
-
-def _classifier_bundle(state: dict[str, Any]) -> ModelBundle:
-    return ModelBundle(
-        model=_classifier(len(state["defect_types"]), state["trainable_stages"], state["state_dict"]),
-        spec=PreprocessSpec.from_dict(state["spec"]),
-        defect_types=list(state["defect_types"]),
-        threshold=float(state["threshold"]),
-        target_miss_rate=float(state["target_miss_rate"]),
-        info=dict(state["info"]),
-    )

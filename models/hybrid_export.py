@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.anomaly_export import export_traced
 from models.checkpoint import HybridBundle
 from models.hybrid import HYBRID_KIND, HybridOutput
+from models.onnx_trace import export_traced
 
 # Distances enter the fused probability scaled by a robust spread, so float32 differences between ONNX Runtime
 # and PyTorch are amplified a little more than in the plain classifier: the anomaly export's tolerance.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.atomic import write_atomic_text
+from inspection.report import EvaluationReport, Interval
 
 # Below this many test examples a per-type miss rate is mostly noise (its Wilson interval spans tens of points).
 MIN_TYPE_EXAMPLES = 30
@@ -20,16 +21,16 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def _ci(ci: list[float] | tuple[float, float] | None) -> str:
+def _ci(ci: Interval | None) -> str:
     return "n/a" if not ci else f"{_pct(ci[0])}–{_pct(ci[1])}"
 
 
-def _calibration(report: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    found = report.get("calibration") or info.get("calibration") or {}
+def _calibration(report: EvaluationReport, info: dict[str, Any]) -> dict[str, Any]:
+    found = report.calibration or info.get("calibration") or {}
     return found if isinstance(found, dict) else {}
 
 
-def _data_section(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
+def _data_section(report: EvaluationReport, info: dict[str, Any]) -> list[str]:
     lines = ["## Data", ""]
     counts = info.get("label_counts") or {}
     if counts:
@@ -39,27 +40,27 @@ def _data_section(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
     splits = info.get("split_counts") or {}
     if splits:
         lines.append("Splits (frozen, seeded, stratified): " + ", ".join(f"{k} {v}" for k, v in splits.items()) + ".")
-    lines += [f"Metrics below are on: {report.get('data', 'the test split')} (never used for training).", ""]
+    lines += [f"Metrics below are on: {report.data} (never used for training).", ""]
     return lines
 
 
-def _metrics_section(report: dict[str, Any]) -> list[str]:
-    test = report["test"]
-    n_all = test["n_good"] + test["n_defect"]
-    auroc = test.get("auroc")
+def _metrics_section(report: EvaluationReport) -> list[str]:
+    test = report.test
+    n_all = test.n_good + test.n_defect
+    auroc = test.auroc
     lines = [
         "## Test metrics",
         "",
         "| figure | value | 95% interval (Wilson) | n |",
         "|---|---:|---:|---:|",
-        f"| miss rate | {_pct(test['miss_rate'])} | {_ci(test['miss_rate_ci95'])} | {test['n_defect']} |",
-        f"| false-detection rate | {_pct(test['false_detection_rate'])} | "
-        f"{_ci(test['false_detection_rate_ci95'])} | {test['n_good']} |",
+        f"| miss rate | {_pct(test.miss_rate)} | {_ci(test.miss_rate_ci95)} | {test.n_defect} |",
+        f"| false-detection rate | {_pct(test.false_detection_rate)} | "
+        f"{_ci(test.false_detection_rate_ci95)} | {test.n_good} |",
         f"| AUROC | {'n/a' if auroc is None else f'{auroc:.4f}'} |  | {n_all} |",
-        f"| accuracy | {_pct(test.get('accuracy'))} |  | {n_all} |",
+        f"| accuracy | {_pct(test.accuracy)} |  | {n_all} |",
         "",
     ]
-    per_type = test.get("per_defect_type") or {}
+    per_type = test.per_defect_type
     if per_type:
         lines += [
             "### Miss rate per defect type",
@@ -68,9 +69,9 @@ def _metrics_section(report: dict[str, Any]) -> list[str]:
             "|---|---:|---:|---:|",
         ]
         for name, row in per_type.items():
-            lines.append(f"| {name} | {row['n']} | {_pct(row['miss_rate'])} | {_ci(row.get('miss_rate_ci95'))} |")
+            lines.append(f"| {name} | {row.n} | {_pct(row.miss_rate)} | {_ci(row.miss_rate_ci95)} |")
         lines.append("")
-    points = report.get("operating_points") or {}
+    points = report.operating_points
     if points:
         lines += [
             "### Operating points (thresholds chosen on validation, rates on test)",
@@ -80,16 +81,16 @@ def _metrics_section(report: dict[str, Any]) -> list[str]:
         ]
         for name, p in points.items():
             lines.append(
-                f"| {name.replace('_', ' ')} | {p['threshold']:.4f} | {_pct(p['miss_rate'])} | "
-                f"{_pct(p['false_detection_rate'])} | {_pct(p.get('accuracy'))} |"
+                f"| {name.replace('_', ' ')} | {p.threshold:.4f} | {_pct(p.miss_rate)} | "
+                f"{_pct(p.false_detection_rate)} | {_pct(p.accuracy)} |"
             )
         lines.append("")
     return lines
 
 
-def _components_section(report: dict[str, Any]) -> list[str]:
+def _components_section(report: EvaluationReport) -> list[str]:
     """A hybrid's parts next to the whole on the test split, at one operating point for all."""
-    components = report.get("components")
+    components = report.extras.get("components")
     if not components:
         return []
     lines = [
@@ -104,43 +105,43 @@ def _components_section(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _recent_section(report: dict[str, Any]) -> list[str]:
+def _recent_section(report: EvaluationReport) -> list[str]:
     """The recent line data slice (QA-reviewed frames kept out of training), beside the frozen test split."""
-    recent = report.get("recent_line_data")
+    recent = report.recent_line_data
     if not recent:
         return []
     return [
         "### Recent line data",
         "",
-        f"{recent['data']}: {recent['n_defect']} defective and {recent['n_good']} good frames; miss rate "
-        f"{_pct(recent['miss_rate'])} ({_ci(recent['miss_rate_ci95'])}), false-detection rate "
-        f"{_pct(recent['false_detection_rate'])} ({_ci(recent['false_detection_rate_ci95'])}).",
+        f"{recent.data}: {recent.n_defect} defective and {recent.n_good} good frames; miss rate "
+        f"{_pct(recent.miss_rate)} ({_ci(recent.miss_rate_ci95)}), false-detection rate "
+        f"{_pct(recent.false_detection_rate)} ({_ci(recent.false_detection_rate_ci95)}).",
         "",
     ]
 
 
-def _threshold_section(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
+def _threshold_section(report: EvaluationReport, info: dict[str, Any]) -> list[str]:
     calibration = _calibration(report, info)
-    target = f"calibrated on the validation split for a target miss rate of {_pct(report['target_miss_rate'])}"
-    anomaly = report.get("anomaly")
+    target = f"calibrated on the validation split for a target miss rate of {_pct(report.target_miss_rate)}"
+    anomaly, hybrid = report.extras.get("anomaly"), report.extras.get("hybrid")
     if anomaly:  # the distance is what was calibrated; the export maps it onto a probability with 0.5 at it
         first = (
-            f"Distance threshold **{report['threshold']:.4f}** (a part is flagged when its largest patch distance "
+            f"Distance threshold **{report.threshold:.4f}** (a part is flagged when its largest patch distance "
             f"to the good-part memory bank is at or above it), {target}. The served model reports "
             f"sigmoid((distance - threshold) / {anomaly['score_scale']:.4f}) as its defect probability, so its "
             f"served threshold is {anomaly['served_threshold']}."
         )
-    elif report.get("hybrid"):
-        fusion = report["hybrid"]["fusion"]
+    elif hybrid:
+        fusion = hybrid["fusion"]
         first = (
             f"Fused threshold **{fusion['threshold']:.4f}** on the fused score {fusion['classifier_weight']:.3f} x "
             f"classifier z + {1 - fusion['classifier_weight']:.3f} x anomaly z (each z measured in spreads of good "
             f"validation parts), {target}. The served model reports sigmoid(fused - threshold) as its defect "
-            f"probability, so its served threshold is {report['hybrid']['served_threshold']}."
+            f"probability, so its served threshold is {hybrid['served_threshold']}."
         )
     else:
         first = (
-            f"Serving threshold **{report['threshold']:.4f}** (a part is flagged when its defect score is at or "
+            f"Serving threshold **{report.threshold:.4f}** (a part is flagged when its defect score is at or "
             f"above it), {target}."
         )
     lines = ["## Threshold", "", first]
@@ -150,25 +151,26 @@ def _threshold_section(report: dict[str, Any], info: dict[str, Any]) -> list[str
     return lines
 
 
-def known_limits(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
+def known_limits(report: EvaluationReport, info: dict[str, Any]) -> list[str]:
     """Plain-language limits read off the numbers (small samples, wide intervals, calibration fallbacks)."""
-    test = report["test"]
+    test = report.test
     limits = []
     for rate, n, images, ci in (
-        ("miss rate", test["n_defect"], "defective", test["miss_rate_ci95"]),
-        ("false-detection rate", test["n_good"], "good", test["false_detection_rate_ci95"]),
+        ("miss rate", test.n_defect, "defective", test.miss_rate_ci95),
+        ("false-detection rate", test.n_good, "good", test.false_detection_rate_ci95),
     ):
+        low, high = ci
         if n == 0:
             limits.append(f"The test split has no {images} images: the {rate} is unknown.")
-        elif ci[1] - ci[0] > MAX_CI_WIDTH:
+        elif low is not None and high is not None and high - low > MAX_CI_WIDTH:
             limits.append(
-                f"The {rate}'s 95% interval is {100 * (ci[1] - ci[0]):.1f} points wide (n={n} {images} test "
+                f"The {rate}'s 95% interval is {100 * (high - low):.1f} points wide (n={n} {images} test "
                 f"images): more {images} test images are needed to pin it down."
             )
-    for name, row in (test.get("per_defect_type") or {}).items():
-        if row["n"] < MIN_TYPE_EXAMPLES:
+    for name, row in test.per_defect_type.items():
+        if row.n < MIN_TYPE_EXAMPLES:
             limits.append(
-                f"Defect type `{name}` has only {row['n']} test examples (< {MIN_TYPE_EXAMPLES}): "
+                f"Defect type `{name}` has only {row.n} test examples (< {MIN_TYPE_EXAMPLES}): "
                 "too few examples to trust this type's miss rate."
             )
     calibration = _calibration(report, info)
@@ -177,18 +179,17 @@ def known_limits(report: dict[str, Any], info: dict[str, Any]) -> list[str]:
             "Threshold calibration fell back to a percentile of good scores (the validation split had no "
             "defective images), so the threshold does not control the miss rate."
         )
-    target, missed = report.get("target_miss_rate"), test.get("miss_rate")
-    if target is not None and missed is not None and missed > target:
+    target, missed = report.target_miss_rate, test.miss_rate
+    if missed is not None and missed > target:
         limits.append(f"The test miss rate {_pct(missed)} is above the calibration target {_pct(target)}.")
-    if test.get("auroc") is None:
+    if test.auroc is None:
         limits.append("AUROC is undefined: the test split lacks good or defective images.")
     return limits
 
 
-def render_model_card(report: dict[str, Any], info: dict[str, Any]) -> str:
+def render_model_card(report: EvaluationReport, info: dict[str, Any]) -> str:
     """The card's markdown text."""
-    product = report.get("product") or info.get("product", "?")
-    lines = [f"# Model card: {product} v{report.get('model_version', '?')}", ""]
+    lines = [f"# Model card: {report.product} v{report.model_version}", ""]
     if info.get("run_id"):
         lines += [f"MLflow run `{info['run_id']}`.", ""]
     lines += _data_section(report, info) + _metrics_section(report) + _components_section(report)
@@ -201,6 +202,6 @@ def render_model_card(report: dict[str, Any], info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(report: dict[str, Any], info: dict[str, Any], path: Path) -> Path:
+def write_model_card(report: EvaluationReport, info: dict[str, Any], path: Path) -> Path:
     """Write the card atomically (temp file + rename): readers see the old card or the new one, never half."""
     return write_atomic_text(path, render_model_card(report, info))

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from inspection.errors import InspectionError
+from inspection.report import EvaluationReport
 from inspection.settings import Settings
 from models import registry
 from models.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, ModelVersionInfo
@@ -59,33 +62,31 @@ class PromotionResult:
     changed: bool = True
 
 
-def _pair(values: Any) -> tuple[float, float]:
-    return (float(values[0]), float(values[1]))
-
-
 def evidence(info: ModelVersionInfo) -> Evidence | None:
     """Test-split evidence from the version's report.json, or None when there is no usable report."""
     report = registry.read_report(info)
     if report is None:
         return None
     try:
-        test = report["test"]
-        return Evidence(
-            version=info.version,
-            n_good=int(test["n_good"]),
-            n_defect=int(test["n_defect"]),
-            miss_rate=test["miss_rate"],
-            miss_rate_ci95=_pair(test["miss_rate_ci95"]),
-            false_detection_rate=test["false_detection_rate"],
-            false_detection_rate_ci95=_pair(test["false_detection_rate_ci95"]),
-        )
-    except (KeyError, TypeError, ValueError, IndexError):  # not the shape the pipeline writes
+        test = EvaluationReport.from_json(report).test
+    except ValidationError:  # not the shape the pipeline writes
         return None
+    if None in test.miss_rate_ci95 or None in test.false_detection_rate_ci95:
+        return None
+    return Evidence(
+        version=info.version,
+        n_good=test.n_good,
+        n_defect=test.n_defect,
+        miss_rate=test.miss_rate,
+        miss_rate_ci95=test.miss_rate_ci95,  # type: ignore[arg-type]
+        false_detection_rate=test.false_detection_rate,
+        false_detection_rate_ci95=test.false_detection_rate_ci95,  # type: ignore[arg-type]
+    )
 
 
-def rate_text(rate: float | None, ci: tuple[float, float], n: int) -> str:
+def rate_text(rate: float | None, ci: tuple[float | None, float | None], n: int) -> str:
     """'2.00% (0.55–7.00%, n=100)': a rate is never shown without its interval and sample size."""
-    if rate is None:
+    if rate is None or ci[0] is None or ci[1] is None:
         return f"n/a (n={n})"
     return f"{100 * rate:.2f}% ({100 * ci[0]:.2f}–{100 * ci[1]:.2f}%, n={n})"
 

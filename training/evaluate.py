@@ -18,6 +18,7 @@ from inspection.imaging import read_image
 from inspection.metrics import auroc, confusion_matrix, false_detection_rate, miss_rate
 from inspection.names import GOOD_LABEL
 from inspection.pixel_metrics import pixel_auroc, pro_score
+from inspection.report import EvaluationReport, RatesBlock, RecentBlock
 from training.plots import plot_confusion_matrix, plot_roc
 from training.predict import Predictions
 
@@ -39,7 +40,7 @@ def evaluate_predictions(
     defect_types: Sequence[str],
     threshold: float,
     typed: bool = True,
-) -> dict[str, Any]:
+) -> RatesBlock:
     """The `test` block of the report for one labeled image set.
 
     `typed=False` for a model that names no defect types (anomaly): per-type type accuracy is then None."""
@@ -64,29 +65,31 @@ def evaluate_predictions(
             "type_accuracy": _rounded(float(np.mean(type_hits))) if type_hits and typed else None,
         }
     binary_correct = (scores >= threshold) == labels.astype(bool)
-    return {
-        "n_good": int((labels == 0).sum()),
-        "n_defect": int(labels.sum()),
-        "miss_rate": _rounded(missed.rate),
-        "miss_rate_ci95": [_rounded(x) for x in missed.ci95],
-        "n_missed": missed.k,
-        "false_detection_rate": _rounded(flagged.rate),
-        "false_detection_rate_ci95": [_rounded(x) for x in flagged.ci95],
-        "n_false_detections": flagged.k,
-        "auroc": _rounded(auroc(labels, scores)),
-        "accuracy": _rounded(float(binary_correct.mean())) if len(labels) else None,
-        "per_defect_type": per_type,
-        "confusion_matrix": {
-            "classes": classes,
-            "matrix": confusion_matrix(truth, predicted, classes).tolist(),
-            "binary": {
-                "true_defect_flagged": int(((scores >= threshold) & (labels == 1)).sum()),
-                "true_defect_passed": missed.k,
-                "true_good_flagged": flagged.k,
-                "true_good_passed": int(((scores < threshold) & (labels == 0)).sum()),
+    return RatesBlock.model_validate(
+        {
+            "n_good": int((labels == 0).sum()),
+            "n_defect": int(labels.sum()),
+            "miss_rate": _rounded(missed.rate),
+            "miss_rate_ci95": [_rounded(x) for x in missed.ci95],
+            "n_missed": missed.k,
+            "false_detection_rate": _rounded(flagged.rate),
+            "false_detection_rate_ci95": [_rounded(x) for x in flagged.ci95],
+            "n_false_detections": flagged.k,
+            "auroc": _rounded(auroc(labels, scores)),
+            "accuracy": _rounded(float(binary_correct.mean())) if len(labels) else None,
+            "per_defect_type": per_type,
+            "confusion_matrix": {
+                "classes": classes,
+                "matrix": confusion_matrix(truth, predicted, classes).tolist(),
+                "binary": {
+                    "true_defect_flagged": int(((scores >= threshold) & (labels == 1)).sum()),
+                    "true_defect_passed": missed.k,
+                    "true_good_flagged": flagged.k,
+                    "true_good_passed": int(((scores < threshold) & (labels == 0)).sum()),
+                },
             },
-        },
-    }
+        }
+    )
 
 
 def operating_points(
@@ -121,19 +124,27 @@ def build_report(
     data_source: str,
     extra_thresholds: dict[str, float] | None = None,
     typed: bool = True,
-) -> dict[str, Any]:
+    maps: np.ndarray | None = None,
+) -> EvaluationReport:
     """The full report object of DESIGN.md; `operating_points` adds the same data at other validation-chosen
-    thresholds (the serving threshold is always the one in `threshold`)."""
+    thresholds (the serving threshold is always the one in `threshold`); with anomaly `maps` (N, S, S) and
+    masks in the data, the test block gets pixel AUROC and PRO."""
     thresholds = {"target_miss_rate": threshold, **(extra_thresholds or {})}
-    return {
-        "product": product,
-        "model_version": model_version,
-        "threshold": round(float(threshold), 6),
-        "target_miss_rate": target_miss_rate,
-        "data": data_source,
-        "test": evaluate_predictions(records, predictions, defect_types, threshold, typed),
-        "operating_points": operating_points(records, predictions, thresholds),
-    }
+    test = evaluate_predictions(records, predictions, defect_types, threshold, typed)
+    pixels = pixel_metrics(records, maps) if maps is not None else None
+    if pixels is not None:
+        test = test.model_copy(update=pixels)
+    return EvaluationReport.model_validate(
+        {
+            "product": product,
+            "model_version": model_version,
+            "threshold": round(float(threshold), 6),
+            "target_miss_rate": target_miss_rate,
+            "data": data_source,
+            "test": test,
+            "operating_points": operating_points(records, predictions, thresholds),
+        }
+    )
 
 
 RECENT_SLICE_NOTE = "QA-reviewed line frames held out of training (the recent slice of splits.json)"
@@ -145,14 +156,15 @@ def recent_slice_block(
     defect_types: Sequence[str],
     threshold: float,
     typed: bool = True,
-) -> dict[str, Any] | None:
+) -> RecentBlock | None:
     """The report's `recent_line_data` block: the `test` block's figures on the recent slice, None when empty.
 
     Reported beside the frozen test split, never merged into it, so versions stay comparable on the same test
     images while the recent slice shows how a model does on what the line produces now."""
     if not records or predictions is None:
         return None
-    return {"data": RECENT_SLICE_NOTE, **evaluate_predictions(records, predictions, defect_types, threshold, typed)}
+    block = evaluate_predictions(records, predictions, defect_types, threshold, typed)
+    return RecentBlock.model_validate({"data": RECENT_SLICE_NOTE, **block.model_dump()})
 
 
 def mask_for(record: ImageRecord, size: int) -> np.ndarray | None:
@@ -189,17 +201,17 @@ def pixel_metrics(records: Sequence[ImageRecord], maps: np.ndarray) -> dict[str,
 
 
 def write_report(
-    report: dict[str, Any], records: Sequence[ImageRecord], predictions: Predictions, out_dir: Path
+    report: EvaluationReport, records: Sequence[ImageRecord], predictions: Predictions, out_dir: Path
 ) -> dict[str, Path]:
     """Write report.json, roc.png and confusion_matrix.png into `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = np.array([r.is_defect for r in records], dtype=np.int64)
-    title = f"{report['product']} v{report['model_version']} on {report['data']}"
+    title = f"{report.product} v{report.model_version} on {report.data}"
     paths = {"report": out_dir / "report.json"}
-    write_atomic_text(paths["report"], json.dumps(report, indent=2))
+    write_atomic_text(paths["report"], json.dumps(report.to_json(), indent=2))
     if len(set(labels.tolist())) == 2:
-        paths["roc"] = plot_roc(labels, predictions.defect_probability, report["threshold"], out_dir / "roc.png", title)
-    matrix = np.array(report["test"]["confusion_matrix"]["matrix"])
-    classes = report["test"]["confusion_matrix"]["classes"]
+        paths["roc"] = plot_roc(labels, predictions.defect_probability, report.threshold, out_dir / "roc.png", title)
+    matrix = np.array(report.test.confusion_matrix.matrix)
+    classes = report.test.confusion_matrix.classes
     paths["confusion"] = plot_confusion_matrix(matrix, classes, out_dir / "confusion_matrix.png", title)
     return paths

@@ -26,20 +26,30 @@ from inspection.imaging import read_image
 from inspection.product_config import load_product_config
 from inspection.progress import console, progress_task
 from inspection.settings import Settings
-from models.anomaly_export import ServedAnomaly, ServedAnomalyParity, check_served_parity, export_served_anomaly
-from models.checkpoint import MODEL_FILE, AnomalyBundle, AnyBundle, HybridBundle, ModelBundle, load_any_bundle
-from models.hybrid_export import HYBRID_PARITY_TOLERANCE, export_hybrid
-from models.onnx_export import export_classifier, optimize_onnx, weights_sha256
-from models.onnx_parity import ParityResult, check_parity
+from models.anomaly_export import ServedAnomalyParity
+from models.artifacts import EXPORT_REPORT_FILE, FP32_FILE, INT8_FILE, bundle_path, onnx_dir
+from models.checkpoint import ModelBundle
+from models.onnx_export import weights_sha256
+from models.onnx_parity import ParityResult
 from models.onnx_runtime import OnnxScorer
-from models.quantize import quantize_int8
+from models.quantize import (
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_CALIBRATION_METHOD,
+    CalibrationName,
+    quantize_int8,
+)
 from models.registry import mlflow_client, resolve_version
-from training.int8_gate import DEFAULT_TOLERANCE, Int8Decision, int8_gate
+from training.int8_gate import DEFAULT_MAX_AUROC_LOSS, Int8Decision, int8_gate
+from training.kinds import kind_of, load_bundle
 
-ONNX_DIR = "onnx"
-FP32_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-CALIBRATION_IMAGES = 128
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How the INT8 candidate is calibrated and judged (training.int8_gate)."""
+
+    max_auroc_loss: float = DEFAULT_MAX_AUROC_LOSS
+    calibration: CalibrationName = DEFAULT_CALIBRATION_METHOD
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
 
 
 @dataclass
@@ -48,7 +58,7 @@ class ExportOutcome:
     version: int
     fp32_path: Path
     int8_path: Path | None
-    parity: ParityResult | ServedAnomalyParity
+    parity: ParityResult | ServedAnomalyParity  # the kind's parity check
     int8: Int8Decision | None
     sizes_mb: dict[str, float]
     latency_ms_bs1: dict[str, float]
@@ -56,6 +66,7 @@ class ExportOutcome:
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data["fp32_path"], data["int8_path"] = str(self.fp32_path), self.int8_path and str(self.int8_path)
+        data["int8"] = None if self.int8 is None else self.int8.to_dict()
         return data
 
 
@@ -68,10 +79,10 @@ def _decode(records: list[ImageRecord], what: str) -> list[np.ndarray]:
     return images
 
 
-def _calibration_sample(records: list[ImageRecord], seed: int) -> list[ImageRecord]:
-    # Spread over labels so rare defect types shape the activation ranges too.
+def _calibration_sample(records: list[ImageRecord], seed: int, count: int) -> list[ImageRecord]:
+    # A seeded random draw over every label, so rare defect types shape the activation ranges too.
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(records))[:CALIBRATION_IMAGES]
+    order = rng.permutation(len(records))[:count]
     return [records[i] for i in sorted(order)]
 
 
@@ -91,10 +102,11 @@ def _int8_candidate(
     parts: dict[Split, list[ImageRecord]],
     test_images: list[np.ndarray],
     seed: int,
-    tolerance: float,
+    options: Int8Options,
 ) -> tuple[Path, OnnxScorer, Int8Decision]:
-    calibration = _decode(_calibration_sample(parts["train"], seed), "calibration images")
-    candidate = quantize_int8(raw, staging / INT8_FILE, calibration, bundle.spec)
+    sample = _calibration_sample(parts["train"], seed, options.calibration_images)
+    calibration = _decode(sample, f"calibration images ({options.calibration})")
+    candidate = quantize_int8(raw, staging / INT8_FILE, calibration, bundle.spec, method=options.calibration)
     int8 = OnnxScorer(candidate)
     val_images = _decode(parts["val"], "validation split")
     val_labels = np.array([r.is_defect for r in parts["val"]], dtype=np.int64)
@@ -107,12 +119,13 @@ def _int8_candidate(
         fp32.score_images(test_images)[0],
         int8.score_images(test_images)[0],
         bundle.target_miss_rate,
-        tolerance,
+        max_auroc_loss=options.max_auroc_loss,
+        seed=seed,
     )
     return candidate, int8, decision
 
 
-def _metadata(product: str, version: int, bundle: AnyBundle, records: list[ImageRecord], parts: dict) -> dict:
+def _metadata(product: str, version: int, bundle: Any, records: list[ImageRecord], parts: dict) -> dict:
     return {
         "product": product,
         "model_version": version,
@@ -125,49 +138,21 @@ def _metadata(product: str, version: int, bundle: AnyBundle, records: list[Image
     }
 
 
-def _export_fp32(
-    bundle: AnyBundle, metadata: dict, staging: Path, test_images: list[np.ndarray]
-) -> tuple[Path, Path, ParityResult | ServedAnomalyParity]:
-    """Export, optimize and parity-check any kind; returns (raw export, optimized file, parity)."""
-    if isinstance(bundle, AnomalyBundle):
-        served = ServedAnomaly(bundle.model, bundle.threshold, bundle.score_scale)
-        raw = export_served_anomaly(served, bundle.spec, staging / "model.raw.onnx", metadata)
-        fp32 = optimize_onnx(raw, staging / FP32_FILE)
-        anomaly_parity = check_served_parity(served, bundle.spec, fp32, test_images)
-        console.print(
-            f"parity: max |onnx - torch| probability {anomaly_parity.max_abs_diff:.2e}, distance "
-            f"{anomaly_parity.score_max_abs_diff:.2e}, map {anomaly_parity.map_max_abs_diff:.2e} "
-            f"over {anomaly_parity.n_images} test images"
-        )
-        return raw, fp32, anomaly_parity
-    if isinstance(bundle, HybridBundle):
-        raw = export_hybrid(bundle, staging / "model.raw.onnx", metadata)
-        fp32 = optimize_onnx(raw, staging / FP32_FILE)
-        parity = check_parity(bundle.model, bundle.spec, fp32, test_images, tolerance=HYBRID_PARITY_TOLERANCE)
-    else:
-        raw = export_classifier(bundle.model, bundle.spec, staging / "model.raw.onnx", metadata)
-        fp32 = optimize_onnx(raw, staging / FP32_FILE)
-        parity = check_parity(bundle.model, bundle.spec, fp32, test_images)
-    console.print(f"parity: max |onnx - torch| = {parity.max_abs_diff:.2e} over {parity.n_images} test images")
-    return raw, fp32, parity
-
-
 def export_product(
     settings: Settings,
     product: str,
     *,
     version: int | None = None,
     int8: bool = False,
-    int8_tolerance: float = DEFAULT_TOLERANCE,
+    int8_options: Int8Options | None = None,
 ) -> ExportOutcome:
     """Export a registered version to ONNX (and INT8 if asked and accepted); attach files to the version."""
     info = resolve_version(settings, product, version)
-    bundle = load_any_bundle(info.artifacts / MODEL_FILE)
-    if int8 and not isinstance(bundle, ModelBundle):
-        # Quantizing a bank of distances shifts every score; it would need its own measured gate first.
-        kind = "an anomaly" if isinstance(bundle, AnomalyBundle) else "a hybrid"
+    bundle = load_bundle(bundle_path(info.artifacts))
+    kind = kind_of(bundle)
+    if int8 and not kind.supports_int8:
         raise InspectionError(
-            f"{product} v{info.version} is {kind} model: INT8 export is not supported for it (its accuracy "
+            f"{product} v{info.version} is a {kind.name} model: INT8 export is not supported for it (its accuracy "
             "has not been measured); export it without --int8"
         )
     config = load_product_config(settings.configs_dir, product)
@@ -175,21 +160,22 @@ def export_product(
     records = scan_dataset(root)
     split = product_splits(root, records, config.split)
     parts = split_records(records, split)
-    out_dir = info.artifacts / ONNX_DIR
+    out_dir = onnx_dir(info.artifacts)
     # Everything is built in a staging folder and moved into place only after every gate passed, so a failed
     # export never leaves a model file that serving could pick up.
     staging = Path(tempfile.mkdtemp(dir=info.artifacts, prefix=".export-"))
     try:
         test_images = _decode(parts["test"], "test split")
         metadata = _metadata(product, info.version, bundle, records, parts)
-        raw, fp32, parity = _export_fp32(bundle, metadata, staging, test_images)
+        exported = kind.export(bundle, staging, metadata, test_images)
+        raw, fp32, parity = exported.raw, exported.fp32, exported.parity
         sizes = {"fp32": fp32.stat().st_size / 1e6}
         fp32_scorer = OnnxScorer(fp32)  # one session per model for every timing and scoring pass below
         latency = {"fp32": _latency_ms(fp32_scorer, test_images)}
         decision, int8_path = None, None
-        if int8 and isinstance(bundle, ModelBundle):
+        if int8:
             candidate, int8_scorer, decision = _int8_candidate(
-                raw, staging, fp32_scorer, bundle, parts, test_images, config.seed, int8_tolerance
+                raw, staging, fp32_scorer, bundle, parts, test_images, config.seed, int8_options or Int8Options()
             )
             console.print(decision.reason)
             sizes["int8"] = candidate.stat().st_size / 1e6
@@ -203,7 +189,7 @@ def export_product(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     outcome = ExportOutcome(product, info.version, fp32, int8_path, parity, decision, sizes, latency)
-    write_atomic_text(out_dir / "export_report.json", json.dumps(outcome.summary(), indent=2, default=str))
+    write_atomic_text(out_dir / EXPORT_REPORT_FILE, json.dumps(outcome.summary(), indent=2, default=str))
     _tag_version(settings, product, info.version, outcome)
     return outcome
 

@@ -13,8 +13,10 @@ from typing import Any
 from mlflow.entities import Run
 
 from datasets.layout import ImageRecord
+from inspection.report import EvaluationReport
 from inspection.settings import Settings
-from models.checkpoint import MODEL_FILE, AnyBundle, save_bundle
+from models.artifacts import MODEL_FILE
+from models.checkpoint import AnyBundle, save_bundle
 from models.model_card import write_model_card
 from models.registry import mlflow_client, register_version
 from training import tracking
@@ -30,7 +32,7 @@ def publish_version(
     tags: dict[str, str],
     records: Sequence[ImageRecord],
     predictions: Predictions,
-    make_report: Callable[[int], dict[str, Any]],
+    make_report: Callable[[int], EvaluationReport],
 ) -> tuple[int, dict[str, Any]]:
     """Log the bundle to the active run, register it, then `make_report(version)` and log the report, its plots
     (from `records` / `predictions`, the test split) and the model card; returns (version, report)."""
@@ -49,4 +51,4 @@ def publish_version(
         mlflow_client(settings).delete_model_version(product, str(version))
         raise
     shutil.rmtree(staging, ignore_errors=True)
-    return version, report
+    return version, report.to_json()

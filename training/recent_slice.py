@@ -44,8 +44,8 @@ def recent_slice_text(settings: Settings, product: str, versions: list[int]) -> 
         block = evaluate_predictions(
             recent, Predictions(probability, types), scorer.defect_types, float(scorer.threshold or 0.5)
         )
-        miss = rate_text(block["miss_rate"], tuple(block["miss_rate_ci95"]), block["n_defect"])
-        fdr = rate_text(block["false_detection_rate"], tuple(block["false_detection_rate_ci95"]), block["n_good"])
-        per_type = ", ".join(f"{name} {row['n_missed']}/{row['n']}" for name, row in block["per_defect_type"].items())
+        miss = rate_text(block.miss_rate, block.miss_rate_ci95, block.n_defect)
+        fdr = rate_text(block.false_detection_rate, block.false_detection_rate_ci95, block.n_good)
+        per_type = ", ".join(f"{name} {row.n_missed}/{row.n}" for name, row in block.per_defect_type.items())
         lines.append(f"  v{version}: miss rate {miss}; false detections {fdr}; missed per type: {per_type or '-'}")
     return "\n".join(lines)

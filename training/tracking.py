@@ -11,6 +11,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
+from inspection.report import EvaluationReport
 from inspection.settings import Settings
 from models.registry import mlflow_client
 
@@ -40,12 +41,13 @@ def log_epoch(stats: dict[str, Any], step: int) -> None:
     mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)}, step=step)
 
 
-def log_report(report: dict[str, Any], prefix: str = "test") -> None:
-    """The report's headline numbers as metrics, so runs can be compared in the MLflow UI."""
-    block = report["test"]
-    for key in ("miss_rate", "false_detection_rate", "auroc", "accuracy"):
-        if block.get(key) is not None:
-            mlflow.log_metric(f"{prefix}_{key}", float(block[key]))
+def log_report(report: EvaluationReport, prefix: str = "test") -> None:
+    """The report's headline numbers (and pixel metrics, when masks gave them) as metrics, so runs can be
+    compared in the MLflow UI."""
+    block = report.test
+    for key in ("miss_rate", "false_detection_rate", "auroc", "accuracy", "pixel_auroc", "pro"):
+        if (value := getattr(block, key)) is not None:
+            mlflow.log_metric(f"{prefix}_{key}", float(value))
 
 
 def log_files(paths: list[Path], artifact_path: str | None = None) -> None:

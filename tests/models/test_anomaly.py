@@ -17,8 +17,16 @@ from inspection.imaging import read_image
 from inspection.metrics import auroc
 from inspection.pixel_metrics import pixel_auroc, pro_score
 from inspection.preprocessing import PreprocessSpec
-from models.anomaly import PatchCore, fit_patchcore, greedy_coreset, image_batches, score_images
-from models.anomaly_export import ANOMALY_OUTPUT_NAMES, check_anomaly_parity, export_anomaly, onnx_anomaly_scores
+from models.anomaly import AnomalyOutput, PatchCore, fit_patchcore, greedy_coreset, image_batches, score_images
+from models.anomaly_export import (
+    SERVED_ANOMALY_MAP,
+    SERVED_ANOMALY_SCORE,
+    SERVED_OUTPUT_NAMES,
+    ServedAnomaly,
+    check_served_parity,
+    export_served_anomaly,
+    onnx_served_outputs,
+)
 from models.onnx_export import OPSET
 from models.onnx_parity import ParityError
 from models.onnx_runtime import INPUT_NAME, read_onnx_metadata
@@ -99,7 +107,7 @@ def test_outputs_are_named_shaped_and_the_model_stays_frozen(fitted: PatchCore, 
     assert not any(p.requires_grad for p in fitted.parameters())
     with torch.no_grad():
         output = fitted(batch)
-    assert output._fields == ANOMALY_OUTPUT_NAMES
+    assert output._fields == AnomalyOutput._fields
     assert output.anomaly_score.shape == (3,)
     assert output.anomaly_map.shape == (3, 1, SPEC.image_size, SPEC.image_size)
     # The score is the worst patch; blurring and upsampling can only lower the peak.
@@ -117,10 +125,18 @@ def test_state_dict_round_trip_restores_the_bank(fitted: PatchCore, goods: list[
         torch.testing.assert_close(restored(batch).anomaly_map, fitted(batch).anomaly_map)
 
 
+THRESHOLD, SCALE = 12.5, 1.5  # a distance threshold and good-score spread, as calibration would give
+
+
 @pytest.fixture(scope="module")
-def exported(fitted: PatchCore, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def served(fitted: PatchCore) -> ServedAnomaly:
+    return ServedAnomaly(fitted, THRESHOLD, SCALE)
+
+
+@pytest.fixture(scope="module")
+def exported(served: ServedAnomaly, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "anomaly.onnx"
-    return export_anomaly(fitted, SPEC, path, {"product": "widget", "threshold": 12.5})
+    return export_served_anomaly(served, SPEC, path, {"product": "widget"})
 
 
 def test_export_has_named_outputs_dynamic_batch_and_metadata(exported: Path, fitted: PatchCore) -> None:
@@ -128,8 +144,8 @@ def test_export_has_named_outputs_dynamic_batch_and_metadata(exported: Path, fit
     onnx.checker.check_model(proto, full_check=True)
     assert next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= OPSET
     assert [i.name for i in proto.graph.input] == [INPUT_NAME]
-    assert [o.name for o in proto.graph.output] == list(ANOMALY_OUTPUT_NAMES)
-    map_dims = proto.graph.output[1].type.tensor_type.shape.dim
+    assert [o.name for o in proto.graph.output] == list(SERVED_OUTPUT_NAMES)
+    map_dims = next(o for o in proto.graph.output if o.name == SERVED_ANOMALY_MAP).type.tensor_type.shape.dim
     assert map_dims[0].dim_param == "batch"
     assert [d.dim_value for d in map_dims[1:]] == [1, SPEC.image_size, SPEC.image_size]
     # timm's run-time "same" padding would export as Ceil-based shape arithmetic.
@@ -137,26 +153,29 @@ def test_export_has_named_outputs_dynamic_batch_and_metadata(exported: Path, fit
     metadata = read_onnx_metadata(exported)
     assert metadata["preprocess"] == SPEC.to_dict()
     assert metadata["model_kind"] == "patchcore"
-    assert metadata["anomaly"] == fitted.config()
-    assert metadata["threshold"] == 12.5
+    assert metadata["anomaly"]["distance_threshold"] == THRESHOLD and metadata["anomaly"]["score_scale"] == SCALE
+    assert metadata["threshold"] == 0.5  # the served probability scale
 
 
-def test_onnx_runtime_reproduces_score_and_map(exported: Path, fitted: PatchCore, records: list[ImageRecord]) -> None:
+def test_onnx_runtime_reproduces_score_and_map(
+    exported: Path, served: ServedAnomaly, records: list[ImageRecord]
+) -> None:
     # Decoded as the server gets them: a defect, a good part, plus a color and an odd-sized frame.
     images = [read_image(records[0].path), read_image(records[-1].path)]
     rng = np.random.default_rng(0)
     images += [rng.integers(0, 256, (90, 150, 3), dtype=np.uint8), rng.integers(0, 256, (300, 200), dtype=np.uint8)]
-    result = check_anomaly_parity(fitted, SPEC, exported, images, batch_size=3)
+    result = check_served_parity(served, SPEC, exported, images, batch_size=3)
     assert result.passed and result.n_images == 4
     assert result.max_relative_diff < 1e-4
-    scores, maps, spec = onnx_anomaly_scores(exported, images, batch_size=4)
-    assert scores.shape == (4,) and maps.shape == (4, SPEC.image_size, SPEC.image_size) and spec == SPEC
+    outputs = onnx_served_outputs(exported, images, batch_size=4)
+    assert outputs[SERVED_ANOMALY_SCORE].shape == (4,)
+    assert outputs[SERVED_ANOMALY_MAP].shape == (4, 1, SPEC.image_size, SPEC.image_size)
 
 
 def test_parity_fails_loudly_when_the_export_is_another_model(
-    exported: Path, fitted: PatchCore, goods: list[np.ndarray]
+    exported: Path, served: ServedAnomaly, goods: list[np.ndarray]
 ) -> None:
-    other = copy.deepcopy(fitted)
-    other.memory_bank = other.memory_bank * 1.5
+    other = copy.deepcopy(served)
+    other.patchcore.memory_bank = other.patchcore.memory_bank * 1.5
     with pytest.raises(ParityError, match="disagree"):
-        check_anomaly_parity(other, SPEC, exported, goods[-2:])
+        check_served_parity(other, SPEC, exported, goods[-2:])

@@ -17,6 +17,7 @@ import pytest
 
 from inspection.errors import InspectionError
 from inspection.metrics import wilson_interval
+from inspection.report import EvaluationReport
 from inspection.settings import Settings
 from models import registry
 from models.model_card import write_model_card
@@ -60,13 +61,31 @@ def make_report(version: int, missed: int, n_defect: int = 100, flagged: int = 3
             "false_detection_rate_ci95": list(wilson_interval(flagged, n_good)),
             "auroc": 0.987,
             "accuracy": 1 - (missed + flagged) / (n_defect + n_good),
+            "n_false_detections": flagged,
             "per_defect_type": {
-                name: {"n": n, "miss_rate": k / n, "miss_rate_ci95": list(wilson_interval(k, n))}
+                name: {"n": n, "n_missed": k, "miss_rate": k / n, "miss_rate_ci95": list(wilson_interval(k, n))}
                 for name, (k, n) in per_type.items()
+            },
+            "confusion_matrix": {
+                "classes": ["good", "crack", "scratch"],
+                "matrix": [[n_good - flagged, 0, flagged], [0, 12, 0], [missed, 0, n_defect - 12 - missed]],
+                "binary": {
+                    "true_defect_flagged": n_defect - missed,
+                    "true_defect_passed": missed,
+                    "true_good_flagged": flagged,
+                    "true_good_passed": n_good - flagged,
+                },
             },
         },
         "operating_points": {
-            "target_miss_rate": {"threshold": 0.4321, "miss_rate": 0.02, "false_detection_rate": 0.015}
+            "target_miss_rate": {
+                "threshold": 0.4321,
+                "miss_rate": missed / n_defect,
+                "miss_rate_ci95": list(wilson_interval(missed, n_defect)),
+                "false_detection_rate": flagged / n_good,
+                "false_detection_rate_ci95": list(wilson_interval(flagged, n_good)),
+                "accuracy": 1 - (missed + flagged) / (n_defect + n_good),
+            }
         },
         "calibration": {"method": "miss_rate", "note": "highest threshold with validation miss rate <= 0.02"},
     }
@@ -201,7 +220,7 @@ def test_model_card_has_the_numbers_and_known_limits(tmp_path: Path) -> None:
     report = make_report(3, missed=2)
     report["calibration"] = {"method": "good_quantile", "note": "validation split has no defective images"}
     info = {"label_counts": {"good": 1000, "scratch": 440, "crack": 60}, "split_counts": {"train": 1000, "test": 300}}
-    path = write_model_card(report, info, tmp_path / "cards" / "MODEL_CARD.md")
+    path = write_model_card(EvaluationReport.from_json(report), info, tmp_path / "cards" / "MODEL_CARD.md")
     card = path.read_text()
     assert card.startswith("# Model card: widget v3")
     assert "| miss rate | 2.00% | 0.55%–7.00% | 100 |" in card

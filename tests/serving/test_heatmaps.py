@@ -19,12 +19,12 @@ from datasets.layout import ImageRecord, scan_dataset
 from inspection.imaging import read_image
 from models import registry
 from models.artifacts import FP32_FILE, bundle_path, onnx_dir
-from models.checkpoint import load_bundle
 from models.onnx_parity import check_parity
 from models.onnx_runtime import MAP_OUTPUT, OnnxScorer
 from serving.app import create_app
 from serving.heatmaps import HEATMAP_SUFFIX, MAP_SUFFIX, encode_png, render_heatmap
 from tests.serving.conftest import _free_port, wait_until_started
+from training.kinds import load_bundle
 
 pytestmark = pytest.mark.slow
 

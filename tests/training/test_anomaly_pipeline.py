@@ -17,13 +17,15 @@ from inspection.errors import InspectionError
 from inspection.imaging import read_image
 from inspection.settings import Settings
 from models.anomaly_export import SERVED_ANOMALY_MAP, onnx_served_outputs
-from models.checkpoint import MODEL_FILE, AnomalyBundle, load_any_bundle
+from models.artifacts import MODEL_FILE
+from models.checkpoint import AnomalyBundle
 from models.onnx_runtime import OnnxScorer
 from models.registry import resolve_version
 from tests.conftest import make_configs_dir
-from training.anomaly_pipeline import score_records
 from training.evaluate_product import evaluate_product
 from training.export_pipeline import export_product
+from training.kinds import load_bundle as load_any_bundle
+from training.kinds.anomaly import score_records
 from training.pipeline import TrainOutcome, train_product
 
 PRODUCT = "widget"

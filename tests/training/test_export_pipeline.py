@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from models.artifacts import FP32_FILE, INT8_FILE, ONNX_DIR
 from models.onnx_runtime import OnnxScorer, read_onnx_metadata
 from models.registry import resolve_version
-from training.export_pipeline import FP32_FILE, INT8_FILE, ONNX_DIR, export_product
+from training.export_pipeline import Int8Options, export_product
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def test_export_fp32_passes_parity_and_embeds_what_serving_needs(trained_product
 
 def test_int8_is_refused_when_the_tolerance_is_impossible(trained_product) -> None:
     settings, product = trained_product.settings, trained_product.product
-    outcome = export_product(settings, product, int8=True, int8_tolerance=-1.0)
+    outcome = export_product(settings, product, int8=True, int8_options=Int8Options(max_auroc_loss=-1.0))
     assert outcome.int8 is not None and not outcome.int8.accepted
     assert outcome.int8_path is None
     assert not (outcome.fp32_path.parent / INT8_FILE).exists()
@@ -48,6 +49,7 @@ def test_int8_with_the_default_tolerance_is_judged_and_reported(trained_product)
     assert outcome.sizes_mb["int8"] < outcome.sizes_mb["fp32"] / 2  # weights really are 8 bit
     if decision.accepted:
         assert outcome.int8_path is not None and outcome.int8_path.exists()
-        assert abs(decision.int8_miss_rate - decision.fp32_miss_rate) <= 0.005
+        assert decision.auroc_loss_ci95 is not None and decision.auroc_loss_ci95[1] <= 0.005
+        assert decision.flip_fraction <= 0.01 and decision.mcnemar_p >= 0.05
     else:
         assert "refused" in decision.reason

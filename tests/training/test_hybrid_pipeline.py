@@ -13,13 +13,15 @@ from datasets.synth import DEFECT_TYPES, generate_synthetic_product
 from inspection.errors import InspectionError
 from inspection.imaging import read_image
 from inspection.settings import Settings
-from models.checkpoint import MODEL_FILE, HybridBundle, load_any_bundle
+from models.artifacts import MODEL_FILE
+from models.checkpoint import HybridBundle
 from models.onnx_runtime import OnnxScorer
 from models.registry import resolve_version
 from tests.conftest import make_configs_dir
 from training.evaluate_product import evaluate_product
 from training.export_pipeline import export_product
-from training.hybrid_pipeline import hybrid_outputs
+from training.kinds import load_bundle as load_any_bundle
+from training.kinds.hybrid import hybrid_outputs
 from training.pipeline import TrainOutcome, train_product
 
 PRODUCT = "gadget"

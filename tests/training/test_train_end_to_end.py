@@ -9,9 +9,10 @@ import pytest
 
 from datasets.layout import scan_dataset
 from datasets.splits import SPLITS_FILE
-from models.checkpoint import MODEL_FILE, load_bundle
+from models.artifacts import MODEL_FILE
 from models.registry import champion, list_versions, mlflow_client
 from training.evaluate_product import evaluate_product
+from training.kinds import load_bundle
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,161 @@
+"""`kind: classifier` (the default): EfficientNet-Lite0 fine-tuned on labeled good and defective images.
+
+The lower stages are frozen, so their outputs are cached once per augmented view (training.features); a linear
+probe, then the upper stages and heads train on the cache (training.trainer) with early stopping on validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from datasets.layout import ImageRecord
+from datasets.splits import Split
+from inspection.names import GOOD_LABEL
+from inspection.preprocessing import PreprocessSpec
+from inspection.product_config import ProductConfig
+from inspection.progress import console, progress_task
+from models.artifacts import FP32_FILE, RAW_EXPORT_FILE
+from models.checkpoint import CLASSIFIER_KIND, ModelBundle
+from models.classifier import DefectClassifier
+from models.kinds import register_kind
+from models.onnx_export import export_classifier, optimize_onnx
+from models.onnx_parity import check_parity
+from training import tracking
+from training.augment import build_augmenter
+from training.calibration import max_accuracy_threshold
+from training.data import defect_type_index, load_prepared
+from training.features import cached_views, trunk_features
+from training.kinds.base import ExportedOnnx, Fitted, Scores, TrainingJob
+from training.predict import predict_records
+from training.trainer import EpochStats, TrainingData, TrainResult, train_classifier
+
+
+def learnable_defect_types(parts: dict[Split, list[ImageRecord]]) -> list[str]:
+    """The classifier's classes: defect labels outside the recent slice (a type seen only there, never trained on,
+    would be a class without a single training image; its frames are still evaluated, as an unknown type)."""
+    return sorted({r.label for side in ("train", "val", "test") for r in parts[side]} - {GOOD_LABEL})
+
+
+def classifier_params(config: ProductConfig, defect_types: list[str]) -> dict[str, Any]:
+    """The classifier's MLflow parameters: its classes and its whole `train:` schedule."""
+    return {"defect_types": ",".join(defect_types), **{f"train.{k}": v for k, v in config.train.model_dump().items()}}
+
+
+def _targets(records: list[ImageRecord], defect_types: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    is_defect = torch.tensor([r.label != GOOD_LABEL for r in records], dtype=torch.float32)
+    return is_defect, torch.from_numpy(defect_type_index(records, defect_types))
+
+
+def _prepare_data(
+    model: DefectClassifier, job: TrainingJob, defect_types: list[str], device: torch.device
+) -> TrainingData:
+    config, parts, spec = job.config, job.parts, job.spec
+    views, batch = config.train.augmented_views, config.train.batch_size
+    augmenter = build_augmenter(config.augment, seed=config.seed)
+    total = views * len(parts["train"]) + len(parts["val"])
+    model.to(device)
+    with progress_task("trunk features", total) as advance:
+        train_views = cached_views(model, parts["train"], spec, device, views, augmenter, batch, advance)
+        val_images = [load_prepared(r, spec) for r in parts["val"]]
+        val_features = trunk_features(model, val_images, spec, device, batch, None, advance)
+    train_is_defect, train_type = _targets(parts["train"], defect_types)
+    val_is_defect, val_type = _targets(parts["val"], defect_types)
+    return TrainingData(train_views, train_is_defect, train_type, val_features, val_is_defect, val_type)
+
+
+def fit_classifier(job: TrainingJob, defect_types: list[str]) -> tuple[DefectClassifier, TrainResult]:
+    """Cache trunk features, train with per-epoch MLflow metrics inside the active run; returns the model on the
+    CPU and the training history (the resumable checkpoint stays at `job.checkpoint` until cleanup)."""
+    config = job.config
+    model = DefectClassifier(len(defect_types), config.train.trainable_stages, config.train.dropout)
+    data = _prepare_data(model, job, defect_types, job.device)
+    with progress_task("training epochs", config.train.epochs + 1) as advance:
+
+        def on_epoch(stats: EpochStats) -> None:
+            tracking.log_epoch(
+                {"train_loss": stats.train_loss, "val_loss": stats.val_loss, "val_auroc": stats.val_auroc},
+                step=stats.epoch,
+            )
+            auroc_text = "n/a" if stats.val_auroc is None else f"{stats.val_auroc:.4f}"
+            console.print(
+                f"epoch {stats.epoch:>3} {stats.phase:<8} train loss {stats.train_loss:.4f} "
+                f"val loss {stats.val_loss:.4f} val AUROC {auroc_text}"
+            )
+            advance(1)
+
+        result = train_classifier(
+            model, data, config.train, config.seed, job.device, job.checkpoint, job.resume, on_epoch
+        )
+    del data
+    return model.cpu(), result
+
+
+def classifier_training_block(result: TrainResult) -> dict[str, Any]:
+    """The report's `training` figures of a classifier fit (epochs are 1-based there)."""
+    return {
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch + 1,
+        "stopped_early": result.stopped_early,
+    }
+
+
+def score_with_torch(model: torch.nn.Module, records: Sequence[ImageRecord], spec: PreprocessSpec, name: str) -> Scores:
+    """Probabilities of the whole network (classifier or hybrid) on decoded records, with a progress bar."""
+    with progress_task(f"scoring {name}", len(records)) as advance:
+        predictions = predict_records(model, records, spec, torch.device("cpu"), advance=advance)  # type: ignore[arg-type]
+    return Scores(predictions)
+
+
+@register_kind
+class ClassifierKind:
+    name = CLASSIFIER_KIND
+    supports_int8 = True
+    typed = True
+    bundle_type = ModelBundle
+
+    def describe(self, job: TrainingJob) -> str:
+        return ""
+
+    def params(self, job: TrainingJob) -> dict[str, Any]:
+        return classifier_params(job.config, learnable_defect_types(job.parts))
+
+    def fit(self, job: TrainingJob) -> Fitted:
+        defect_types = learnable_defect_types(job.parts)
+        model, result = fit_classifier(job, defect_types)
+        val = score_with_torch(model, job.parts["val"], job.spec, "validation")
+        return Fitted(
+            parts=(model, defect_types),
+            val_scores=val.predictions.defect_probability,
+            info={"best_epoch": result.best_epoch},
+            training=classifier_training_block(result),
+            cleanup=lambda: job.checkpoint.unlink(missing_ok=True),
+        )
+
+    def extra_thresholds(self, val_labels: np.ndarray, val_scores: np.ndarray) -> dict[str, float]:
+        return {"max_validation_accuracy": max_accuracy_threshold(val_labels, val_scores)}
+
+    def bundle(self, job: TrainingJob, fitted: Fitted, threshold: float, info: dict[str, Any]) -> ModelBundle:
+        model, defect_types = fitted.parts
+        return ModelBundle(model, job.spec, defect_types, threshold, job.config.target_miss_rate, info)
+
+    def score(self, bundle: ModelBundle, records: Sequence[ImageRecord], name: str) -> Scores:
+        return score_with_torch(bundle.model, records, bundle.spec, name)
+
+    def report_extras(
+        self, bundle: ModelBundle, records: Sequence[ImageRecord], scores: Scores, fitted: Fitted | None
+    ) -> dict[str, Any]:
+        return {}
+
+    def export(
+        self, bundle: ModelBundle, staging: Path, metadata: dict[str, Any], images: Sequence[np.ndarray]
+    ) -> ExportedOnnx:
+        raw = export_classifier(bundle.model, bundle.spec, staging / RAW_EXPORT_FILE, metadata)
+        fp32 = optimize_onnx(raw, staging / FP32_FILE)
+        parity = check_parity(bundle.model, bundle.spec, fp32, images)
+        console.print(f"parity: max |onnx - torch| = {parity.max_abs_diff:.2e} over {parity.n_images} test images")
+        return ExportedOnnx(raw, fp32, parity)
