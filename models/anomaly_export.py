@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from inspection.batching import preprocessed_batches
 from inspection.errors import InspectionError
-from inspection.preprocessing import PreprocessSpec, preprocess
+from inspection.preprocessing import PreprocessSpec
 from models.anomaly import PatchCore
 from models.onnx_parity import ParityError
 from models.onnx_runtime import INPUT_NAME, MAP_OUTPUT, OUTPUT_NAMES, OnnxScorer
@@ -100,8 +101,7 @@ def onnx_served_outputs(
     if not set(SERVED_OUTPUT_NAMES) <= outputs:
         raise InspectionError(f"{path}: expected outputs {list(SERVED_OUTPUT_NAMES)}, found {sorted(outputs)}")
     collected: dict[str, list[np.ndarray]] = {name: [] for name in SERVED_OUTPUT_NAMES}
-    for start in range(0, len(images), batch_size):
-        batch = np.stack([preprocess(image, spec) for image in images[start : start + batch_size]])
+    for batch in preprocessed_batches(images, spec, batch_size):
         values = session.run(list(SERVED_OUTPUT_NAMES), {INPUT_NAME: batch})
         for name, value in zip(SERVED_OUTPUT_NAMES, values, strict=True):
             collected[name].append(np.asarray(value))
@@ -114,9 +114,8 @@ def served_outputs(
 ) -> dict[str, np.ndarray]:
     """The same outputs from PyTorch, through the training preprocessing."""
     collected: dict[str, list[np.ndarray]] = {name: [] for name in SERVED_OUTPUT_NAMES}
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.stack([preprocess(image, spec) for image in images[start : start + batch_size]]))
-        for name, value in zip(SERVED_OUTPUT_NAMES, model(batch), strict=True):
+    for batch in preprocessed_batches(images, spec, batch_size):
+        for name, value in zip(SERVED_OUTPUT_NAMES, model(torch.from_numpy(batch)), strict=True):
             collected[name].append(value.cpu().numpy())
     return {name: np.concatenate(values) for name, values in collected.items()}
 

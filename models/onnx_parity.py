@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inspection.batching import preprocessed_batches
 from inspection.errors import InspectionError
-from inspection.preprocessing import PreprocessSpec, preprocess
+from inspection.preprocessing import PreprocessSpec
 from models.classifier import DefectClassifier
 from models.hybrid import HybridModel
 from models.onnx_runtime import OnnxScorer
@@ -60,8 +61,7 @@ def torch_outputs(
     maps: list[np.ndarray] = []
     try:
         with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                batch = np.stack([preprocess(image, spec) for image in images[start : start + batch_size]])
+            for batch in preprocessed_batches(images, spec, batch_size):
                 output = model(torch.from_numpy(batch))
                 defects.append(output.defect_probability.numpy())
                 types.append(output.type_probabilities.numpy())

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from inspection.batching import preprocessed_batches
 from inspection.errors import InspectionError
-from inspection.preprocessing import PreprocessSpec, preprocess
+from inspection.preprocessing import PreprocessSpec
 
 METADATA_KEY_PREFIX = "inspection."
 INPUT_NAME = "image"
@@ -149,8 +150,7 @@ class OnnxScorer:
         defects: list[np.ndarray] = []
         types: list[np.ndarray] = []
         maps: list[np.ndarray] = []
-        for start in range(0, len(images), batch_size):
-            batch = np.stack([preprocess(image, self.spec) for image in images[start : start + batch_size]])
+        for batch in preprocessed_batches(images, self.spec, batch_size):
             if with_maps:
                 defect, type_probs, map_batch = self.score_batch_with_maps(batch)
                 if map_batch is not None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from datasets.layout import ImageRecord
+from inspection.batching import batched
 from inspection.preprocessing import PreprocessSpec, normalize
 from models.classifier import DefectClassifier
 from training.augment import Augmenter
@@ -32,8 +33,7 @@ def trunk_features(
     """(N, C, H, W) float16 trunk output for prepared uint8 images, optionally augmented first."""
     model.trunk.eval()
     chunks = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
+    for batch in batched(images, batch_size):
         if augmenter is not None:
             batch = [augmenter(image) for image in batch]
         inputs = torch.from_numpy(normalize(np.stack(batch), spec)).to(device)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from datasets.layout import ImageRecord
+from inspection.batching import batched
 from inspection.imaging import read_image
 from inspection.preprocessing import PreprocessSpec, preprocess
 from models.classifier import DefectClassifier
@@ -35,8 +36,7 @@ def predict_records(
     """Decode, preprocess and score every record with the whole network in eval mode."""
     model.eval()
     probabilities, types = [], []
-    for start in range(0, len(records), batch_size):
-        batch = records[start : start + batch_size]
+    for batch in batched(records, batch_size):
         inputs = np.stack([preprocess(read_image(r.path), spec) for r in batch])
         output = model(torch.from_numpy(inputs).to(device))
         probabilities.append(output.defect_probability.cpu().numpy())

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from inspection.atomic import atomic_target
+from inspection.batching import batched
 from inspection.metrics import auroc
 from inspection.product_config import TrainConfig
 from models.classifier import DefectClassifier
@@ -83,10 +84,14 @@ def _validate(
 ) -> tuple[float, float | None]:
     model.eval()
     losses, scores = [], []
-    for start in range(0, len(data.val_features), batch_size):
-        end = start + batch_size
-        features = data.val_features[start:end].float()
-        losses.append(float(_losses(model, features, data.val_is_defect[start:end], data.val_type[start:end], weights)))
+    for features, is_defect, types in zip(
+        batched(data.val_features, batch_size),
+        batched(data.val_is_defect, batch_size),
+        batched(data.val_type, batch_size),
+        strict=True,
+    ):
+        features = features.float()  # the cache is float16
+        losses.append(float(_losses(model, features, is_defect, types, weights)))
         scores.append(torch.sigmoid(model.logits(features)[0]))
     score = torch.cat(scores).numpy() if scores else np.zeros(0)
     return float(np.mean(losses)) if losses else math.nan, auroc(data.val_is_defect.numpy(), score)

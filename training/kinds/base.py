@@ -12,6 +12,7 @@ import torch
 
 from datasets.layout import ImageRecord
 from datasets.splits import Split
+from inspection.batching import batched
 from inspection.imaging import read_image
 from inspection.preprocessing import PreprocessSpec
 from inspection.product_config import ProductConfig
@@ -68,8 +69,7 @@ class Scores:
 def decoded_batches(records: Sequence[ImageRecord], batch_size: int, name: str) -> Iterator[list[np.ndarray]]:
     """Decode records in batches of `batch_size`, advancing a progress bar named `scoring <name>`."""
     with progress_task(f"scoring {name}", len(records)) as advance:
-        for start in range(0, len(records), batch_size):
-            chunk = records[start : start + batch_size]
+        for chunk in batched(records, batch_size):
             yield [read_image(r.path) for r in chunk]
             advance(len(chunk))
 
