@@ -28,8 +28,6 @@ DEFAULT_MAX_AUROC_LOSS = 0.005  # upper bound of the 95 % interval of fp32 AUROC
 DEFAULT_ALPHA = 0.05  # McNemar's exact test on the flipped verdicts must not be significant at this level
 DEFAULT_MAX_FLIP_FRACTION = 0.01  # at most 1 % of the test frames may change verdict
 DEFAULT_BOOTSTRAP_RESAMPLES = 2000
-# Transitional: training/export_pipeline.py still imports this name; remove once it passes max_auroc_loss.
-DEFAULT_TOLERANCE = DEFAULT_MAX_AUROC_LOSS
 
 _BOOTSTRAP_CHUNK = 256  # resamples per vectorized block: bounds memory to chunk x n counts
 
