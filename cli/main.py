@@ -16,6 +16,7 @@ from rich.table import Table
 from cli.camera import camera_cmd
 from cli.common import console, print_report, settings_from_env
 from cli.datasets import datasets_app
+from cli.db import db_app
 from cli.demo import demo_cmd
 from cli.keys import keys_app
 from cli.models import models_app
@@ -28,6 +29,7 @@ app = typer.Typer(help="Defect inspection for production lines.", no_args_is_hel
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
 app.command("stats")(stats_cmd)
 app.command("demo")(demo_cmd)
 app.command("camera")(camera_cmd)

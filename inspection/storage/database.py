@@ -7,10 +7,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# The PostgreSQL advisory lock every migrating process takes first (any 64-bit number shared by all replicas;
+# this one spells "inspmigr"). Other users of the database are unaffected: advisory locks lock nothing else.
+MIGRATION_LOCK_KEY = int.from_bytes(b"inspmigr", "big")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -37,12 +40,25 @@ def make_engine(url: str) -> Engine:
 
 
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the database to the newest Alembic revision (creating it on first use)."""
+    """Bring the database to the newest Alembic revision (creating it on first use).
+
+    Safe when several replicas start against one PostgreSQL at once: each waits for a transaction-scoped
+    advisory lock, so one migrates and the others then find the schema at head and do nothing. SQLite needs no
+    lock: its first writer holds the whole database until the migration commits.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        _lock_for_migration(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    # Transaction-scoped: released by the commit that ends the migration, or by the rollback of a failed one,
+    # and by PostgreSQL itself if the process dies; never left held.
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
