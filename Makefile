@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export INSPECTION_HOME ?= $(CURDIR)/var
 
-.PHONY: install browser test test-fast lint format demo bench clean
+.PHONY: install browser haproxy test test-fast lint format demo bench clean
 
 install: $(STAMP)
 
@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml requirements.lock
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: install browser
+# The deployment tests check deploy/haproxy/haproxy.cfg with HAProxy's own checker, and the scale-out tests run it.
+haproxy:
+	@command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; }
+
+test: install browser haproxy
 	$(PY) -m pytest
 
 test-fast: install
