@@ -1,13 +1,14 @@
-"""Threshold calibration: the highest threshold whose validation miss rate meets the target.
+"""Threshold calibration on validation: the highest threshold whose miss rate meets the target miss rate, or the
+lowest whose false-detection rate meets the false-detection budget (the product config sets one of the two).
 
 A part is flagged defective when score >= threshold. The threshold is placed midway between two distinct
 score values, never on one, so a tiny numeric difference (ONNX Runtime vs PyTorch) cannot flip a verdict
-that calibration counted.
+that calibration counted. The rules themselves live in inspection.operating_curve, where `inspection models
+threshold` applies them too.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,6 +16,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from inspection.metrics import false_detection_rate, miss_rate
+from inspection.operating_curve import (
+    CalibrationTarget,
+    allowed_errors,
+    midpoint_below,
+    threshold_for_false_detection_rate,
+    threshold_for_miss_rate,
+)
 
 
 @dataclass(frozen=True)
@@ -22,13 +30,14 @@ class Calibration:
     """A calibrated threshold and what it achieved on the validation split."""
 
     threshold: float
-    target_miss_rate: float
-    method: Literal["miss_rate", "good_quantile"]
+    target_miss_rate: float | None  # None when the target is a false-detection budget
+    method: Literal["miss_rate", "false_detection_rate", "good_quantile"]
     val_miss_rate: float | None
     val_false_detection_rate: float | None
     n_good: int
     n_defect: int
     note: str
+    target_false_detection_rate: float | None = None
 
 
 def _ordinal(value: float) -> str:
@@ -57,23 +66,10 @@ def _validate(labels: ArrayLike, scores: ArrayLike, target: float, quantile: flo
     return y.astype(bool), s
 
 
-def _midpoint_below(value: float, others: np.ndarray) -> float:
-    """Midway between `value` and the next lower score; with none lower, a margin below it."""
-    lower = others[others < value]
-    if lower.size:
-        return float((value + lower.max()) / 2.0)
-    # Nothing lower: every score is >= value, so any threshold below it flags them all.
-    floor = 0.0 if value > 0.0 else value - 1.0
-    return (value + floor) / 2.0
-
-
 def _calibrate_on_misses(defect: np.ndarray, s: np.ndarray, target: float) -> tuple[float, int]:
     """Highest threshold that misses at most floor(target * n_defect) defects; returns it and that budget."""
-    d = np.sort(s[defect])[::-1]
-    # Tolerance: 0.07 * 100 is 7.000000000000001 in floats; < 1 so target < 1 never allows missing all.
-    allowed = min(math.floor(target * d.size + 1e-9), d.size - 1)
-    must_catch = float(d[d.size - 1 - allowed])  # lowest defect score that still has to be flagged
-    return _midpoint_below(must_catch, s), allowed
+    n_defect = int(defect.sum())
+    return threshold_for_miss_rate(defect, s, target), min(allowed_errors(target, n_defect), n_defect - 1)
 
 
 def _calibrate_on_good(s: np.ndarray, quantile: float) -> float:
@@ -124,6 +120,49 @@ def calibrate_threshold(
     )
 
 
+def calibrate_false_detection(
+    labels: ArrayLike, scores: ArrayLike, target_false_detection_rate: float, fallback_miss_rate: float = 0.02
+) -> Calibration:
+    """Choose the threshold with fewest misses whose validation false-detection rate is <= the budget."""
+    budget = target_false_detection_rate
+    if not 0.0 <= budget < 1.0:
+        raise ValueError(f"target_false_detection_rate must be in [0, 1), got {budget}")
+    y, s = _validate(labels, scores, fallback_miss_rate, 1.0)
+    n_defect, n_good = int(y.sum()), int((~y).sum())
+    if n_good == 0:
+        # Without good parts the budget cannot be measured; the miss-rate rule at least controls the misses.
+        fallback = calibrate_threshold(y, s, fallback_miss_rate)
+        note = f"validation split has no good images, so the false-detection budget cannot be applied; {fallback.note}"
+        return Calibration(**{**fallback.__dict__, "note": note, "target_false_detection_rate": budget})
+    threshold = threshold_for_false_detection_rate(y, s, budget)
+    flagged = false_detection_rate(y, s, threshold)
+    allowed = allowed_errors(budget, n_good)
+    note = (
+        f"lowest threshold with validation false-detection rate <= {budget:g}: flags {flagged.k} of {n_good} "
+        f"good images (at most {allowed} allowed)"
+    )
+    if n_defect == 0:
+        note += "; validation split has no defective images, so the miss rate is unknown"
+    return Calibration(
+        threshold=threshold,
+        target_miss_rate=None,
+        method="false_detection_rate",
+        val_miss_rate=miss_rate(y, s, threshold).rate,
+        val_false_detection_rate=flagged.rate,
+        n_good=n_good,
+        n_defect=n_defect,
+        note=note,
+        target_false_detection_rate=budget,
+    )
+
+
+def calibrate_to_target(labels: ArrayLike, scores: ArrayLike, target: CalibrationTarget) -> Calibration:
+    """Calibrate to the product's target: a miss rate (`calibrate_threshold`) or a false-detection budget."""
+    if target.metric == "miss_rate":
+        return calibrate_threshold(labels, scores, target.value)
+    return calibrate_false_detection(labels, scores, target.value)
+
+
 def max_accuracy_threshold(labels: ArrayLike, scores: ArrayLike) -> float:
     """The threshold with the highest validation accuracy (the balanced operating point papers quote).
 
@@ -142,4 +181,4 @@ def max_accuracy_threshold(labels: ArrayLike, scores: ArrayLike) -> float:
     n_defect_passed = np.where(first > 0, defect_below[first - 1], 0)
     correct = n_good_passed + (int(y.sum()) - n_defect_passed)
     best = float(candidates[int(np.argmax(correct))])
-    return _midpoint_below(best, s)
+    return midpoint_below(best, s)

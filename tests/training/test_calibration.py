@@ -178,3 +178,31 @@ def test_max_accuracy_threshold_matches_brute_force() -> None:
     brute = max(((scores >= t) == labels).mean() for t in np.unique(scores))
     assert accuracy == pytest.approx(brute)
     assert threshold not in set(scores.tolist())  # placed between scores, like the miss-rate threshold
+
+
+def test_false_detection_budget_gives_the_fewest_misses_within_it() -> None:
+    from inspection.operating_curve import CalibrationTarget
+    from training.calibration import calibrate_false_detection, calibrate_to_target
+
+    labels, scores = draw(np.random.default_rng(8), 400, 300)
+    cal = calibrate_false_detection(labels, scores, 0.05)
+    assert cal.method == "false_detection_rate" and cal.target_miss_rate is None
+    assert cal.target_false_detection_rate == 0.05
+    assert cal.val_false_detection_rate is not None and cal.val_false_detection_rate <= 0.05
+    assert cal.val_false_detection_rate == false_detection_rate(labels, scores, cal.threshold).rate
+    # Lowest: the next score down flags one good part too many.
+    lowered = false_detection_rate(labels, scores, float(scores[scores < cal.threshold].max()))
+    assert lowered.rate is not None and lowered.rate > 0.05
+    assert "false-detection rate <= 0.05" in cal.note
+    assert calibrate_to_target(labels, scores, CalibrationTarget("false_detection_rate", 0.05)) == cal
+    assert calibrate_to_target(labels, scores, CalibrationTarget("miss_rate", 0.02)) == calibrate_threshold(
+        labels, scores, 0.02
+    )
+
+
+def test_false_detection_budget_without_good_images_falls_back_to_the_miss_rate() -> None:
+    from training.calibration import calibrate_false_detection
+
+    cal = calibrate_false_detection([1, 1, 1, 1], [0.2, 0.4, 0.6, 0.8], 0.05)
+    assert cal.method == "miss_rate" and "no good images" in cal.note
+    assert cal.target_false_detection_rate == 0.05
