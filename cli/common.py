@@ -36,7 +36,11 @@ def print_report(report: dict[str, Any]) -> None:
     )
     table.add_row("AUROC", "n/a" if test["auroc"] is None else f"{test['auroc']:.4f}", "")
     table.add_row("accuracy", pct(test["accuracy"]), f"n={test['n_good'] + test['n_defect']}")
-    table.add_row("threshold", f"{report['threshold']:.4f}", f"target miss {pct(report['target_miss_rate'])}")
+    if report.get("target_false_detection_rate") is not None:
+        target = f"false-detection budget {pct(report['target_false_detection_rate'])}"
+    else:
+        target = f"target miss {pct(report['target_miss_rate'])}"
+    table.add_row("threshold", f"{report['threshold']:.4f}", target)
     for name, row in test["per_defect_type"].items():
         table.add_row(f"  miss rate: {name}", pct(row["miss_rate"]), f"n={row['n']}")
     # Where the defect is, for models that give a map and datasets that have masks.

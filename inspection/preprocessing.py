@@ -43,6 +43,14 @@ def prepare_image(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     Gray products are replicated into three identical channels so the pretrained 3-channel stem sees the
     luminance it was trained on; color images of a gray product are converted to luminance first.
     """
+    image = _resized(image, spec)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image)
+
+
+def _resized(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """prepare_image before the channel replication: uint8 HxW (gray) or HxWx3 at the model's input size."""
     if image.ndim == 3 and spec.color_mode == "gray":
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     height, width = image.shape[:2]
@@ -51,9 +59,7 @@ def prepare_image(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         # INTER_AREA averages when shrinking (no aliasing of fine scratches); linear when enlarging.
         shrinking = height * width > size * size
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(image)
+    return image
 
 
 def normalize(prepared: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -63,5 +69,15 @@ def normalize(prepared: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Decoded image -> float32 CxHxW network input; what serving and evaluation call."""
-    return normalize(prepare_image(image, spec), spec)
+    """Decoded image -> float32 CxHxW network input; what serving and evaluation call.
+
+    Exactly normalize(prepare_image(image)); a gray image's three channels are copies, so one is scaled and
+    copied twice: the same numbers for about a third of the work, paid by every served frame.
+    """
+    plane = _resized(image, spec)
+    if plane.ndim == 3:
+        return normalize(np.ascontiguousarray(plane), spec)
+    scaled = (plane.astype(np.float32) - spec.mean) / spec.std
+    out = np.empty((3, *scaled.shape), np.float32)
+    out[:] = scaled
+    return out

@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from inspection.errors import ConfigError
 from inspection.names import validate_product_name
+from inspection.operating_curve import CalibrationTarget
+
+DEFAULT_TARGET_MISS_RATE = 0.02  # when a config sets neither target
+TARGET_KEYS = ("target_miss_rate", "target_false_detection_rate")
 
 
 class _Strict(BaseModel):
@@ -91,12 +95,35 @@ class ProductConfig(_Strict):
     kind: Literal["classifier", "anomaly", "hybrid"] = "classifier"
     image_size: int = Field(default=224, ge=32, le=1024)
     color_mode: Literal["auto", "gray", "color"] = "auto"
-    target_miss_rate: float = Field(default=0.02, ge=0, lt=1)
+    # The calibration target, exactly one of the two: the highest threshold whose validation miss rate is <= the
+    # target miss rate, or the lowest whose validation false-detection rate is <= the budget. Neither: 2% misses.
+    target_miss_rate: float | None = Field(default=None, ge=0, lt=1)
+    target_false_detection_rate: float | None = Field(default=None, ge=0, lt=1)
     seed: int = 0
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
     split: SplitConfig = SplitConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_target(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        miss, budget = data.get("target_miss_rate"), data.get("target_false_detection_rate")
+        if miss is not None and budget is not None:
+            raise ValueError(
+                "set exactly one of target_miss_rate and target_false_detection_rate (the threshold is calibrated "
+                "to one of them), not both"
+            )
+        if miss is None and budget is None:
+            return {**data, "target_miss_rate": DEFAULT_TARGET_MISS_RATE}
+        return data
+
+    @property
+    def target(self) -> CalibrationTarget:
+        """The calibration target this config sets."""
+        return CalibrationTarget.from_fields(self.target_miss_rate, self.target_false_detection_rate)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -121,13 +148,28 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _merge_layers(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Deep-merge config layers, later ones winning. The two target keys are one setting: a layer that sets
+    either replaces the target of the layers below, so a product can take a false-detection budget over the
+    defaults' miss rate (within one layer, setting both is an error)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if any(key in layer for key in TARGET_KEYS):
+            merged = {k: v for k, v in merged.items() if k not in TARGET_KEYS}
+        merged = _deep_merge(merged, layer)
+    return merged
+
+
 def load_product_config(configs_dir: Path, product: str, overrides: dict[str, Any] | None = None) -> ProductConfig:
     """Resolve default.yaml + products/<product>.yaml + explicit overrides into a validated config."""
     validate_product_name(product)  # it becomes a path below configs_dir
-    data = _deep_merge(
-        _read_yaml(configs_dir / "default.yaml"), _read_yaml(configs_dir / "products" / f"{product}.yaml")
-    )
-    data = _deep_merge(data, overrides or {})
+    layers = [_read_yaml(configs_dir / "default.yaml"), _read_yaml(configs_dir / "products" / f"{product}.yaml")]
+    for path, layer in zip(("default.yaml", f"products/{product}.yaml"), layers, strict=True):
+        if all(layer.get(key) is not None for key in TARGET_KEYS):
+            raise ConfigError(
+                f"{configs_dir / path}: set exactly one of target_miss_rate and target_false_detection_rate, not both"
+            )
+    data = _merge_layers([*layers, overrides or {}])
     try:
         return ProductConfig.model_validate(data)
     except ValidationError as exc:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Interval = tuple[float | None, float | None]
 # Left out of the JSON when unset, so a report keeps the shape it always had (no pixel keys without masks).
-OPTIONAL_KEYS = ("kind", "calibration", "training")
+OPTIONAL_KEYS = ("kind", "calibration", "training", "target_false_detection_rate", "operating_curve")
 OPTIONAL_RATE_KEYS = ("pixel_auroc", "pro", "n_pixel_images")
 
 
@@ -79,6 +79,31 @@ class OperatingPoint(_Block):
     accuracy: float | None
 
 
+class CurvePoint(_Block):
+    """One threshold of the trade-off curve: both rates with Wilson 95% intervals, their counts and sample sizes."""
+
+    threshold: float
+    miss_rate: float | None
+    miss_rate_ci95: Interval
+    n_missed: int
+    n_defect: int
+    false_detection_rate: float | None
+    false_detection_rate_ci95: Interval
+    n_false_detections: int
+    n_good: int
+
+
+class OperatingCurve(_Block):
+    """Miss rate against false-detection rate at every threshold (thinned), in served units: the number the
+    server compares a part's `defect_probability` with. `threshold` is the version's calibrated served
+    threshold; each list holds its point."""
+
+    units: str = "served defect_probability"
+    threshold: float
+    validation: list[CurvePoint] | None = None  # None when the report was not made by training
+    test: list[CurvePoint]
+
+
 class EvaluationReport(BaseModel):
     """One model version measured on one labeled image set (by default its frozen test split)."""
 
@@ -87,10 +112,12 @@ class EvaluationReport(BaseModel):
     product: str
     model_version: int | str | None
     threshold: float
-    target_miss_rate: float
+    target_miss_rate: float | None  # None when the calibration target is a false-detection budget
     data: str
     test: RatesBlock
     operating_points: dict[str, OperatingPoint] = Field(default_factory=dict)
+    target_false_detection_rate: float | None = None
+    operating_curve: OperatingCurve | None = None
     kind: str | None = None
     calibration: dict[str, Any] | None = None
     recent_line_data: RecentBlock | None = None

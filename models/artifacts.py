@@ -1,6 +1,7 @@
 """The layout of a registered version's artifact folder: one place that training writes and serving reads.
 
-A version folder holds the torch bundle (`model.pt`, for training, evaluation and export) and, once exported,
+A version folder holds the torch bundle (`model.pt`, for training, evaluation and export), `evaluation/` (the
+frozen-test-split report with its plots, and `served_scores.json`) and, once exported,
 `onnx/model.onnx` plus `onnx/model.int8.onnx` when INT8 passed its accuracy gate, and `onnx/export_report.json`.
 """
 
@@ -13,6 +14,8 @@ ONNX_DIR = "onnx"
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 EXPORT_REPORT_FILE = "export_report.json"
+EVALUATION_DIR = "evaluation"  # the frozen-test-split report, its plots, and the served scores
+SERVED_SCORES_FILE = "served_scores.json"  # validation and test labels with served scores (the operating curve)
 RAW_EXPORT_FILE = "model.raw.onnx"  # the traced, unoptimized graph: only in the export's staging folder
 # Export writes model.int8.onnx only when INT8 passed its accuracy gate, so its presence is the decision.
 SERVING_PREFERENCE = (INT8_FILE, FP32_FILE)
@@ -21,6 +24,11 @@ SERVING_PREFERENCE = (INT8_FILE, FP32_FILE)
 def bundle_path(artifacts: Path) -> Path:
     """The torch bundle of a version."""
     return artifacts / MODEL_FILE
+
+
+def served_scores_path(artifacts: Path) -> Path:
+    """Every validation and test part's label and served score, written by training (absent on older versions)."""
+    return artifacts / EVALUATION_DIR / SERVED_SCORES_FILE
 
 
 def onnx_dir(artifacts: Path) -> Path:

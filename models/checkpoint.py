@@ -10,6 +10,7 @@ import torch
 
 from inspection.atomic import atomic_target
 from inspection.errors import InspectionError
+from inspection.operating_curve import CalibrationTarget
 from inspection.preprocessing import PreprocessSpec
 from models.anomaly import PatchCore
 from models.classifier import DefectClassifier
@@ -26,9 +27,10 @@ class ModelBundle:
     spec: PreprocessSpec
     defect_types: list[str]
     threshold: float
-    target_miss_rate: float
+    target_miss_rate: float | None  # None when the product's target is a false-detection budget
     info: dict[str, Any] = field(default_factory=dict)
     kind: str = CLASSIFIER_KIND
+    target_false_detection_rate: float | None = None
 
     def state(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,7 @@ class ModelBundle:
             "defect_types": self.defect_types,
             "threshold": self.threshold,
             "target_miss_rate": self.target_miss_rate,
+            "target_false_detection_rate": self.target_false_detection_rate,
             "info": self.info,
         }
 
@@ -50,7 +53,8 @@ class ModelBundle:
             spec=PreprocessSpec.from_dict(state["spec"]),
             defect_types=list(state["defect_types"]),
             threshold=float(state["threshold"]),
-            target_miss_rate=float(state["target_miss_rate"]),
+            target_miss_rate=saved_target(state).fields()["target_miss_rate"],
+            target_false_detection_rate=saved_target(state).fields()["target_false_detection_rate"],
             info=dict(state["info"]),
         )
 
@@ -69,9 +73,10 @@ class AnomalyBundle:
     spec: PreprocessSpec
     threshold: float
     score_scale: float
-    target_miss_rate: float
+    target_miss_rate: float | None
     info: dict[str, Any] = field(default_factory=dict)
     kind: str = ANOMALY_KIND
+    target_false_detection_rate: float | None = None
 
     @property
     def defect_types(self) -> list[str]:
@@ -87,6 +92,7 @@ class AnomalyBundle:
             "threshold": self.threshold,
             "score_scale": self.score_scale,
             "target_miss_rate": self.target_miss_rate,
+            "target_false_detection_rate": self.target_false_detection_rate,
             "info": self.info,
         }
 
@@ -97,7 +103,8 @@ class AnomalyBundle:
             spec=PreprocessSpec.from_dict(state["spec"]),
             threshold=float(state["threshold"]),
             score_scale=float(state["score_scale"]),
-            target_miss_rate=float(state["target_miss_rate"]),
+            target_miss_rate=saved_target(state).fields()["target_miss_rate"],
+            target_false_detection_rate=saved_target(state).fields()["target_false_detection_rate"],
             info=dict(state["info"]),
         )
 
@@ -113,9 +120,10 @@ class HybridBundle:
     model: HybridModel
     spec: PreprocessSpec
     classifier_types: list[str]
-    target_miss_rate: float
+    target_miss_rate: float | None
     info: dict[str, Any] = field(default_factory=dict)
     kind: str = HYBRID_KIND
+    target_false_detection_rate: float | None = None
 
     @property
     def defect_types(self) -> list[str]:
@@ -137,6 +145,7 @@ class HybridBundle:
             "fusion": self.model.fusion.to_dict(),
             "spec": self.spec.to_dict(),
             "target_miss_rate": self.target_miss_rate,
+            "target_false_detection_rate": self.target_false_detection_rate,
             "info": self.info,
         }
 
@@ -152,12 +161,27 @@ class HybridBundle:
             model=model.eval(),
             spec=PreprocessSpec.from_dict(state["spec"]),
             classifier_types=types,
-            target_miss_rate=float(state["target_miss_rate"]),
+            target_miss_rate=saved_target(state).fields()["target_miss_rate"],
+            target_false_detection_rate=saved_target(state).fields()["target_false_detection_rate"],
             info=dict(state["info"]),
         )
 
 
 AnyBundle = ModelBundle | AnomalyBundle | HybridBundle
+
+
+def saved_target(state: dict[str, Any]) -> CalibrationTarget:
+    """A saved bundle's calibration target (bundles saved before false-detection budgets carry a miss rate)."""
+    budget = state.get("target_false_detection_rate")
+    miss = state.get("target_miss_rate")
+    return CalibrationTarget.from_fields(
+        None if miss is None else float(miss), None if budget is None else float(budget)
+    )
+
+
+def bundle_target(bundle: AnyBundle) -> CalibrationTarget:
+    """What a bundle's threshold was calibrated to."""
+    return CalibrationTarget.from_fields(bundle.target_miss_rate, bundle.target_false_detection_rate)
 
 
 def save_bundle(bundle: AnyBundle, path: Path) -> Path:

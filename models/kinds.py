@@ -54,6 +54,12 @@ class ModelKind(Protocol):
         """Score records with PyTorch in the units of `bundle.threshold` (with maps when the kind has them)."""
         ...
 
+    def served_scores(self, bundle: Any, scores: np.ndarray) -> np.ndarray:
+        """Scores in the units the threshold was calibrated in (`Fitted.val_scores`, `Scores.calibration_units`)
+        mapped to the served `defect_probability`, the number a served threshold is compared with; monotone
+        non-decreasing, so it keeps every verdict's order."""
+        ...
+
     def report_extras(self, bundle: Any, records: Sequence[Any], scores: Any, fitted: Any | None) -> dict[str, Any]:
         """Kind-specific report blocks (`anomaly`, `hybrid`, `components`, ...); `fitted` is None when a saved
         version is re-evaluated."""

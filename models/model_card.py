@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.atomic import write_atomic_text
+from inspection.operating_curve import CalibrationTarget
 from inspection.report import EvaluationReport, Interval
 
 # Below this many test examples a per-type miss rate is mostly noise (its Wilson interval spans tens of points).
@@ -120,9 +121,14 @@ def _recent_section(report: EvaluationReport) -> list[str]:
     ]
 
 
+def report_target(report: EvaluationReport) -> CalibrationTarget:
+    """The calibration target a report was made under (a miss rate or a false-detection budget)."""
+    return CalibrationTarget.from_fields(report.target_miss_rate, report.target_false_detection_rate)
+
+
 def _threshold_section(report: EvaluationReport, info: dict[str, Any]) -> list[str]:
     calibration = _calibration(report, info)
-    target = f"calibrated on the validation split for a target miss rate of {_pct(report.target_miss_rate)}"
+    target = f"calibrated on the validation split for {report_target(report).describe()}"
     anomaly, hybrid = report.extras.get("anomaly"), report.extras.get("hybrid")
     if anomaly:  # the distance is what was calibrated; the export maps it onto a probability with 0.5 at it
         first = (
@@ -147,6 +153,13 @@ def _threshold_section(report: EvaluationReport, info: dict[str, Any]) -> list[s
     lines = ["## Threshold", "", first]
     if calibration.get("note"):
         lines.append(f"How it was chosen: {calibration['note']}.")
+    curve = report.operating_curve
+    if curve is not None:
+        lines.append(
+            f"The report's `operating_curve` gives the miss and false-detection rates at every served threshold on "
+            f"validation and test ({len(curve.test)} test points); `inspection models threshold` moves the served "
+            "threshold along it, on the validation evidence, and records who did it and why."
+        )
     lines.append("")
     return lines
 
@@ -179,9 +192,13 @@ def known_limits(report: EvaluationReport, info: dict[str, Any]) -> list[str]:
             "Threshold calibration fell back to a percentile of good scores (the validation split had no "
             "defective images), so the threshold does not control the miss rate."
         )
-    target, missed = report.target_miss_rate, test.miss_rate
-    if missed is not None and missed > target:
-        limits.append(f"The test miss rate {_pct(missed)} is above the calibration target {_pct(target)}.")
+    target, missed, flagged = report_target(report), test.miss_rate, test.false_detection_rate
+    if target.metric == "miss_rate" and missed is not None and missed > target.value:
+        limits.append(f"The test miss rate {_pct(missed)} is above the calibration target {_pct(target.value)}.")
+    if target.metric == "false_detection_rate" and flagged is not None and flagged > target.value:
+        limits.append(
+            f"The test false-detection rate {_pct(flagged)} is above the calibration budget {_pct(target.value)}."
+        )
     if test.auroc is None:
         limits.append("AUROC is undefined: the test split lacks good or defective images.")
     return limits

@@ -17,8 +17,9 @@ from inspection.atomic import write_atomic_text
 from inspection.imaging import read_image
 from inspection.metrics import auroc, confusion_matrix, false_detection_rate, miss_rate
 from inspection.names import GOOD_LABEL
+from inspection.operating_curve import CalibrationTarget, operating_curve
 from inspection.pixel_metrics import pixel_auroc, pro_score
-from inspection.report import EvaluationReport, RatesBlock, RecentBlock
+from inspection.report import EvaluationReport, OperatingCurve, RatesBlock, RecentBlock
 from training.plots import plot_confusion_matrix, plot_roc
 from training.predict import Predictions
 
@@ -117,7 +118,7 @@ def build_report(
     product: str,
     model_version: int | str | None,
     threshold: float,
-    target_miss_rate: float,
+    target: CalibrationTarget,
     records: Sequence[ImageRecord],
     predictions: Predictions,
     defect_types: Sequence[str],
@@ -129,7 +130,7 @@ def build_report(
     """The full report object of DESIGN.md; `operating_points` adds the same data at other validation-chosen
     thresholds (the serving threshold is always the one in `threshold`); with anomaly `maps` (N, S, S) and
     masks in the data, the test block gets pixel AUROC and PRO."""
-    thresholds = {"target_miss_rate": threshold, **(extra_thresholds or {})}
+    thresholds = {target.key: threshold, **(extra_thresholds or {})}
     test = evaluate_predictions(records, predictions, defect_types, threshold, typed)
     pixels = pixel_metrics(records, maps) if maps is not None else None
     if pixels is not None:
@@ -139,10 +140,26 @@ def build_report(
             "product": product,
             "model_version": model_version,
             "threshold": round(float(threshold), 6),
-            "target_miss_rate": target_miss_rate,
+            **target.fields(),
             "data": data_source,
             "test": test,
             "operating_points": operating_points(records, predictions, thresholds),
+        }
+    )
+
+
+def operating_curve_block(
+    threshold: float,
+    test: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> OperatingCurve:
+    """The report's `operating_curve`: (labels, served scores) of the test split (and of validation, in training)
+    as thinned curves that always hold the point at the served `threshold`."""
+    return OperatingCurve.model_validate(
+        {
+            "threshold": float(threshold),
+            "test": operating_curve(*test, keep=[threshold]),
+            "validation": None if validation is None else operating_curve(*validation, keep=[threshold]),
         }
     )
 

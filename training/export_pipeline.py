@@ -119,6 +119,7 @@ def _int8_candidate(
         fp32.score_images(test_images)[0],
         int8.score_images(test_images)[0],
         bundle.target_miss_rate,
+        target_false_detection_rate=bundle.target_false_detection_rate,
         max_auroc_loss=options.max_auroc_loss,
         seed=seed,
     )
@@ -132,6 +133,7 @@ def _metadata(product: str, version: int, bundle: Any, records: list[ImageRecord
         "defect_types": bundle.defect_types,
         "threshold": bundle.threshold,  # an anomaly export replaces it with 0.5 (its probability scale)
         "target_miss_rate": bundle.target_miss_rate,
+        "target_false_detection_rate": bundle.target_false_detection_rate,
         "training_data": {"label_counts": label_counts(records), "split_counts": {k: len(v) for k, v in parts.items()}},
         "weights_sha256": weights_sha256(bundle.model),
         "onnxruntime_version": onnxruntime.__version__,

@@ -22,7 +22,8 @@ import numpy as np
 from scipy.stats import binomtest
 
 from inspection.metrics import RateEstimate, auroc, false_detection_rate, miss_rate
-from training.calibration import calibrate_threshold
+from inspection.operating_curve import CalibrationTarget
+from training.calibration import calibrate_to_target
 
 DEFAULT_MAX_AUROC_LOSS = 0.005  # upper bound of the 95 % interval of fp32 AUROC - INT8 AUROC
 DEFAULT_ALPHA = 0.05  # McNemar's exact test on the flipped verdicts must not be significant at this level
@@ -152,8 +153,9 @@ def int8_gate(
     test_labels: np.ndarray,
     test_fp32: np.ndarray,
     test_int8: np.ndarray,
-    target_miss_rate: float,
+    target_miss_rate: float | None,
     *,
+    target_false_detection_rate: float | None = None,
     max_auroc_loss: float = DEFAULT_MAX_AUROC_LOSS,
     alpha: float = DEFAULT_ALPHA,
     max_flip_fraction: float = DEFAULT_MAX_FLIP_FRACTION,
@@ -170,8 +172,9 @@ def int8_gate(
     if not (test_y.size == test_fp32.size == test_int8.size):
         raise ValueError(f"test labels and scores differ in length: {test_y.size}, {test_fp32.size}, {test_int8.size}")
 
-    fp32_threshold = calibrate_threshold(val_labels, val_fp32, target_miss_rate).threshold
-    int8_threshold = calibrate_threshold(val_labels, val_int8, target_miss_rate).threshold
+    target = CalibrationTarget.from_fields(target_miss_rate, target_false_detection_rate)
+    fp32_threshold = calibrate_to_target(val_labels, val_fp32, target).threshold
+    int8_threshold = calibrate_to_target(val_labels, val_int8, target).threshold
     rates = [
         rate(test_y, scores, threshold)
         for rate in (miss_rate, false_detection_rate)

@@ -1,9 +1,11 @@
 """`inspection train P`: the one training skeleton every kind runs through.
 
 data -> fit -> calibrate -> score -> report -> publish. The kind (models.kinds, implemented in training.kinds)
-supplies the fit, its scores, its saved bundle and its report extras; everything else (the frozen splits, the
-threshold calibrated on validation to the target miss rate, the DESIGN.md report on the frozen test split and
-the recent slice, MLflow tracking and the registered version) is written once, here.
+supplies the fit, its scores, its saved bundle, the map from its scores to the served probability and its report
+extras; everything else (the frozen splits, the threshold calibrated on validation to the product's target miss
+rate or false-detection budget, the DESIGN.md report on the frozen test split and the recent slice with the
+trade-off curve on validation and test, the served scores behind it, MLflow tracking and the registered version)
+is written once, here.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from inspection.product_config import ProductConfig, load_product_config
 from inspection.progress import console
 from inspection.report import EvaluationReport
 from inspection.settings import Settings
-from models.checkpoint import ANOMALY_KIND
+from models.artifacts import SERVED_SCORES_FILE
+from models.checkpoint import ANOMALY_KIND, bundle_target
 from models.kinds import ModelKind
 from models.registry import resolve_version
 from training import tracking
-from training.calibration import Calibration, calibrate_threshold
+from training.calibration import Calibration, calibrate_to_target
 from training.data import resolve_color_mode
-from training.evaluate import build_report, recent_slice_block
+from training.evaluate import build_report, operating_curve_block, recent_slice_block
 from training.kinds import kind_named
 from training.kinds.base import Fitted, Scores, TrainingJob
 from training.publish import publish_version
@@ -89,7 +92,7 @@ def run_params(job: TrainingJob, kind: ModelKind) -> dict[str, Any]:
         **{f"split_{k}": len(v) for k, v in job.parts.items()},
         "image_size": job.config.image_size,
         "seed": job.config.seed,
-        "target_miss_rate": job.config.target_miss_rate,
+        job.config.target.key: job.config.target.value,
         **kind.params(job),
     }
 
@@ -104,6 +107,15 @@ def labels_of(records: list[ImageRecord]) -> np.ndarray:
     return np.array([r.is_defect for r in records], dtype=np.int64)
 
 
+def served_threshold_of(kind: ModelKind, bundle: Any) -> float | None:
+    """The served threshold the bundle was calibrated to (its calibrated threshold mapped to served units), or
+    None for a bundle that does not record its calibration."""
+    calibration = bundle.info.get("calibration") or {}
+    if calibration.get("threshold") is None:
+        return None
+    return float(kind.served_scores(bundle, np.array([float(calibration["threshold"])]))[0])
+
+
 def kind_report(
     kind: ModelKind,
     bundle: Any,
@@ -113,14 +125,16 @@ def kind_report(
     scores: Scores,
     data_source: str,
     fitted: Fitted | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> EvaluationReport:
     """The DESIGN.md report of any kind on labeled records: rates at the bundle's threshold, the validation-chosen
-    operating points, pixel metrics when the kind gives maps and the data has masks, and the kind's extras."""
+    operating points, the trade-off curve in served units (with `validation`'s (labels, served scores) too when
+    given), pixel metrics when the kind gives maps and the data has masks, and the kind's extras."""
     report = build_report(
         product,
         version,
         bundle.threshold,
-        bundle.target_miss_rate,
+        bundle_target(bundle),
         records,
         scores.predictions,
         bundle.defect_types,
@@ -130,8 +144,27 @@ def kind_report(
         maps=scores.maps,
     )
     report.kind = kind.name
+    served_threshold = served_threshold_of(kind, bundle)
+    if served_threshold is not None:
+        test = (labels_of(records), kind.served_scores(bundle, scores.calibration_units))
+        report.operating_curve = operating_curve_block(served_threshold, test, validation)
     report.extras.update(kind.report_extras(bundle, records, scores, fitted))
     return report
+
+
+def served_scores_evidence(
+    threshold: float, validation: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+) -> dict[str, Any]:
+    """`evaluation/served_scores.json`: every validation and test part's label and served score, so a served
+    threshold can be chosen and its cost measured later (`inspection models threshold`) without retraining."""
+    return {
+        "units": "served defect_probability",
+        "threshold": float(threshold),
+        **{
+            name: {"labels": labels.astype(int).tolist(), "scores": scores.astype(float).tolist()}
+            for name, (labels, scores) in (("validation", validation), ("test", test))
+        },
+    }
 
 
 def train_product(
@@ -170,7 +203,7 @@ def train_product(
         log_run_inputs(config, parts)
         fitted = kind.fit(job)
         val_labels = labels_of(parts["val"])
-        calibration = calibrate_threshold(val_labels, fitted.val_scores, config.target_miss_rate)
+        calibration = calibrate_to_target(val_labels, fitted.val_scores, config.target)
         console.print(f"threshold {calibration.threshold:.4f} ({kind.name} score): {calibration.note}")
         info = {
             "product": product,
@@ -183,11 +216,15 @@ def train_product(
             **fitted.info,
         }
         bundle = kind.bundle(job, fitted, calibration.threshold, info)
+        served_threshold = float(kind.served_scores(bundle, np.array([calibration.threshold]))[0])
+        validation = (val_labels, kind.served_scores(bundle, fitted.val_scores))
         test = kind.score(bundle, parts["test"], "test")
         recent = kind.score(bundle, parts["recent"], "recent line data") if parts["recent"] else None
+        served_test = (labels_of(parts["test"]), kind.served_scores(bundle, test.calibration_units))
+        evidence = {SERVED_SCORES_FILE: served_scores_evidence(served_threshold, validation, served_test)}
 
         def make_report(version: int) -> EvaluationReport:
-            report = kind_report(kind, bundle, product, version, parts["test"], test, "test split", fitted)
+            report = kind_report(kind, bundle, product, version, parts["test"], test, "test split", fitted, validation)
             report.calibration = calibration.__dict__
             report.recent_line_data = recent_slice_block(
                 parts["recent"],
@@ -201,11 +238,11 @@ def train_product(
 
         tags = {
             "kind": kind.name,
-            "target_miss_rate": str(config.target_miss_rate),
+            config.target.key: str(config.target.value),
             "threshold": f"{bundle.threshold:.6f}",
         }
         version, report = publish_version(
-            settings, product, run, bundle, tags, parts["test"], test.predictions, make_report
+            settings, product, run, bundle, tags, parts["test"], test.predictions, make_report, evidence
         )
         fitted.cleanup()
     artifacts = resolve_version(settings, product, version).artifacts

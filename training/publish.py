@@ -6,6 +6,7 @@ the registry never lists a version without its evaluation (promotion reads it).
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from mlflow.entities import Run
 
 from datasets.layout import ImageRecord
+from inspection.atomic import write_atomic_text
 from inspection.report import EvaluationReport
 from inspection.settings import Settings
 from models.artifacts import MODEL_FILE
@@ -33,9 +35,11 @@ def publish_version(
     records: Sequence[ImageRecord],
     predictions: Predictions,
     make_report: Callable[[int], EvaluationReport],
+    evidence: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Log the bundle to the active run, register it, then `make_report(version)` and log the report, its plots
-    (from `records` / `predictions`, the test split) and the model card; returns (version, report)."""
+    (from `records` / `predictions`, the test split), the `evidence` JSON files (name -> object, beside the
+    report) and the model card; returns (version, report)."""
     staging = settings.run_dir(product) / run.info.run_id
     save_bundle(bundle, staging / MODEL_FILE)
     tracking.log_files([staging / MODEL_FILE], artifact_path="model")
@@ -43,6 +47,8 @@ def publish_version(
     try:
         report = make_report(version)
         paths = write_report(report, records, predictions, staging / "evaluation")
+        for name, data in (evidence or {}).items():
+            paths[name] = write_atomic_text(staging / "evaluation" / name, json.dumps(data))
         tracking.log_files(list(paths.values()), artifact_path="model/evaluation")
         card = write_model_card(report, bundle.info, staging / "model_card.md")
         tracking.log_files([card], artifact_path="model")

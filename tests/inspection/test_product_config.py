@@ -118,3 +118,27 @@ def test_repository_configs_for_unknown_product_are_the_defaults() -> None:
     assert config.augment.hflip is False
     assert config.augment.vflip is False
     assert config != load_product_config(REPO_CONFIGS, "solar-cells")
+
+
+def test_target_is_a_miss_rate_or_a_false_detection_budget(tmp_path: Path) -> None:
+    from inspection.operating_curve import CalibrationTarget
+
+    assert load_product_config(tmp_path, "widget").target == CalibrationTarget("miss_rate", 0.02)
+    _write(tmp_path / "default.yaml", "target_miss_rate: 0.03\n")
+    assert load_product_config(tmp_path, "widget").target == CalibrationTarget("miss_rate", 0.03)
+    # A product's budget replaces the defaults' miss rate: the two keys are one setting.
+    _write(tmp_path / "products" / "widget.yaml", "target_false_detection_rate: 0.05\n")
+    config = load_product_config(tmp_path, "widget")
+    assert config.target == CalibrationTarget("false_detection_rate", 0.05)
+    assert (config.target_miss_rate, config.target_false_detection_rate) == (None, 0.05)
+
+
+def test_both_targets_in_one_file_are_refused(tmp_path: Path) -> None:
+    _write(tmp_path / "products" / "widget.yaml", "target_miss_rate: 0.02\ntarget_false_detection_rate: 0.05\n")
+    with pytest.raises(ConfigError, match="exactly one"):
+        load_product_config(tmp_path, "widget")
+    with pytest.raises(ValueError, match="exactly one"):
+        ProductConfig(target_miss_rate=0.02, target_false_detection_rate=0.05)
+    _write(tmp_path / "products" / "widget.yaml", "target_false_detection_rate: 1.5\n")
+    with pytest.raises(ConfigError, match="target_false_detection_rate"):
+        load_product_config(tmp_path, "widget")

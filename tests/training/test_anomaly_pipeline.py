@@ -17,11 +17,17 @@ from inspection.errors import InspectionError
 from inspection.imaging import read_image
 from inspection.settings import Settings
 from models.anomaly_export import SERVED_ANOMALY_MAP, onnx_served_outputs
-from models.artifacts import MODEL_FILE
+from models.artifacts import MODEL_FILE, serving_file
 from models.checkpoint import AnomalyBundle
 from models.onnx_runtime import OnnxScorer
 from models.registry import resolve_version
 from tests.conftest import make_configs_dir
+from tests.training.curve_checks import (
+    assert_curve_recomputes_from_scores,
+    assert_onnx_serves_the_recorded_scores,
+    assert_served_point_is_the_reports,
+    recorded_scores,
+)
 from training.evaluate_product import evaluate_product
 from training.export_pipeline import export_product
 from training.kinds import load_bundle as load_any_bundle
@@ -141,3 +147,16 @@ def test_good_only_dataset_trains_the_anomaly_kind(tmp_path: Path, synthetic_256
     assert outcome.report["test"]["n_defect"] == 0
     bundle = load_any_bundle(outcome.artifacts / MODEL_FILE)
     assert isinstance(bundle, AnomalyBundle) and bundle.model.memory_bank.shape[0] <= 200
+
+
+def test_the_curve_is_in_served_units_and_the_export_serves_its_scores(trained: Trained) -> None:
+    """The curve is over what the server compares with its threshold, sigmoid((distance - threshold) / scale),
+    which is 0.5 at the calibrated one."""
+    report, settings = trained.outcome.report, trained.settings
+    scores = recorded_scores(settings, PRODUCT, trained.outcome.version)
+    assert report["operating_curve"]["threshold"] == 0.5
+    assert_curve_recomputes_from_scores(report, scores)
+    assert_served_point_is_the_reports(report)
+    info = resolve_version(settings, PRODUCT, trained.outcome.version)
+    onnx_path = serving_file(info.artifacts) or export_product(settings, PRODUCT).fp32_path
+    assert_onnx_serves_the_recorded_scores(settings, PRODUCT, scores, onnx_path, atol=1e-3)

@@ -13,11 +13,17 @@ from datasets.synth import DEFECT_TYPES, generate_synthetic_product
 from inspection.errors import InspectionError
 from inspection.imaging import read_image
 from inspection.settings import Settings
-from models.artifacts import MODEL_FILE
+from models.artifacts import MODEL_FILE, serving_file
 from models.checkpoint import HybridBundle
 from models.onnx_runtime import OnnxScorer
 from models.registry import resolve_version
 from tests.conftest import make_configs_dir
+from tests.training.curve_checks import (
+    assert_curve_recomputes_from_scores,
+    assert_onnx_serves_the_recorded_scores,
+    assert_served_point_is_the_reports,
+    recorded_scores,
+)
 from training.evaluate_product import evaluate_product
 from training.export_pipeline import export_product
 from training.kinds import load_bundle as load_any_bundle
@@ -106,3 +112,16 @@ def test_export_serves_the_fused_verdicts_with_a_map(trained: Trained) -> None:
     assert types.shape == (len(records), len(scorer.defect_types))
     assert maps is not None and maps.shape == (len(records), 128, 128)
     assert (probability >= 0.5).any() and (probability < 0.5).any()
+
+
+def test_the_curve_is_in_served_units_and_the_export_serves_its_scores(trained: Trained) -> None:
+    """The curve is over what the server compares with its threshold, sigmoid(fused z - threshold),
+    which is 0.5 at the calibrated one."""
+    report, settings = trained.outcome.report, trained.settings
+    scores = recorded_scores(settings, PRODUCT, trained.outcome.version)
+    assert report["operating_curve"]["threshold"] == 0.5
+    assert_curve_recomputes_from_scores(report, scores)
+    assert_served_point_is_the_reports(report)
+    info = resolve_version(settings, PRODUCT, trained.outcome.version)
+    onnx_path = serving_file(info.artifacts) or export_product(settings, PRODUCT).fp32_path
+    assert_onnx_serves_the_recorded_scores(settings, PRODUCT, scores, onnx_path, atol=1e-3)

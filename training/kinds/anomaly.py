@@ -46,6 +46,13 @@ def score_records(
     return np.concatenate(scores), np.concatenate(maps)
 
 
+def served_sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function the exported graphs apply, in float32 as they do (so saturated parts tie as served),
+    returned as float64."""
+    z = np.clip(np.asarray(x, dtype=np.float64), -100.0, 100.0)  # exp() of more overflows; both ends saturated
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32).astype(np.float64)
+
+
 def anomaly_predictions(scores: np.ndarray) -> Predictions:
     """Distances as report predictions: one type, "anomaly", named for every flagged part."""
     return Predictions(defect_probability=scores, type_probabilities=np.ones((len(scores), 1), np.float32))
@@ -130,11 +137,24 @@ class AnomalyKind:
     def bundle(self, job: TrainingJob, fitted: Fitted, threshold: float, info: dict[str, Any]) -> AnomalyBundle:
         scale = good_score_scale(fitted.report["good_val_scores"], threshold)
         console.print(f"anomaly score scale {scale:.4f} (robust spread of good validation distances)")
-        return AnomalyBundle(fitted.parts, job.spec, threshold, scale, job.config.target_miss_rate, info)
+        config = job.config
+        return AnomalyBundle(
+            fitted.parts,
+            job.spec,
+            threshold,
+            scale,
+            config.target_miss_rate,
+            info,
+            target_false_detection_rate=config.target_false_detection_rate,
+        )
 
     def score(self, bundle: AnomalyBundle, records: Sequence[ImageRecord], name: str) -> Scores:
         scores, maps = score_records(bundle.model, records, bundle.spec, name)
         return Scores(anomaly_predictions(scores), maps)
+
+    def served_scores(self, bundle: AnomalyBundle, scores: np.ndarray) -> np.ndarray:
+        # What ServedAnomaly computes: sigmoid((distance - threshold) / scale), 0.5 at the calibrated distance.
+        return served_sigmoid((np.asarray(scores, dtype=np.float64) - bundle.threshold) / bundle.score_scale)
 
     def report_extras(
         self, bundle: AnomalyBundle, records: Sequence[ImageRecord], scores: Scores, fitted: Fitted | None

@@ -59,11 +59,18 @@ class Fitted:
 @dataclass(frozen=True)
 class Scores:
     """Scores of one record set: report predictions in the bundle's threshold units, maps when the kind has
-    them (N, S, S), and named per-part scores for comparisons (the hybrid's components)."""
+    them (N, S, S), named per-part scores for comparisons (the hybrid's components), and the scores in the
+    units the threshold was calibrated in when those are not the predictions' (the hybrid's fused z)."""
 
     predictions: Predictions
     maps: np.ndarray | None = None
     components: dict[str, np.ndarray] = field(default_factory=dict)
+    calibration: np.ndarray | None = None
+
+    @property
+    def calibration_units(self) -> np.ndarray:
+        """The scores in the units of `Fitted.val_scores`, what `ModelKind.served_scores` maps."""
+        return self.predictions.defect_probability if self.calibration is None else self.calibration
 
 
 def decoded_batches(records: Sequence[ImageRecord], batch_size: int, name: str) -> Iterator[list[np.ndarray]]:

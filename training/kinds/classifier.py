@@ -141,10 +141,22 @@ class ClassifierKind:
 
     def bundle(self, job: TrainingJob, fitted: Fitted, threshold: float, info: dict[str, Any]) -> ModelBundle:
         model, defect_types = fitted.parts
-        return ModelBundle(model, job.spec, defect_types, threshold, job.config.target_miss_rate, info)
+        config = job.config
+        return ModelBundle(
+            model,
+            job.spec,
+            defect_types,
+            threshold,
+            config.target_miss_rate,
+            info,
+            target_false_detection_rate=config.target_false_detection_rate,
+        )
 
     def score(self, bundle: ModelBundle, records: Sequence[ImageRecord], name: str) -> Scores:
         return score_with_torch(bundle.model, records, bundle.spec, name)
+
+    def served_scores(self, bundle: ModelBundle, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores, dtype=np.float64)  # the classifier serves the probability it was calibrated on
 
     def report_extras(
         self, bundle: ModelBundle, records: Sequence[ImageRecord], scores: Scores, fitted: Fitted | None

@@ -30,7 +30,7 @@ from models.kinds import register_kind
 from models.onnx_export import optimize_onnx
 from models.onnx_parity import check_parity
 from training.fusion import fit_fusion, fused_scores
-from training.kinds.anomaly import anomaly_params, fit_patchcore_on, score_records
+from training.kinds.anomaly import anomaly_params, fit_patchcore_on, score_records, served_sigmoid
 from training.kinds.base import ExportedOnnx, Fitted, Scores, TrainingJob, decoded_batches
 from training.kinds.classifier import (
     classifier_params,
@@ -134,7 +134,12 @@ class HybridKind:
         fusion = replace(fusion, threshold=threshold)
         model = HybridModel(classifier, patchcore, fusion).eval()
         return HybridBundle(
-            model, job.spec, defect_types, job.config.target_miss_rate, {**info, "fusion": fusion.to_dict()}
+            model,
+            job.spec,
+            defect_types,
+            job.config.target_miss_rate,
+            {**info, "fusion": fusion.to_dict()},
+            target_false_detection_rate=job.config.target_false_detection_rate,
         )
 
     def score(self, bundle: HybridBundle, records: Sequence[ImageRecord], name: str) -> Scores:
@@ -147,7 +152,12 @@ class HybridKind:
                 "anomaly": out["anomaly_score"],
                 "hybrid": out["defect_probability"],
             },
+            calibration=fused_scores(bundle.model.fusion, out["classifier_logit"], out["anomaly_score"]),
         )
+
+    def served_scores(self, bundle: HybridBundle, scores: np.ndarray) -> np.ndarray:
+        # What HybridModel serves: sigmoid(fused z - threshold), 0.5 at the calibrated fused threshold.
+        return served_sigmoid(np.asarray(scores, dtype=np.float64) - bundle.model.fusion.threshold)
 
     def report_extras(
         self, bundle: HybridBundle, records: Sequence[ImageRecord], scores: Scores, fitted: Fitted | None
