@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,18 @@ class Settings(BaseSettings):
     archive_pass_fraction: float = Field(default=0.02, ge=0, le=1, description="Share of passes archived.")
     mqtt_url: str | None = Field(default=None, description="Broker for reject messages (mqtt://host:1883); None: off.")
     mqtt_topic_prefix: str = Field(default="inspection/reject", description="Reject topic is <prefix>/<line_id>.")
+    archive_url: str | None = Field(
+        default=None,
+        pattern=r"^s3://[^/]+(/.*)?$",
+        description="Archive frames in an S3-compatible object store (s3://bucket/prefix), so every replica can "
+        "show them; None: the local folder home/archive.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="The object store's endpoint (MinIO: http://host:9000)."
+    )
+    s3_region: str | None = Field(default=None, description="The object store's region; None: boto3's default.")
+    s3_access_key_id: str | None = Field(default=None, description="None: boto3's own chain (AWS_* variables, a role).")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="Secret of s3_access_key_id.")
 
     @property
     def datasets_dir(self) -> Path:

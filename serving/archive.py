@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 
-from inspection.archive_paths import archive_target
-from inspection.atomic import write_atomic_bytes
-from serving.heatmaps import write_map
+from inspection.archive_paths import archive_key, beside
+from inspection.frame_archive import FrameArchive
+from serving.heatmaps import MAP_SUFFIX, encode_png
 
 
 def should_archive(inspection_id: str, needs_review: bool, pass_fraction: float) -> bool:
@@ -24,16 +23,18 @@ def should_archive(inspection_id: str, needs_review: bool, pass_fraction: float)
 
 
 def archive_with_map(
-    root: Path,
+    archive: FrameArchive,
     product: str,
     inspection_id: str,
     received: datetime,
     data: bytes,
     content_type: str,
     anomaly_map: np.ndarray | None,
-) -> tuple[Path, Path | None]:
-    """Write the original bytes atomically where inspection.archive_paths puts them, then (given one) the model's
-    anomaly map beside them: (frame path, map path or None). One call, so the request pays one thread-pool hop
-    for both."""
-    path = write_atomic_bytes(archive_target(root, product, inspection_id, received, content_type), data)
-    return path, write_map(path, anomaly_map) if anomaly_map is not None else None
+) -> tuple[str, str | None]:
+    """Store the original bytes where inspection.archive_paths puts them, then (given one) the model's anomaly map
+    beside them: (frame location, map location or None). One call, so the request pays one thread-pool hop for
+    both."""
+    location = archive.write(archive.location(archive_key(product, inspection_id, received, content_type)), data)
+    if anomaly_map is None:
+        return location, None
+    return location, archive.write(beside(location, MAP_SUFFIX), encode_png(anomaly_map))

@@ -10,13 +10,12 @@ Torch-free, as all of serving.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-from inspection.atomic import write_atomic_bytes
+from inspection.archive_paths import beside
 from inspection.errors import InspectionError
+from inspection.frame_archive import FrameArchive
 from inspection.imaging import DEFAULT_MAX_PIXELS, decode_image
 
 MAP_SUFFIX = ".map.png"
@@ -25,15 +24,6 @@ OPACITY = 0.45  # of the colour map over the frame: the part stays recognisable 
 # Fast zlib and no PNG row filter: encoding dominates the cost. A 640x480 overlay took ~15-18 ms so, against
 # ~30 ms with libpng's adaptive filtering at level 1, for files of about the same size.
 _PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
-
-
-def _beside(frame_path: Path, suffix: str) -> Path:
-    return frame_path.with_name(frame_path.name.split(".", 1)[0] + suffix)
-
-
-def heatmap_path_for(frame_path: Path) -> Path:
-    """`<folder>/<id>.<ext>` -> `<folder>/<id>.heatmap.png`."""
-    return _beside(frame_path, HEATMAP_SUFFIX)
 
 
 def render_heatmap(frame: np.ndarray, anomaly_map: np.ndarray) -> np.ndarray:
@@ -56,25 +46,28 @@ def encode_png(image: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def write_map(frame_path: Path, anomaly_map: np.ndarray) -> Path:
-    """Store the uint8 map beside the archived frame (`<id>.map.png`, written atomically); returns its path."""
-    return write_atomic_bytes(_beside(frame_path, MAP_SUFFIX), encode_png(anomaly_map))
+def rendered_heatmap(
+    archive: FrameArchive, frame_location: str, map_location: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> bytes | None:
+    """The overlay (PNG) of the stored map on the archived frame, drawn on first request and kept beside them.
 
-
-def rendered_heatmap(frame_path: Path, map_path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Path | None:
-    """The overlay of the stored map on the archived frame, drawn on first request and kept beside them.
-
-    None when the frame cannot be decoded at full size (a verdict was already given on it; the heatmap is extra).
+    None when the frame or map is missing, or the frame cannot be decoded at full size (a verdict was already
+    given on it; the heatmap is extra).
     """
-    target = heatmap_path_for(frame_path)
-    if target.is_file():
-        return target
-    anomaly_map = cv2.imread(str(map_path), cv2.IMREAD_GRAYSCALE)
+    target = beside(frame_location, HEATMAP_SUFFIX)
+    if (drawn := archive.read(target)) is not None:
+        return drawn
+    map_png, frame_bytes = archive.read(map_location), archive.read(frame_location)
+    if map_png is None or frame_bytes is None:
+        return None
+    anomaly_map = cv2.imdecode(np.frombuffer(map_png, np.uint8), cv2.IMREAD_GRAYSCALE)
     try:
-        frame = decode_image(frame_path.read_bytes(), max_pixels=max_pixels)
+        frame = decode_image(frame_bytes, max_pixels=max_pixels)
     except InspectionError:
         return None
     if anomaly_map is None:
         return None
-    # Two QA users opening the same card at once both draw it; the atomic write makes the second a no-op swap.
-    return write_atomic_bytes(target, encode_png(render_heatmap(frame, anomaly_map)))
+    overlay = encode_png(render_heatmap(frame, anomaly_map))
+    # Two QA users opening the same card at once both draw it; each write is whole, the second replaces the first.
+    archive.write(target, overlay)
+    return overlay

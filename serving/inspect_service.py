@@ -10,7 +10,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -61,8 +60,8 @@ async def inspect_frame(
     inputs = await run_in_threadpool(frame_to_inputs, frame.data, spec, settings.max_pixels)
     verdict = await engine.submit(inputs)
     inspection_id, received = str(uuid.uuid4()), datetime.now(UTC)
-    archive_path: Path | None = None
-    map_path: Path | None = None
+    archive_path: str | None = None
+    map_path: str | None = None
     review = needs_review(verdict.is_defect, verdict.defect_probability, verdict.threshold)
     drawn = (
         verdict.anomaly_map if verdict.anomaly_map is not None and (verdict.is_defect or frame.want_heatmap) else None
@@ -71,7 +70,7 @@ async def inspect_frame(
     if drawn is not None or should_archive(inspection_id, review, settings.archive_pass_fraction):
         archive_path, map_path = await run_in_threadpool(
             archive_with_map,
-            settings.archive_dir,
+            state.archive,
             frame.product,
             inspection_id,
             received,
@@ -97,8 +96,8 @@ def _row(
     frame: FrameSubmission,
     result: InspectionResult,
     received: datetime,
-    archive_path: Path | None,
-    map_path: Path | None,
+    archive_path: str | None,
+    map_path: str | None,
 ) -> dict[str, Any]:
     """The inspections row of an answered frame (also the reject message's source)."""
     verdict = result.verdict
@@ -116,6 +115,6 @@ def _row(
         threshold=verdict.threshold,
         model_version=verdict.model_version,
         latency_ms=result.latency_ms,
-        archive_path=str(archive_path) if archive_path else None,
-        anomaly_map_path=str(map_path) if map_path else None,
+        archive_path=archive_path,
+        anomaly_map_path=map_path,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,3 +68,32 @@ def trained_product(tmp_path_factory: pytest.TempPathFactory, synthetic_source: 
     import_folder(synthetic_source, settings.dataset_dir(TINY_PRODUCT), TINY_PRODUCT)
     outcome = train_product(settings, TINY_PRODUCT)
     return TrainedProduct(settings, TINY_PRODUCT, outcome)
+
+
+S3_BUCKET = "frames"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API on loopback (moto's server, spoken to over HTTP like any S3-compatible store) with the bucket
+    `frames`."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    )
+    client.create_bucket(Bucket=S3_BUCKET)
+    yield endpoint
+    server.stop()

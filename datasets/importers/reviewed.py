@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import select
@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datasets.layout import image_files, label_folders, read_metadata, scan_dataset, write_metadata
 from datasets.splits import REVIEWED_SOURCE, SPLITS_FILE, assign_splits, is_reviewed, product_splits
-from inspection.archive_paths import archived_file
 from inspection.atomic import write_atomic_bytes
 from inspection.errors import DatasetError, InspectionError
+from inspection.frame_archive import open_archive
 from inspection.imaging import IMAGE_SUFFIXES, decode_image
 from inspection.names import validate_label, validate_product_name
 from inspection.product_config import load_product_config
@@ -138,7 +138,7 @@ class _Importer:
     """One pass over the reviewed rows; keeps the dataset's metadata in memory until the end."""
 
     def __init__(self, settings: Settings, root: Path, report: ReviewedImportReport) -> None:
-        self.archive_root = settings.archive_dir
+        self.archive = open_archive(settings)  # the local folder, or the object store every replica writes to
         self.root = root
         self.report = report
         self.metadata = read_metadata(root)
@@ -202,19 +202,17 @@ class _Importer:
 
     def _copy_from_archive(self, row: Inspection, label: str) -> str | None:
         """Check the archived frame decodes, then copy it in atomically; its relpath, or None when skipped."""
-        source = archived_file(self.archive_root, row.archive_path)
-        if source is None:
-            reason = (
-                "frame was not archived" if not row.archive_path else "archived frame is missing or outside the archive"
-            )
+        source = row.archive_path
+        data = self.archive.read(source)
+        if source is None or data is None:
+            reason = "frame was not archived" if not source else "archived frame is missing or outside the archive"
             self.report.skipped.append((row.id, reason))
             return None
-        suffix = source.suffix.lower()
+        suffix = PurePosixPath(source).suffix.lower()
         if suffix not in IMAGE_SUFFIXES:
             self.report.skipped.append((row.id, f"archived frame has unsupported file type {suffix or '(none)'}"))
             return None
         try:
-            data = source.read_bytes()
             decode_image(data)  # the bytes checked are the bytes written
         except Exception as exc:  # decoders raise many types for garbage input; a bad frame must not stop the import
             self.report.skipped.append((row.id, f"archived frame {source} is unreadable: {exc}"))

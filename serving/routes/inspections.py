@@ -6,16 +6,16 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from inspection.archive_paths import archived_file, archived_media_type
+from inspection.archive_paths import archived_media_type
 from inspection.names import validate_label
 from inspection.storage.inspections import InspectionFilter, get_inspection, list_inspections, record_feedback
 from inspection.storage.schema import Inspection
 from serving.auth import QaKey, ReaderKey
-from serving.deps import SessionsDep, SettingsDep
+from serving.deps import ServingStateDep, SessionsDep
 from serving.heatmaps import rendered_heatmap
 
 router = APIRouter(tags=["inspections"])
@@ -94,30 +94,26 @@ async def list_all(
     return InspectionPage(total=total, limit=limit, offset=offset, items=[InspectionOut.from_row(r) for r in rows])
 
 
-@router.get("/v1/inspections/{inspection_id}/image", response_class=FileResponse)
-async def archived_image(
-    inspection_id: str, _key: ReaderKey, sessions: SessionsDep, settings: SettingsDep
-) -> FileResponse:
+@router.get("/v1/inspections/{inspection_id}/image", response_class=Response)
+async def archived_image(inspection_id: str, _key: ReaderKey, state: ServingStateDep) -> Response:
     """The archived frame of an inspection (defects, low-confidence passes and a sample of the other passes)."""
-    row = await run_in_threadpool(get_inspection, sessions, inspection_id)
-    path = archived_file(settings.archive_dir, row.archive_path)
-    if path is None:
+    row = await run_in_threadpool(get_inspection, state.sessions, inspection_id)
+    data = await run_in_threadpool(state.archive.read, row.archive_path)
+    if data is None or row.archive_path is None:
         raise HTTPException(404, f"inspection {inspection_id} has no archived frame")
-    return FileResponse(path, media_type=archived_media_type(path))
+    return Response(data, media_type=archived_media_type(row.archive_path))
 
 
-@router.get("/v1/inspections/{inspection_id}/heatmap", response_class=FileResponse)
-async def heatmap_image(
-    inspection_id: str, _key: ReaderKey, sessions: SessionsDep, settings: SettingsDep
-) -> FileResponse:
+@router.get("/v1/inspections/{inspection_id}/heatmap", response_class=Response)
+async def heatmap_image(inspection_id: str, _key: ReaderKey, state: ServingStateDep) -> Response:
     """Where the model saw the defect, drawn over the archived frame (PNG; defects, and frames sent with
     `heatmap=true`, of models with an anomaly map)."""
-    row = await run_in_threadpool(get_inspection, sessions, inspection_id)
-    root = settings.archive_dir
-    frame, anomaly_map = archived_file(root, row.archive_path), archived_file(root, row.anomaly_map_path)
-    path = None
-    if frame is not None and anomaly_map is not None:
-        path = await run_in_threadpool(rendered_heatmap, frame, anomaly_map, settings.max_pixels)
-    if path is None:
+    row = await run_in_threadpool(get_inspection, state.sessions, inspection_id)
+    png = None
+    if row.archive_path and row.anomaly_map_path:
+        png = await run_in_threadpool(
+            rendered_heatmap, state.archive, row.archive_path, row.anomaly_map_path, state.settings.max_pixels
+        )
+    if png is None:
         raise HTTPException(404, f"inspection {inspection_id} has no heatmap")
-    return FileResponse(path, media_type="image/png")
+    return Response(png, media_type="image/png")
