@@ -91,9 +91,15 @@ class ProductConfig(_Strict):
     """How one product is trained and judged."""
 
     # classifier: supervised (needs defect images); anomaly: PatchCore on good images only (also chosen
-    # automatically when the dataset has no defect images); hybrid: reserved, refused at training time.
-    kind: Literal["classifier", "anomaly", "hybrid"] = "classifier"
-    image_size: int = Field(default=224, ge=32, le=1024)
+    # automatically when the dataset has no defect images); hybrid: both, fused (few defects); auto: hybrid when the
+    # training split holds fewer than training.pipeline.AUTO_HYBRID_BELOW_DEFECTS defects, else classifier.
+    kind: Literal["classifier", "anomaly", "hybrid", "auto"] = "classifier"
+    # "auto": the median native size of the product's images, capped and rounded (training.data.resolve_image_size);
+    # the resolved config saved with each run holds the number it became.
+    image_size: int | Literal["auto"] = Field(default=224)
+    backbone: Literal["lite0", "lite1", "lite2"] = "lite0"  # the classifier's pretrained EfficientNet-Lite
+    # Average the classifier's outputs over the flips `augment` allows (hflip / vflip), inside the exported graph.
+    test_time_flips: bool = False
     color_mode: Literal["auto", "gray", "color"] = "auto"
     # The calibration target, exactly one of the two: the highest threshold whose validation miss rate is <= the
     # target miss rate, or the lowest whose validation false-detection rate is <= the budget. Neither: 2% misses.
@@ -104,6 +110,12 @@ class ProductConfig(_Strict):
     train: TrainConfig = TrainConfig()
     split: SplitConfig = SplitConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
+
+    @model_validator(mode="after")
+    def _check_image_size(self) -> ProductConfig:
+        if isinstance(self.image_size, int) and not 32 <= self.image_size <= 1024:
+            raise ValueError(f"image_size must be 'auto' or in [32, 1024], got {self.image_size}")
+        return self
 
     @model_validator(mode="before")
     @classmethod

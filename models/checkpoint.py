@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from inspection.errors import InspectionError
 from inspection.operating_curve import CalibrationTarget
 from inspection.preprocessing import PreprocessSpec
 from models.anomaly import PatchCore
+from models.backbone import DEFAULT_BACKBONE
 from models.classifier import DefectClassifier
 from models.hybrid import ANOMALY_TYPE, HYBRID_KIND, Fusion, HybridModel
 
@@ -38,6 +40,7 @@ class ModelBundle:
             "kind": self.kind,
             "state_dict": self.model.state_dict(),
             "trainable_stages": self.model.trainable_stages,
+            **classifier_architecture(self.model),
             "spec": self.spec.to_dict(),
             "defect_types": self.defect_types,
             "threshold": self.threshold,
@@ -49,7 +52,9 @@ class ModelBundle:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ModelBundle:
         return cls(
-            model=classifier_from_state(len(state["defect_types"]), state["trainable_stages"], state["state_dict"]),
+            model=classifier_from_state(
+                len(state["defect_types"]), state["trainable_stages"], state["state_dict"], **architecture_of(state)
+            ),
             spec=PreprocessSpec.from_dict(state["spec"]),
             defect_types=list(state["defect_types"]),
             threshold=float(state["threshold"]),
@@ -139,6 +144,7 @@ class HybridBundle:
             "kind": self.kind,
             "classifier_state_dict": self.model.classifier.state_dict(),
             "trainable_stages": self.model.classifier.trainable_stages,
+            **classifier_architecture(self.model.classifier),
             "classifier_types": self.classifier_types,
             "patchcore_state_dict": self.model.patchcore.state_dict(),
             "patchcore": self.model.patchcore.config(),
@@ -153,7 +159,9 @@ class HybridBundle:
     def from_state(cls, state: dict[str, Any]) -> HybridBundle:
         types = list(state["classifier_types"])
         model = HybridModel(
-            classifier_from_state(len(types), state["trainable_stages"], state["classifier_state_dict"]),
+            classifier_from_state(
+                len(types), state["trainable_stages"], state["classifier_state_dict"], **architecture_of(state)
+            ),
             patchcore_from_state(state["patchcore"], state["patchcore_state_dict"]),
             Fusion.from_dict(state["fusion"]),
         )
@@ -214,8 +222,26 @@ def patchcore_from_state(config: dict[str, Any], state_dict: dict[str, Any]) -> 
     return model.eval()
 
 
-def classifier_from_state(n_types: int, trainable_stages: int, state_dict: dict[str, Any]) -> DefectClassifier:
+def classifier_architecture(model: DefectClassifier) -> dict[str, Any]:
+    """What rebuilding a classifier needs besides its weights and stages: the backbone and the test-time flips."""
+    return {"backbone": model.backbone_name, "tta_flips": list(model.tta_flips)}
+
+
+def architecture_of(state: dict[str, Any]) -> dict[str, Any]:
+    """A saved state's classifier architecture; files saved before these options were Lite0 without flips."""
+    return {"backbone": state.get("backbone", DEFAULT_BACKBONE), "tta_flips": tuple(state.get("tta_flips", ()))}
+
+
+def classifier_from_state(
+    n_types: int,
+    trainable_stages: int,
+    state_dict: dict[str, Any],
+    backbone: str = DEFAULT_BACKBONE,
+    tta_flips: Sequence[str] = (),
+) -> DefectClassifier:
     """A trained classifier rebuilt from its weights (no pretrained download: the file has them)."""
-    model = DefectClassifier(n_types, trainable_stages=trainable_stages, pretrained=False)
+    model = DefectClassifier(
+        n_types, trainable_stages=trainable_stages, pretrained=False, backbone=backbone, tta_flips=tta_flips
+    )
     model.load_state_dict(state_dict)
     return model.eval()

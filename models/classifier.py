@@ -5,18 +5,25 @@ frozen `trunk` and a trainable `top` so training on 2 CPU cores can cache trunk 
 
 Localization comes for free: the defect head is linear on the globally pooled last feature map, so weighting
 that map's channels by the head's weights (a class-activation map) shows which positions raise the defect logit.
+
+Flip test-time augmentation lives in `forward` itself (`tta_flips`), so training-side scoring, the ONNX export and
+the server all average the same views: the image and its flips (only those the product allows) go through the
+network as one batch, the defect and type probabilities are averaged, and each view's map is flipped back first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.backbone import LITE0_FEATURE_DIM, LITE0_STAGE_DEPTHS, create_lite0
+from models.backbone import DEFAULT_BACKBONE, N_STAGES, backbone_spec, create_backbone
 
+# Test-time flips by name: the tensor dimensions each one reverses (images are N, C, H, W).
+FLIP_DIMS: dict[str, tuple[int, ...]] = {"h": (-1,), "v": (-2,), "hv": (-2, -1)}
 MAP_EPS = 1e-3  # keeps a map whose peak is ~0 (nothing raises the defect logit) at ~0, not amplified noise
 
 
@@ -47,24 +54,38 @@ def _linear_weights(source: int, target: int) -> torch.Tensor:
 class DefectClassifier(nn.Module):
     """Binary defect score plus a distribution over the product's defect types."""
 
-    def __init__(self, num_defect_types: int, trainable_stages: int = 3, dropout: float = 0.2, pretrained: bool = True):
+    def __init__(
+        self,
+        num_defect_types: int,
+        trainable_stages: int = 3,
+        dropout: float = 0.2,
+        pretrained: bool = True,
+        backbone: str = DEFAULT_BACKBONE,
+        tta_flips: Sequence[str] = (),
+    ):
         super().__init__()
         if num_defect_types < 1:
             raise ValueError("a classifier needs at least one defect type")
-        if not 0 <= trainable_stages <= len(LITE0_STAGE_DEPTHS):
-            raise ValueError(f"trainable_stages must be in [0, {len(LITE0_STAGE_DEPTHS)}]")
-        backbone = create_lite0(pretrained=pretrained)
-        split = len(LITE0_STAGE_DEPTHS) - trainable_stages
+        if not 0 <= trainable_stages <= N_STAGES:
+            raise ValueError(f"trainable_stages must be in [0, {N_STAGES}]")
+        unknown = set(tta_flips) - set(FLIP_DIMS)
+        if unknown or len(set(tta_flips)) != len(tta_flips):
+            raise ValueError(f"tta_flips must be distinct names among {sorted(FLIP_DIMS)}, got {list(tta_flips)}")
+        feature_dim = backbone_spec(backbone).feature_dim
+        self.backbone_name = backbone
+        self.tta_flips = tuple(tta_flips)
+        network = create_backbone(backbone, pretrained=pretrained)
+        split = N_STAGES - trainable_stages
         self.trainable_stages = trainable_stages
-        stages = list(backbone.blocks.children())  # type: ignore[union-attr]
-        stem = [backbone.get_submodule("conv_stem"), backbone.get_submodule("bn1")]
-        head = [backbone.get_submodule("conv_head"), backbone.get_submodule("bn2")]
+        stages = list(network.blocks.children())  # type: ignore[union-attr]
+        stem = [network.get_submodule("conv_stem"), network.get_submodule("bn1")]
+        head = [network.get_submodule("conv_head"), network.get_submodule("bn2")]
         self.trunk = nn.Sequential(*stem, *stages[:split])
         self.upper = nn.Sequential(*stages[split:], *head)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.defect_head = nn.Linear(LITE0_FEATURE_DIM, 1)
-        self.type_head = nn.Linear(LITE0_FEATURE_DIM, num_defect_types)
+        self.defect_head = nn.Linear(feature_dim, 1)
+        self.type_head = nn.Linear(feature_dim, num_defect_types)
 
     def embed(self, trunk_features: torch.Tensor) -> torch.Tensor:
         """Trunk features -> pooled 1280-d embedding."""
@@ -92,17 +113,29 @@ class DefectClassifier(nn.Module):
         return cam / (peak + MAP_EPS)
 
     def outputs_and_logit(self, images: torch.Tensor) -> tuple[ClassifierOutput, torch.Tensor]:
-        """The forward outputs plus the defect logit itself (N,), unsaturated where the probability is 0 or 1."""
-        features = self.upper(self.trunk(images))
+        """The forward outputs plus the defect logit itself (N,), unsaturated where the probability is 0 or 1.
+
+        With `tta_flips`, every output is the mean over the image and its flips (the logit too: the mean logit,
+        what a fusion standardizes; the probability is the mean probability, what the brief of TTA says)."""
+        views = 1 + len(self.tta_flips)
+        batch = (
+            torch.cat([images, *(torch.flip(images, FLIP_DIMS[f]) for f in self.tta_flips)]) if views > 1 else images
+        )
+        features = self.upper(self.trunk(batch))
         embedding = self.dropout(self.pool(features).flatten(1))
         defect_logit, type_logits = self.defect_head(embedding).squeeze(1), self.type_head(embedding)
-        output = ClassifierOutput(
-            torch.sigmoid(defect_logit),
-            torch.softmax(type_logits, dim=1),
-            # Plain ints: the input size is fixed per export, so the upsampling traces to constant sizes.
-            self.activation_map(features, (int(images.shape[-2]), int(images.shape[-1]))),
-        )
-        return output, defect_logit
+        # Plain ints: the input size is fixed per export, so the upsampling traces to constant sizes.
+        maps = self.activation_map(features, (int(images.shape[-2]), int(images.shape[-1])))
+        if views == 1:
+            return ClassifierOutput(torch.sigmoid(defect_logit), torch.softmax(type_logits, dim=1), maps), defect_logit
+        # View-major batch: reshape(views, -1, ...) keeps the batch axis dynamic in the exported graph.
+        probability = torch.sigmoid(defect_logit).reshape(views, -1).mean(0)
+        types = torch.softmax(type_logits, dim=1).reshape(views, -1, type_logits.shape[1]).mean(0)
+        per_view = maps.reshape(views, -1, *maps.shape[1:])
+        # A flip is its own inverse: flipping each view's map back aligns it with the input image.
+        aligned = [per_view[0], *(torch.flip(per_view[i + 1], FLIP_DIMS[f]) for i, f in enumerate(self.tta_flips))]
+        output = ClassifierOutput(probability, types, torch.stack(aligned).mean(0))
+        return output, defect_logit.reshape(views, -1).mean(0)
 
     def forward(self, images: torch.Tensor) -> ClassifierOutput:
         return self.outputs_and_logit(images)[0]

@@ -9,8 +9,12 @@ import numpy as np
 from datasets.layout import ImageRecord
 from inspection.imaging import is_grayscale, read_image
 from inspection.preprocessing import ColorMode, PreprocessSpec, prepare_image
+from inspection.product_config import ProductConfig
 
 COLOR_SAMPLE_SIZE = 64
+SIZE_SAMPLE_SIZE = 64
+AUTO_SIZE_CAP = 320  # above this the CPU cost grows faster than what the measurements gained (README)
+AUTO_SIZE_STEP = 32  # the network's total stride: the last feature map gets whole cells
 
 
 def load_prepared(record: ImageRecord, spec: PreprocessSpec) -> np.ndarray:
@@ -22,12 +26,39 @@ def resolve_color_mode(records: Sequence[ImageRecord], requested: str) -> ColorM
     """'auto' becomes 'gray' when every sampled image is grayscale (so color noise is not learned), else 'color'."""
     if requested in ("gray", "color"):
         return requested  # type: ignore[return-value]
-    step = max(1, len(records) // COLOR_SAMPLE_SIZE)
-    sample = records[::step][:COLOR_SAMPLE_SIZE]
-    return "gray" if all(is_grayscale(read_image(r.path)) for r in sample) else "color"
+    return "gray" if all(is_grayscale(read_image(r.path)) for r in _sample(records, COLOR_SAMPLE_SIZE)) else "color"
+
+
+def _sample(records: Sequence[ImageRecord], size: int) -> Sequence[ImageRecord]:
+    return records[:: max(1, len(records) // size)][:size]
+
+
+def auto_image_size(native_sizes: Sequence[int]) -> int:
+    """The median native size, capped at AUTO_SIZE_CAP and rounded to the nearest multiple of AUTO_SIZE_STEP."""
+    median = float(np.median(native_sizes))
+    return int(max(AUTO_SIZE_STEP, round(min(median, AUTO_SIZE_CAP) / AUTO_SIZE_STEP) * AUTO_SIZE_STEP))
+
+
+def resolve_image_size(records: Sequence[ImageRecord], requested: int | str) -> int:
+    """'auto' becomes auto_image_size of the sampled images' longer sides (a 300 px cell: 288); a number stays."""
+    if isinstance(requested, int):
+        return requested
+    return auto_image_size([max(read_image(r.path).shape[:2]) for r in _sample(records, SIZE_SAMPLE_SIZE)])
 
 
 def defect_type_index(records: Sequence[ImageRecord], defect_types: Sequence[str]) -> np.ndarray:
     """Per record: index of its defect type, or -1 for good parts."""
     position = {name: i for i, name in enumerate(defect_types)}
     return np.array([position.get(r.label, -1) for r in records], dtype=np.int64)
+
+
+def tta_flips_of(config: ProductConfig) -> tuple[str, ...]:
+    """The flips the classifier averages over at test time: with `test_time_flips`, those `augment` allows
+    (both: horizontal, vertical and both at once, the 180-degree turn); a part that is not symmetric gets none."""
+    if not config.test_time_flips:
+        return ()
+    return (
+        (("h",) if config.augment.hflip else ())
+        + (("v",) if config.augment.vflip else ())
+        + (("hv",) if config.augment.hflip and config.augment.vflip else ())
+    )

@@ -27,12 +27,13 @@ from inspection.progress import console
 from inspection.report import EvaluationReport
 from inspection.settings import Settings
 from models.artifacts import SERVED_SCORES_FILE
-from models.checkpoint import ANOMALY_KIND, bundle_target
+from models.checkpoint import ANOMALY_KIND, CLASSIFIER_KIND, bundle_target
+from models.hybrid import HYBRID_KIND
 from models.kinds import ModelKind
 from models.registry import resolve_version
 from training import tracking
 from training.calibration import Calibration, calibrate_to_target
-from training.data import resolve_color_mode
+from training.data import resolve_color_mode, resolve_image_size
 from training.evaluate import build_report, operating_curve_block, recent_slice_block
 from training.kinds import kind_named
 from training.kinds.base import Fitted, Scores, TrainingJob
@@ -48,6 +49,10 @@ class TrainOutcome:
     calibration: Calibration
     artifacts: Path
     seconds: float
+    # The test split's labels (1 = defective) and the served model's scores on it, for figures the report does
+    # not carry (e.g. the benchmark's miss rate at a false-detection budget).
+    test_labels: np.ndarray | None = None
+    test_scores: np.ndarray | None = None
 
 
 def select_device(requested: str) -> torch.device:
@@ -63,10 +68,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_kind(config: ProductConfig, records: list[ImageRecord]) -> ModelKind:
-    """The product's configured kind; a dataset without a single defect can only learn what good looks like."""
+# `kind: auto` trains the hybrid below this many defective training images: in the few-shot benchmark (10 of
+# them) the hybrid out-ranked the classifier on every product (README); with hundreds the classifier carries it.
+AUTO_HYBRID_BELOW_DEFECTS = 100
+
+
+def resolve_kind(config: ProductConfig, records: list[ImageRecord], train: list[ImageRecord]) -> ModelKind:
+    """The product's configured kind; a dataset without a single defect can only learn what good looks like, and
+    `auto` is the hybrid when the training split holds few defects (`train`), else the classifier."""
     if not any(r.is_defect for r in records):
         return kind_named(ANOMALY_KIND)
+    if config.kind == "auto":
+        few = sum(r.is_defect for r in train) < AUTO_HYBRID_BELOW_DEFECTS
+        return kind_named(HYBRID_KIND if few else CLASSIFIER_KIND)
     return kind_named(config.kind)
 
 
@@ -190,14 +204,17 @@ def train_product(
     root = settings.dataset_dir(product)
     records = scan_dataset(root)
     require_trainable(records, product)
+    # Resolved once here, so the config saved with the run says which size "auto" became.
+    config = config.model_copy(update={"image_size": resolve_image_size(records, config.image_size)})
     parts = split_records(records, product_splits(root, records, config.split))
+    assert isinstance(config.image_size, int)
     spec = PreprocessSpec(image_size=config.image_size, color_mode=resolve_color_mode(records, config.color_mode))
     device = select_device(settings.device)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     seed_everything(config.seed)
     job = TrainingJob(settings, product, config, records, parts, spec, device, resume)
-    kind = resolve_kind(config, records)
+    kind = resolve_kind(config, records, parts["train"])
     print_run_header(job, kind)
     with tracking.training_run(settings, product, run_params(job, kind)) as run:
         log_run_inputs(config, parts)
@@ -247,4 +264,14 @@ def train_product(
         fitted.cleanup()
     artifacts = resolve_version(settings, product, version).artifacts
     seconds = time.perf_counter() - started
-    return TrainOutcome(product, version, run.info.run_id, report, calibration, artifacts, seconds)
+    return TrainOutcome(
+        product,
+        version,
+        run.info.run_id,
+        report,
+        calibration,
+        artifacts,
+        seconds,
+        test_labels=labels_of(parts["test"]),
+        test_scores=test.predictions.defect_probability,
+    )

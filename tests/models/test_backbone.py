@@ -8,7 +8,13 @@ import skimage.data
 import torch
 
 from inspection.preprocessing import PreprocessSpec, preprocess
-from models.backbone import create_lite0, pretrained_checkpoint_path, rename_checkpoint_keys
+from models.backbone import (
+    backbone_spec,
+    create_backbone,
+    create_lite0,
+    pretrained_checkpoint_path,
+    rename_checkpoint_keys,
+)
 from models.classifier import ClassifierOutput, DefectClassifier
 
 # ImageNet classes 281-285: tabby, tiger cat, Persian, Siamese, Egyptian cat.
@@ -81,3 +87,36 @@ def test_trunk_is_the_split_of_the_backbone() -> None:
         for stages in (0, 3, 7):
             model = DefectClassifier(num_defect_types=1, trainable_stages=stages).eval()
             assert torch.allclose(model.embed(model.trunk(x)), reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lite1", "lite2"])
+def test_larger_backbones_load_strictly_and_see_the_cat(name: str) -> None:
+    # The same strict renaming with the deeper stages of Lite1 / Lite2, and the same proof the weights loaded.
+    state = torch.load(pretrained_checkpoint_path(name), map_location="cpu", weights_only=True)
+    renamed = rename_checkpoint_keys(state, backbone_spec(name).stage_depths)
+    expected = create_backbone(name, pretrained=False).state_dict()
+    assert set(renamed) == set(expected)
+    assert all(renamed[k].shape == expected[k].shape for k in expected)
+    model = create_backbone(name, pretrained=True).eval()
+    image = torch.from_numpy(preprocess(skimage.data.chelsea(), PreprocessSpec(image_size=224)))[None]
+    with torch.no_grad():
+        probabilities = model(image).softmax(dim=1)[0]
+    assert int(probabilities.argmax()) in IMAGENET_CATS
+    assert float(probabilities[list(IMAGENET_CATS)].sum()) > 0.5
+
+
+def test_lite0_layout_does_not_fit_a_larger_checkpoint() -> None:
+    # Lite2's 21 blocks cannot be numbered with Lite0's 16: a wrong table is an error, not a silent partial load.
+    state = torch.load(pretrained_checkpoint_path("lite2"), map_location="cpu", weights_only=True)
+    with pytest.raises(KeyError):
+        rename_checkpoint_keys(state)
+
+
+def test_classifier_on_lite2_is_the_split_of_its_backbone() -> None:
+    backbone = create_backbone("lite2", pretrained=True).eval()
+    model = DefectClassifier(num_defect_types=2, trainable_stages=4, backbone="lite2").eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        reference = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+        assert torch.allclose(model.embed(model.trunk(x)), reference, atol=1e-5)
+    assert model.backbone_name == "lite2"

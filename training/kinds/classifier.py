@@ -28,7 +28,7 @@ from models.onnx_parity import check_parity
 from training import tracking
 from training.augment import build_augmenter
 from training.calibration import max_accuracy_threshold
-from training.data import defect_type_index, load_prepared
+from training.data import defect_type_index, load_prepared, tta_flips_of
 from training.features import cached_views, trunk_features
 from training.kinds.base import ExportedOnnx, Fitted, Scores, TrainingJob
 from training.predict import predict_records
@@ -72,7 +72,13 @@ def fit_classifier(job: TrainingJob, defect_types: list[str]) -> tuple[DefectCla
     """Cache trunk features, train with per-epoch MLflow metrics inside the active run; returns the model on the
     CPU and the training history (the resumable checkpoint stays at `job.checkpoint` until cleanup)."""
     config = job.config
-    model = DefectClassifier(len(defect_types), config.train.trainable_stages, config.train.dropout)
+    model = DefectClassifier(
+        len(defect_types),
+        config.train.trainable_stages,
+        config.train.dropout,
+        backbone=config.backbone,
+        tta_flips=tta_flips_of(config),
+    )
     data = _prepare_data(model, job, defect_types, job.device)
     with progress_task("training epochs", config.train.epochs + 1) as advance:
 
