@@ -1,8 +1,9 @@
-"""`inspection models ...`: the per-product model registry (list, promote, rollback)."""
+"""`inspection models ...`: the per-product model registry (list, promote, rollback, threshold)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import getpass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -10,6 +11,9 @@ from rich.table import Table
 from cli.common import console, pct, settings_from_env
 from inspection.names import validate_product_name
 from inspection.settings import Settings
+
+if TYPE_CHECKING:
+    from models.served_threshold import ThresholdPlan
 
 models_app = typer.Typer(help="The per-product model registry.", no_args_is_help=True)
 
@@ -60,6 +64,7 @@ def models_list_cmd(product: Annotated[str, typer.Argument(help="Product name.")
     """Registered versions with aliases, test miss and false-detection rates, and promotion history."""
     from models.promotion import evidence, promotion_log, rate_text
     from models.registry import list_versions
+    from models.served_threshold import read_served_scores, served_threshold, threshold_log
 
     settings = settings_from_env()
     validate_product_name(product)
@@ -68,9 +73,10 @@ def models_list_cmd(product: Annotated[str, typer.Argument(help="Product name.")
         console.print(f"product {product} has no registered model: run `inspection train {product}`")
         return
     table = Table(title=f"models of {product} (rates on the frozen test split)")
-    for column in ("version", "aliases", "miss rate (95% CI, n)", "false detections (95% CI, n)", "threshold"):
+    for column in ("version", "aliases", "miss rate (95% CI, n)", "false detections (95% CI, n)", "served threshold"):
         table.add_column(column)
     table.add_column("promoted")
+    changes = []
     for info in versions:
         found = evidence(info)
         miss = fdr = "no report"
@@ -82,8 +88,20 @@ def models_list_cmd(product: Annotated[str, typer.Argument(help="Product name.")
             source = info.tags.get("promoted_from")
             promoted = info.tags["promoted_at"] + (f" from v{source}" if source else "")
             promoted += " FORCED" if info.tags.get("forced") == "true" else ""
-        table.add_row(str(info.version), ",".join(info.aliases), miss, fdr, info.tags.get("threshold", ""), promoted)
+        served = served_threshold(info, read_served_scores(info))
+        # Versions trained before the curve was recorded serve the threshold in their ONNX file (the tag).
+        threshold = info.tags.get("threshold", "") if served is None else f"{served.value:.4f}"
+        if served is not None and served.source == "qa":
+            threshold += f" (set by {served.set_by})"
+            changes += [(info.version, entry) for entry in threshold_log(info)]
+        table.add_row(str(info.version), ",".join(info.aliases), miss, fdr, threshold, promoted)
     console.print(table)
+    for version, entry in sorted(changes, key=lambda change: str(change[1].get("at")))[-5:]:
+        line = (
+            f"{entry.get('at')} threshold of v{version} {entry.get('from')} -> {entry.get('to')} "
+            f"({entry.get('rule')}) by {entry.get('by')}"
+        )
+        console.print(line + (f": {entry['reason']}" if entry.get("reason") else ""), markup=False, highlight=False)
     for entry in promotion_log(settings, product)[-5:]:
         forced = " (forced)" if entry.get("forced") else ""
         line = f"{entry.get('at')} {entry.get('action')} v{entry.get('from')} -> v{entry.get('to')}{forced}"
@@ -138,3 +156,89 @@ def models_rollback_cmd(product: Annotated[str, typer.Argument(help="Product nam
     result = rollback(settings, product)
     console.print(result.comparison, markup=False, highlight=False)
     console.print(f"{product}: champion is now v{result.new_version} (rolled back from v{result.old_version})")
+
+
+def _point_text(point: dict[str, Any], rate: str, counted: str) -> str:
+    """'4.00% (1.10–13.46%), 2 of 50': a rate with its Wilson 95% interval and the counts behind it."""
+    from models.promotion import rate_text
+
+    n = point["n_defect"] if rate == "miss_rate" else point["n_good"]
+    k = point[counted]
+    return rate_text(point[rate], tuple(point[f"{rate}_ci95"]), n).replace(f", n={n})", f"), {k} of {n}")
+
+
+def threshold_table(plan: ThresholdPlan) -> Table:
+    """The current and the new served threshold with their miss and false-detection rates on both splits."""
+    table = Table(title=f"{plan.product} v{plan.version}: what the served threshold costs (Wilson 95% CI, k of n)")
+    for column in (
+        "",
+        "threshold",
+        "validation miss",
+        "validation false detections",
+        "test miss",
+        "test false detections",
+    ):
+        table.add_column(column)
+    current = plan.current
+    label = "current (set by QA)" if current.source == "qa" else "current (calibrated)"
+    for name, key, threshold in ((label, "current", current.value), ("new", "new", plan.threshold)):
+        val, test = plan.validation[key], plan.test[key]
+        table.add_row(
+            name,
+            f"{threshold:.4f}",
+            _point_text(val, "miss_rate", "n_missed"),
+            _point_text(val, "false_detection_rate", "n_false_detections"),
+            _point_text(test, "miss_rate", "n_missed"),
+            _point_text(test, "false_detection_rate", "n_false_detections"),
+        )
+    return table
+
+
+@models_app.command("threshold")
+def models_threshold_cmd(
+    product: Annotated[str, typer.Argument(help="Product name.")],
+    version: Annotated[int | None, typer.Option(help="Model version (default: the champion).")] = None,
+    miss_rate: Annotated[
+        float | None,
+        typer.Option("--miss-rate", help="Highest threshold whose validation miss rate is <= this fraction."),
+    ] = None,
+    false_detection_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--false-detection-rate", help="Lowest threshold whose validation false-detection rate is <= this."
+        ),
+    ] = None,
+    value: Annotated[float | None, typer.Option("--value", help="This served threshold, in (0, 1).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why the threshold moves (required; recorded).")] = None,
+    by: Annotated[str | None, typer.Option(help="Who sets it (default: the OS user).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what it would cost; record nothing.")] = False,
+) -> None:
+    """Set the threshold a version serves, chosen on its validation split; every server applies it at its next
+    registry poll. Refused (nothing recorded) when validation has too few parts to support the target: a rate R
+    needs at least one expected error, n x R >= 1, among the validation parts of its class."""
+    from models.served_threshold import ThresholdRefused, ThresholdRequest, plan_threshold, record_threshold
+
+    settings = settings_from_env()
+    validate_product_name(product)
+    request = ThresholdRequest(miss_rate, false_detection_rate, value)
+    if not dry_run and not (reason or "").strip():
+        raise ThresholdRefused("--reason is required: say why the served threshold moves; it is recorded")
+    plan = plan_threshold(settings, product, request, version)
+    console.print(
+        f"{product} v{plan.version}: served threshold {plan.current.value:.4f} -> {plan.threshold:.4f}, "
+        f"{request.describe()}",
+        markup=False,
+        highlight=False,
+    )
+    console.print(threshold_table(plan))
+    if dry_run:
+        console.print("dry run: nothing recorded")
+        return
+    entry = record_threshold(settings, plan, reason or "", by or getpass.getuser())
+    console.print(
+        f"recorded on {product} v{plan.version} at {entry['at']} by {entry['by']}: {entry['reason']}\n"
+        f"every server serving v{plan.version} applies it at its next registry poll "
+        f"(every {settings.model_poll_seconds:g} s)",
+        markup=False,
+        highlight=False,
+    )

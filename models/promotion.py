@@ -128,8 +128,9 @@ def gate_failures(current: Evidence | None, candidate: Evidence | None) -> list[
 
 
 @contextmanager
-def _registry_lock(settings: Settings, product: str) -> Iterator[None]:
-    """Serialize read-modify-write of the history tags between processes sharing this INSPECTION_HOME."""
+def registry_lock(settings: Settings, product: str) -> Iterator[None]:
+    """Serialize read-modify-write of a product's registry tags (promotion history, threshold logs) between
+    processes sharing this INSPECTION_HOME."""
     settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     with (settings.mlflow_dir / f".{product}.promotion.lock").open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -187,7 +188,7 @@ def promote(
         raise InspectionError("--force needs a --reason saying why the gate is overridden; it is recorded")
     if reason is not None and len(reason) > MAX_REASON_CHARS:
         raise InspectionError(f"the reason is {len(reason)} characters; keep it under {MAX_REASON_CHARS}")
-    with _registry_lock(settings, product):
+    with registry_lock(settings, product):
         if version is None:
             found = registry.challenger(settings, product)
             if found is None:
@@ -223,7 +224,7 @@ def promote(
 
 def rollback(settings: Settings, product: str) -> PromotionResult:
     """Restore the champion that served before the current one (no gate: it served before)."""
-    with _registry_lock(settings, product):
+    with registry_lock(settings, product):
         current = registry.champion(settings, product)
         if current is None:
             raise InspectionError(f"product {product!r} has no champion to roll back")

@@ -1,0 +1,378 @@
+"""The served threshold of a version, chosen by QA on validation evidence, recorded in the registry.
+
+Training calibrates a threshold to the product's target and writes every validation and test part's served
+score (`evaluation/served_scores.json`). `inspection models threshold` picks a new served threshold from those
+validation scores with the calibration's own rules (inspection.operating_curve), refuses a target the validation
+split is too small to support, shows what the move costs on validation and on the frozen test split, and
+records it as version tags: `served_threshold`, `threshold_set_at` (UTC), `threshold_set_by`, `threshold_reason`,
+`threshold_rule`, and `threshold_log` (a JSON list of every change, newest last, bounded like the promotion log).
+Every replica's model watcher reads `served_threshold` at its next poll and scores with it; without the tag a
+version serves the threshold baked into its ONNX file. Thresholds here are in served units: what the server
+compares a part's `defect_probability` with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+
+from inspection.errors import InspectionError
+from inspection.operating_curve import (
+    TargetMetric,
+    operating_curve,
+    point_at,
+    threshold_for_target,
+    unsupported_target,
+)
+from inspection.report import EvaluationReport
+from inspection.settings import Settings
+from models import registry
+from models.artifacts import served_scores_path
+from models.promotion import LOG_REASON_CHARS, MAX_REASON_CHARS, MAX_TAG_BYTES, registry_lock
+
+THRESHOLD_TAG = "served_threshold"
+SET_AT_TAG = "threshold_set_at"
+SET_BY_TAG = "threshold_set_by"
+REASON_TAG = "threshold_reason"
+RULE_TAG = "threshold_rule"
+LOG_TAG = "threshold_log"
+# The rows of "what moving the threshold would cost": the thresholds these validation miss rates would give.
+COST_MISS_RATES = (0.01, 0.02, 0.05, 0.10)
+
+log = logging.getLogger(__name__)
+
+
+class ThresholdRefused(InspectionError):  # noqa: N818 (reads as the outcome at call sites)
+    """The request cannot be served on evidence (validation too small, no recorded scores, bad input)."""
+
+
+@dataclass(frozen=True)
+class LabeledScores:
+    """One split's labels (1 = defective) and served scores."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def n_defect(self) -> int:
+        return int(self.labels.sum())
+
+    @property
+    def n_good(self) -> int:
+        return int(self.labels.size - self.labels.sum())
+
+    def point(self, threshold: float) -> dict[str, Any]:
+        return point_at(self.labels, self.scores, threshold)
+
+
+@dataclass(frozen=True)
+class ServedScores:
+    """What training recorded for choosing a served threshold later: the calibrated one and both splits."""
+
+    calibrated_threshold: float
+    validation: LabeledScores
+    test: LabeledScores
+
+
+def _split(data: Any) -> LabeledScores:
+    labels = np.asarray(data["labels"], dtype=np.int64)
+    scores = np.asarray(data["scores"], dtype=np.float64)
+    if labels.shape != scores.shape or labels.ndim != 1:
+        raise ValueError("labels and scores differ in shape")
+    return LabeledScores(labels, scores)
+
+
+def read_served_scores(info: registry.ModelVersionInfo) -> ServedScores | None:
+    """The version's recorded served scores, or None (trained before they were recorded, or unreadable)."""
+    path = served_scores_path(info.artifacts)
+    try:
+        data = json.loads(path.read_text())
+        return ServedScores(float(data["threshold"]), _split(data["validation"]), _split(data["test"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("unreadable served scores %s: %s", path, exc)
+        return None
+
+
+def tagged_threshold(tags: Mapping[str, str]) -> float | None:
+    """The QA-set served threshold in a version's tags, or None (not set, or not a finite number)."""
+    text = tags.get(THRESHOLD_TAG)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        log.warning("ignoring served_threshold tag %r: not a number", text)
+        return None
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class ServedThreshold:
+    """The threshold a version serves and where it comes from: QA's tag, or training's calibration."""
+
+    value: float
+    source: Literal["qa", "calibrated"]
+    set_at: str | None = None
+    set_by: str | None = None
+    reason: str | None = None
+    rule: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.value,
+            "source": self.source,
+            "set_at": self.set_at,
+            "set_by": self.set_by,
+            "reason": self.reason,
+            "rule": self.rule,
+        }
+
+
+def calibrated_served_threshold(info: registry.ModelVersionInfo, scores: ServedScores | None) -> float | None:
+    """The served threshold training calibrated (from the served scores, else the report's curve), or None."""
+    if scores is not None:
+        return scores.calibrated_threshold
+    curve = _report_curve(info)
+    return None if curve is None else curve.threshold
+
+
+def served_threshold(info: registry.ModelVersionInfo, scores: ServedScores | None = None) -> ServedThreshold | None:
+    """The threshold the version serves: QA's tag when set, else the calibrated one; None when neither is known
+    (a version trained before the curve was recorded serves its ONNX file's threshold)."""
+    tagged = tagged_threshold(info.tags)
+    if tagged is not None:
+        tags = info.tags
+        return ServedThreshold(
+            tagged, "qa", tags.get(SET_AT_TAG), tags.get(SET_BY_TAG), tags.get(REASON_TAG), tags.get(RULE_TAG)
+        )
+    calibrated = calibrated_served_threshold(info, scores)
+    return None if calibrated is None else ServedThreshold(calibrated, "calibrated")
+
+
+@dataclass(frozen=True)
+class ThresholdRequest:
+    """Exactly one of: a validation miss rate, a validation false-detection budget, or a served threshold."""
+
+    miss_rate: float | None = None
+    false_detection_rate: float | None = None
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [x for x in (self.miss_rate, self.false_detection_rate, self.value) if x is not None]
+        if len(given) != 1:
+            raise ThresholdRefused("give exactly one of --miss-rate, --false-detection-rate and --value")
+        for name, rate in (("--miss-rate", self.miss_rate), ("--false-detection-rate", self.false_detection_rate)):
+            if rate is not None and not 0.0 <= rate < 1.0:
+                raise ThresholdRefused(f"{name} is a fraction in [0, 1), e.g. 0.05 for 5%; got {rate}")
+        if self.value is not None and not 0.0 < self.value < 1.0:
+            raise ThresholdRefused(f"--value is a served probability threshold in (0, 1); got {self.value}")
+
+    @property
+    def target(self) -> tuple[TargetMetric, float] | None:
+        """(metric, rate) for a rate request, None for --value."""
+        if self.miss_rate is not None:
+            return "miss_rate", self.miss_rate
+        if self.false_detection_rate is not None:
+            return "false_detection_rate", self.false_detection_rate
+        return None
+
+    @property
+    def rule(self) -> str:
+        """The recorded rule: 'miss_rate<=0.05', 'false_detection_rate<=0.1' or 'value'."""
+        target = self.target
+        return "value" if target is None else f"{target[0]}<={target[1]:g}"
+
+    def describe(self) -> str:
+        target = self.target
+        if target is None:
+            return f"the served threshold {self.value:g}, as given"
+        if target[0] == "miss_rate":
+            return f"the highest threshold whose validation miss rate is <= {100 * target[1]:.2f}%"
+        return f"the lowest threshold whose validation false-detection rate is <= {100 * target[1]:.2f}%"
+
+
+@dataclass(frozen=True)
+class ThresholdPlan:
+    """A requested served threshold with its evidence: both splits' points at the current and the new threshold."""
+
+    product: str
+    version: int
+    request: ThresholdRequest
+    current: ServedThreshold
+    threshold: float
+    validation: dict[str, dict[str, Any]]  # "current" / "new" -> curve point
+    test: dict[str, dict[str, Any]]
+
+
+def plan_threshold(
+    settings: Settings, product: str, request: ThresholdRequest, version: int | None = None
+) -> ThresholdPlan:
+    """Choose the served threshold `request` asks for on the version's validation scores (default: the
+    champion); ThresholdRefused when the validation split cannot support it."""
+    info = registry.resolve_version(settings, product, version)
+    scores = read_served_scores(info)
+    if scores is None:
+        raise ThresholdRefused(
+            f"{product} v{info.version} has no recorded validation scores (evaluation/served_scores.json: it was "
+            f"trained before operating curves were recorded), so a threshold cannot be chosen on evidence; retrain "
+            f"it with `inspection train {product}`"
+        )
+    current = served_threshold(info, scores)
+    assert current is not None  # the served scores carry the calibrated threshold
+    target = request.target
+    if target is None:
+        threshold = float(request.value)  # type: ignore[arg-type]
+    else:
+        metric, rate = target
+        n = scores.validation.n_defect if metric == "miss_rate" else scores.validation.n_good
+        problem = unsupported_target(metric, rate, n)
+        if problem is not None:
+            raise ThresholdRefused(f"refusing to set {product} v{info.version}'s threshold: {problem}; nothing changed")
+        threshold = threshold_for_target(scores.validation.labels, scores.validation.scores, metric, rate)
+    return ThresholdPlan(
+        product,
+        info.version,
+        request,
+        current,
+        threshold,
+        {"current": scores.validation.point(current.value), "new": scores.validation.point(threshold)},
+        {"current": scores.test.point(current.value), "new": scores.test.point(threshold)},
+    )
+
+
+def threshold_log(info: registry.ModelVersionInfo) -> list[dict[str, Any]]:
+    """Every recorded threshold change of a version, oldest first (the oldest drop off to fit the tag size)."""
+    try:
+        entries = json.loads(info.tags.get(LOG_TAG, "[]"))
+    except ValueError:
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def record_threshold(settings: Settings, plan: ThresholdPlan, reason: str, by: str) -> dict[str, Any]:
+    """Record the planned threshold as the version's tags (serving follows at its next poll); returns the log
+    entry. Refuses a missing or overlong reason before writing anything."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ThresholdRefused("--reason is required: say why the served threshold moves; it is recorded")
+    if len(reason) > MAX_REASON_CHARS:
+        raise ThresholdRefused(f"the reason is {len(reason)} characters; keep it under {MAX_REASON_CHARS}")
+    by = (by or "").strip() or "unknown"
+    with registry_lock(settings, plan.product):
+        info = registry.resolve_version(settings, plan.product, plan.version)
+        before = tagged_threshold(info.tags)
+        entry = {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "by": by,
+            "from": before if before is not None else plan.current.value,
+            "to": plan.threshold,
+            "rule": plan.request.rule,
+            "reason": reason[:LOG_REASON_CHARS],
+        }
+        history = [*threshold_log(info), entry]
+        while len(history) > 1 and len(json.dumps(history).encode()) > MAX_TAG_BYTES:
+            history.pop(0)
+        # The threshold tag last: a reader that sees it sees its who / when / why too.
+        tags: dict[str, str] = {
+            SET_AT_TAG: str(entry["at"]),
+            SET_BY_TAG: by,
+            REASON_TAG: reason,
+            RULE_TAG: plan.request.rule,
+            LOG_TAG: json.dumps(history),
+            THRESHOLD_TAG: repr(float(plan.threshold)),
+        }
+        registry.set_version_tags(settings, plan.product, plan.version, tags)
+    return entry
+
+
+def cost_rows(scores: ServedScores, miss_rates: tuple[float, ...] = COST_MISS_RATES) -> list[dict[str, Any]]:
+    """What moving the threshold would cost: for each validation miss-rate target, the threshold `inspection
+    models threshold --miss-rate` would choose and its validation and test points, or why it would refuse."""
+    rows = []
+    val = scores.validation
+    for rate in miss_rates:
+        problem = unsupported_target("miss_rate", rate, val.n_defect)
+        if problem is not None:
+            rows.append({"target_miss_rate": rate, "refused": problem})
+            continue
+        threshold = threshold_for_target(val.labels, val.scores, "miss_rate", rate)
+        rows.append(
+            {
+                "target_miss_rate": rate,
+                "threshold": threshold,
+                "validation": val.point(threshold),
+                "test": scores.test.point(threshold),
+            }
+        )
+    return rows
+
+
+def _report_curve(info: registry.ModelVersionInfo) -> Any:
+    report = registry.read_report(info)
+    if report is None:
+        return None
+    try:
+        return EvaluationReport.from_json(report).operating_curve
+    except ValueError:  # pydantic's ValidationError: not the shape the pipeline writes
+        return None
+
+
+def operating_curve_view(info: registry.ModelVersionInfo, serving: float | None = None) -> dict[str, Any]:
+    """The version's frozen-test-split curve in served units with its point at `serving` (the threshold a
+    server applies; default: the version's served threshold) and the cost table; InspectionError when the
+    version recorded no curve."""
+    scores = read_served_scores(info)
+    current = served_threshold(info, scores)
+    threshold = serving if serving is not None else (current.value if current is not None else None)
+    view: dict[str, Any] = {
+        "product": info.product,
+        "model_version": info.version,
+        "split": "test",
+        "units": "served defect_probability",
+        "threshold": threshold,
+        "calibrated_threshold": calibrated_served_threshold(info, scores),
+        "threshold_set": None if current is None or current.source != "qa" else current.to_dict(),
+    }
+    if scores is not None:
+        test = scores.test
+        keep = [] if threshold is None else [threshold]
+        curve = operating_curve(test.labels, test.scores, keep=keep)
+        current_points = (
+            None
+            if threshold is None
+            else {"validation": scores.validation.point(threshold), "test": test.point(threshold)}
+        )
+        return {
+            **view,
+            "n_defect": test.n_defect,
+            "n_good": test.n_good,
+            "n_validation_defect": scores.validation.n_defect,
+            "n_validation_good": scores.validation.n_good,
+            "curve": curve,
+            "current": current_points,
+            "costs": cost_rows(scores),
+        }
+    report_curve = _report_curve(info)
+    if report_curve is None:
+        raise InspectionError(
+            f"{info.product} v{info.version} has no operating curve (trained before curves were recorded)"
+        )
+    curve = [p.model_dump(mode="json") for p in report_curve.test]
+    first = curve[0] if curve else {"n_defect": 0, "n_good": 0}
+    return {
+        **view,
+        "n_defect": first["n_defect"],
+        "n_good": first["n_good"],
+        "curve": curve,
+        "current": None,
+        "costs": [],
+    }

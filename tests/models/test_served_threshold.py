@@ -1,0 +1,145 @@
+"""`inspection models threshold`: a served threshold chosen on validation evidence, refused when validation
+cannot support it, recorded with who, when and why."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.operating_curve import (
+    point_at,
+    threshold_for_false_detection_rate,
+    threshold_for_miss_rate,
+    unsupported_target,
+)
+from inspection.settings import Settings
+from models import registry
+from models.served_threshold import (
+    LOG_TAG,
+    THRESHOLD_TAG,
+    ThresholdRefused,
+    ThresholdRequest,
+    plan_threshold,
+    read_served_scores,
+)
+from tests.test_cli import assert_clean_error, run_cli
+
+pytestmark = pytest.mark.slow
+
+THRESHOLD_TAGS = {THRESHOLD_TAG, "threshold_set_at", "threshold_set_by", "threshold_reason", "threshold_rule", LOG_TAG}
+
+
+@pytest.fixture
+def home(trained_product, tmp_path: Path) -> Settings:
+    """A private copy of the trained home, so the tags written here stay here."""
+    copy = tmp_path / "var"
+    shutil.copytree(trained_product.settings.home, copy)
+    return trained_product.settings.model_copy(update={"home": copy})
+
+
+def _tags(settings: Settings, product: str) -> dict[str, str]:
+    return registry.resolve_version(settings, product, 1).tags
+
+
+def test_requests_validation_cannot_support_are_refused_and_record_nothing(home: Settings, trained_product) -> None:
+    product = trained_product.product
+    scores = read_served_scores(registry.resolve_version(home, product, 1))
+    assert scores is not None
+    n_defect, n_good = scores.validation.n_defect, scores.validation.n_good
+    # Half an expected miss among the validation defects: the smallest miss rate it can see is 1/n, above the ask.
+    too_small = round(0.5 / n_defect, 4)
+    refused = run_cli(home, "models", "threshold", product, "--miss-rate", str(too_small), "--reason", "tighter")
+    assert_clean_error(refused, f"the validation split has {n_defect} defective images")
+    assert "nothing changed" in refused.stderr + refused.stdout
+    no_reason = run_cli(home, "models", "threshold", product, "--false-detection-rate", "0.2")
+    assert_clean_error(no_reason, "--reason is required")
+    assert not THRESHOLD_TAGS & set(_tags(home, product)), "a refused request must record nothing"
+    # The same rule for false detections and good parts; and the request itself must be one clear thing.
+    with pytest.raises(ThresholdRefused, match=f"{n_good} good images"):
+        plan_threshold(home, product, ThresholdRequest(false_detection_rate=0.5 / n_good))
+    for bad in ({"miss_rate": 0.1, "value": 0.5}, {}, {"value": 1.5}, {"miss_rate": 1.0}):
+        with pytest.raises(ThresholdRefused):
+            ThresholdRequest(**bad)
+    assert unsupported_target("miss_rate", 0.01, 20) is not None  # the issue's example: 1% with 20 defects
+
+
+def test_a_budget_then_a_miss_rate_are_recorded_with_who_when_and_why(home: Settings, trained_product) -> None:
+    product = trained_product.product
+    scores = read_served_scores(registry.resolve_version(home, product, 1))
+    assert scores is not None
+    val = scores.validation
+    budget = 0.2
+    expected = threshold_for_false_detection_rate(val.labels, val.scores, budget)
+
+    dry = run_cli(home, "models", "threshold", product, "--false-detection-rate", str(budget), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run: nothing recorded" in dry.stdout and not THRESHOLD_TAGS & set(_tags(home, product))
+
+    started = datetime.now(UTC).replace(microsecond=0)
+    done = run_cli(
+        home,
+        "models",
+        "threshold",
+        product,
+        "--false-detection-rate",
+        str(budget),
+        "--reason",
+        "line 2 rejects too many good parts",
+        "--by",
+        "alice",
+    )
+    assert done.returncode == 0, done.stderr
+    tags = _tags(home, product)
+    assert float(tags[THRESHOLD_TAG]) == expected
+    assert (tags["threshold_set_by"], tags["threshold_reason"]) == ("alice", "line 2 rejects too many good parts")
+    assert tags["threshold_rule"] == f"false_detection_rate<={budget:g}"
+    assert started <= datetime.fromisoformat(tags["threshold_set_at"]) <= datetime.now(UTC)
+    # What it costs, printed: the validation point at the new threshold is within the budget, with its interval.
+    new = point_at(val.labels, val.scores, expected)
+    assert new["false_detection_rate"] <= budget
+    out = done.stdout
+    assert "current (calibrated)" in out and "new" in out
+    assert f"{new['n_false_detections']} of {new['n_good']}" in out
+    assert "next registry poll" in out
+
+    # A miss-rate target next, by the OS user: the log keeps both, each with where it moved from.
+    target = 0.2
+    assert unsupported_target("miss_rate", target, val.n_defect) is None
+    again = run_cli(home, "models", "threshold", product, "--miss-rate", str(target), "--reason", "back to misses")
+    assert again.returncode == 0, again.stderr
+    assert "current (set by QA)" in again.stdout
+    tags = _tags(home, product)
+    moved = threshold_for_miss_rate(val.labels, val.scores, target)
+    assert float(tags[THRESHOLD_TAG]) == moved and tags["threshold_set_by"] == getpass.getuser()
+    log = json.loads(tags[LOG_TAG])
+    assert [(e["from"], e["to"], e["by"]) for e in log] == [
+        (scores.calibrated_threshold, expected, "alice"),
+        (expected, moved, getpass.getuser()),
+    ]
+    assert point_at(val.labels, val.scores, moved)["miss_rate"] <= target
+
+    listed = run_cli(home, "models", "list", product)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{moved:.4f} (set by {getpass.getuser()})" in listed.stdout
+    assert "back to misses" in listed.stdout and "line 2 rejects too many good parts" in listed.stdout
+
+
+def test_a_version_without_recorded_scores_is_refused(home: Settings, trained_product, tmp_path: Path) -> None:
+    """A version trained before the scores were recorded (its artifacts without served_scores.json)."""
+    product = trained_product.product
+    old = tmp_path / "old-artifacts"
+    shutil.copytree(registry.resolve_version(home, product, 1).artifacts, old)
+    (old / "evaluation" / "served_scores.json").unlink()
+    client = registry.mlflow_client(home)
+    run = client.create_run(client.get_experiment_by_name(product).experiment_id)
+    client.set_terminated(run.info.run_id)
+    assert registry.register_version(home, product, run.info.run_id, old.as_uri(), {}) == 2
+    with pytest.raises(ThresholdRefused, match="no recorded validation scores"):
+        plan_threshold(home, product, ThresholdRequest(value=0.5), version=2)
+    assert np.isfinite(plan_threshold(home, product, ThresholdRequest(value=0.5), version=1).threshold)
