@@ -14,7 +14,7 @@ from serving.errors import install_error_handlers
 from serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.model_watcher import stop_shadows, sync_engines, watch_champions
 from serving.reject_publisher import RejectPublisher
-from serving.routes import health, inspect, inspections, me, metrics, products, shadow, stats
+from serving.routes import health, inspect, inspections, me, metrics, operating_curve, products, shadow, stats
 from serving.routes.dashboard import install_dashboard
 from serving.row_writer import InspectionRowWriter
 from serving.state import ServingState
@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         lambda: getattr(getattr(app.state, "serving", None), "shadows", {}),
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
-    for module in (inspect, inspections, products, shadow, stats, me, health, metrics):
+    for module in (inspect, inspections, products, operating_curve, shadow, stats, me, health, metrics):
         app.include_router(module.router)
     install_dashboard(app)
     return app

@@ -53,12 +53,16 @@ class _Frame:
 _STOP = object()  # queued by close(): FIFO puts it behind every accepted frame, so all of them are answered first
 
 
-def _servable(scorer: OnnxScorer, model_version: int | None) -> tuple[OnnxScorer, int, float]:
-    """(scorer, version, threshold), checking the model carries what a verdict needs."""
+def _servable(
+    scorer: OnnxScorer, model_version: int | None, threshold: float | None = None
+) -> tuple[OnnxScorer, int, float]:
+    """(scorer, version, threshold), checking the model carries what a verdict needs; `threshold` (QA's served
+    threshold) replaces the one in the model's metadata."""
     version = model_version if model_version is not None else scorer.metadata.get("model_version")
-    if version is None or scorer.threshold is None:
+    served = scorer.threshold if threshold is None else threshold
+    if version is None or served is None:
         raise ValueError("a served model needs a model_version (given or in its metadata) and a calibrated threshold")
-    return scorer, int(version), float(scorer.threshold)
+    return scorer, int(version), float(served)
 
 
 class InferenceEngine:
@@ -72,11 +76,13 @@ class InferenceEngine:
         max_wait_ms: float = 2.0,
         queue_size: int = 64,
         model_version: int | None = None,
+        threshold: float | None = None,
     ):
         if max_batch < 1 or queue_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and queue_size must be at least 1 and max_wait_ms non-negative")
         # One tuple, replaced whole by swap(): the worker reads model, version and threshold in one step.
-        self._current = _servable(scorer, model_version)
+        self._current = _servable(scorer, model_version, threshold)
+        self._threshold_override = threshold
         self._max_batch, self._max_wait_s, self._queue_size = max_batch, max_wait_ms / 1000, queue_size
         # Bounded: overload is refused at once (503), never piled up; +1 slot kept free for close()'s stop marker.
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size + 1)
@@ -98,7 +104,7 @@ class InferenceEngine:
 
     @property
     def threshold(self) -> float:
-        """Decision threshold of the current model."""
+        """Decision threshold of the current model: QA's served threshold when one is set, else its own."""
         return self._current[2]
 
     @property
@@ -124,11 +130,24 @@ class InferenceEngine:
             self._queue.put_nowait(_Frame(frame_inputs, future, loop))
         return await future
 
-    def swap(self, scorer: OnnxScorer, model_version: int) -> None:
+    @property
+    def threshold_override(self) -> float | None:
+        """QA's served threshold in use instead of the model's metadata threshold, or None."""
+        return self._threshold_override
+
+    def set_threshold(self, threshold: float | None) -> None:
+        """Score with `threshold` from the next batch on (None: the model's own), without reloading the model;
+        frames already in a batch finish on the old one."""
+        scorer, version, _ = self._current
+        self._current = _servable(scorer, version, threshold)
+        self._threshold_override = threshold
+
+    def swap(self, scorer: OnnxScorer, model_version: int, threshold: float | None = None) -> None:
         """Serve `scorer` from the next batch on; frames already in a batch finish on the old model."""
         if self._closed:
             raise EngineClosed("the inference engine is closed")
-        self._current = _servable(scorer, model_version)
+        self._current = _servable(scorer, model_version, threshold)
+        self._threshold_override = threshold
 
     async def close(self, timeout: float = 10.0) -> None:
         """Stop accepting, answer every queued and in-flight frame, then stop the worker."""

@@ -1,5 +1,6 @@
 """Which ONNX file serves each product (the champion's accepted INT8 export if there is one, else its fp32 export)
-and which one scores in its shadow (the challenger's, chosen the same way)."""
+with which threshold (QA's `served_threshold` tag when set, else the file's own), and which one scores in its
+shadow (the challenger's, chosen the same way)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from inspection.settings import Settings
 from models import registry
 from models.artifacts import serving_file
+from models.served_threshold import tagged_threshold
 
 
 @dataclass(frozen=True)
@@ -16,13 +18,14 @@ class ServedModel:
     product: str
     version: int
     path: Path
+    threshold: float | None = None  # QA's served threshold (version tag); None: the ONNX metadata's
 
 
 def _exported(product: str, info: registry.ModelVersionInfo | None) -> ServedModel | None:
     if info is None:
         return None
     path = serving_file(info.artifacts)
-    return ServedModel(product, info.version, path) if path else None
+    return ServedModel(product, info.version, path, tagged_threshold(info.tags)) if path else None
 
 
 def champion_model(settings: Settings, product: str) -> ServedModel | None:

@@ -5,6 +5,9 @@ its engine when the alias moved. The engine's swap finishes in-flight batches on
 is dropped, and each answer names the version that scored it. The `challenger` alias is followed the same way:
 an exported challenger that is not the champion scores every frame in shadow (serving/shadow.py); when the
 alias moves the shadow is replaced, when it is removed (or the challenger became champion) the shadow stops.
+A served threshold set by QA (`inspection models threshold`: the version's `served_threshold` tag) is followed
+too: the engine judges with it from its next batch, without reloading the model, and each answer and stored
+row carries the threshold it was judged by.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def new_engine(state: ServingState, served: ServedModel) -> InferenceEngine:
         max_wait_ms=settings.batch_wait_ms,
         queue_size=settings.queue_size,
         model_version=served.version,
+        threshold=served.threshold,
     )
 
 
@@ -105,8 +109,12 @@ async def sync_engines(state: ServingState) -> list[str]:
             changes.append(f"{product}: now serving v{served.version}")
         elif engine.model_version != served.version:
             scorer = await run_in_threadpool(warm_scorer, state, served)
-            engine.swap(scorer, served.version)
+            engine.swap(scorer, served.version, served.threshold)
             changes.append(f"{product}: v{engine.model_version} swapped in")
+        elif engine.threshold_override != served.threshold:
+            engine.set_threshold(served.threshold)
+            source = "the model's own" if served.threshold is None else "set by QA"
+            changes.append(f"{product}: v{served.version} now judged at threshold {engine.threshold:.4f} ({source})")
     for product in sorted(set(current) | set(state.shadows)):
         change = await _sync_shadow(state, product, current[product][1] if product in current else None)
         if change is not None:
