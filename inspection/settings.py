@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     archive_pass_fraction: float = Field(default=0.02, ge=0, le=1, description="Share of passes archived.")
     mqtt_url: str | None = Field(default=None, description="Broker for reject messages (mqtt://host:1883); None: off.")
     mqtt_topic_prefix: str = Field(default="inspection/reject", description="Reject topic is <prefix>/<line_id>.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="An MLflow tracking server (http://host:5000, started with --serve-artifacts) that holds the "
+        "runs, the registry and the model files, shared by every replica and training job; None: an embedded "
+        "SQLite store in home/mlflow.",
+    )
     archive_url: str | None = Field(
         default=None,
         pattern=r"^s3://[^/]+(/.*)?$",
@@ -62,9 +69,14 @@ class Settings(BaseSettings):
         return self.home / "mlflow"
 
     @property
-    def mlflow_tracking_uri(self) -> str:
+    def resolved_mlflow_tracking_uri(self) -> str:
         # MLflow 3 refuses a bare file store; an SQLite backend keeps it embedded and supports the registry.
-        return f"sqlite:///{(self.mlflow_dir / 'mlflow.db').resolve()}"
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.mlflow_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where a replica keeps the model files it downloaded from an MLflow server."""
+        return self.home / "model-cache"
 
     @property
     def mlflow_artifacts_dir(self) -> Path:

@@ -1,4 +1,9 @@
-"""Per-product model registry on MLflow's registry (SQLite backend under INSPECTION_HOME).
+"""Per-product model registry on MLflow's registry: an embedded SQLite store under INSPECTION_HOME, or an MLflow
+tracking server (INSPECTION_MLFLOW_TRACKING_URI) shared by every replica and training job.
+
+A version's artifacts are a local folder either way (models/artifacts.py says what is in it): the embedded store
+keeps them in place; from a server they are downloaded, on first use, into INSPECTION_HOME/model-cache, once per
+artifacts revision (the `artifacts_revision` tag that publish_artifacts moves when export adds files).
 
 The registered model is named after the product. Alias `champion` marks what serves; the first version of a
 product becomes champion by itself so a fresh install serves at once. Every later version becomes `challenger`
@@ -9,13 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import mlflow.artifacts
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from inspection.errors import InspectionError
 from inspection.settings import Settings
@@ -32,40 +43,106 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 log = logging.getLogger(__name__)
 
 
+ARTIFACTS_REVISION_TAG = "artifacts_revision"
+
+
 @dataclass(frozen=True)
 class ModelVersionInfo:
     product: str
     version: int
     run_id: str | None
-    artifacts: Path
     aliases: tuple[str, ...]
     tags: dict[str, str]
+    source: str  # where MLflow keeps the version's artifacts (a file: URI, or the server's mlflow-artifacts:)
+    settings: Settings = field(repr=False, compare=False)
+
+    @cached_property
+    def artifacts(self) -> Path:
+        """The version's artifact folder on local disk (downloaded from the server on first use)."""
+        return _local_artifacts(self)
 
 
 def mlflow_client(settings: Settings) -> MlflowClient:
-    """A client on the embedded store of this INSPECTION_HOME."""
-    settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    uri = settings.mlflow_tracking_uri
+    """A client on the MLflow server, or on the embedded store of this INSPECTION_HOME."""
+    if settings.mlflow_tracking_uri is None:
+        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    uri = settings.resolved_mlflow_tracking_uri
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _local_path(uri: str) -> Path:
+def _local_path(uri: str) -> Path | None:
     parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file"):
-        raise InspectionError(f"model artifacts at {uri} are not on local disk")
-    return Path(unquote(parsed.path))
+    return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
 
 
-def _info(client: MlflowClient, product: str, version: int) -> ModelVersionInfo:
+def _local_artifacts(info: ModelVersionInfo) -> Path:
+    """The embedded store's folder itself, or this revision's copy in the model cache (downloaded once)."""
+    if (local := _local_path(info.source)) is not None:
+        return local
+    versions = info.settings.model_cache_dir / info.product / str(info.version)
+    revision = info.tags.get(ARTIFACTS_REVISION_TAG)
+    if revision is None:
+        # Registered but still being written (training logs its report after registering): nothing to read yet,
+        # and nothing is cached, so the complete files are fetched once they are published.
+        (unpublished := versions / ".unpublished").mkdir(parents=True, exist_ok=True)
+        return unpublished
+    folder = versions / revision
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".download-"))
+    try:
+        downloaded = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=info.source,
+                dst_path=str(staging),
+                tracking_uri=info.settings.resolved_mlflow_tracking_uri,
+            )
+        )
+        try:
+            downloaded.rename(folder)  # whole or not at all: a reader never sees a half-downloaded version
+        except OSError:
+            if not folder.is_dir():  # not another process of this home having finished the same download first
+                raise
+    except MlflowException as exc:
+        raise InspectionError(f"cannot download {info.product} v{info.version} from {info.source}: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for stale in folder.parent.iterdir():  # older revisions: a loaded ONNX session does not need its file
+        if stale != folder and not stale.name.startswith("."):
+            shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
+def _info(client: MlflowClient, settings: Settings, product: str, version: int) -> ModelVersionInfo:
     mv = client.get_model_version(product, str(version))
     return ModelVersionInfo(
         product=product,
         version=int(mv.version),
         run_id=mv.run_id,
-        artifacts=_local_path(mv.source or ""),
         aliases=tuple(mv.aliases),
         tags=dict(mv.tags),
+        source=mv.source or "",
+        settings=settings,
     )
+
+
+def mark_artifacts_published(settings: Settings, product: str, version: int) -> None:
+    """Tell every reader that the version's artifacts on the server are complete, or changed: they fetch them anew.
+    A no-op on the embedded store, whose readers use the files in place."""
+    if settings.mlflow_tracking_uri is not None:
+        mlflow_client(settings).set_model_version_tag(product, str(version), ARTIFACTS_REVISION_TAG, uuid.uuid4().hex)
+
+
+def publish_artifacts(settings: Settings, info: ModelVersionInfo, subdir: str) -> None:
+    """Make the files written into `info.artifacts / subdir` part of the version for every reader: uploaded to the
+    server, then published (a no-op on the embedded store, where they are in place already)."""
+    if _local_path(info.source) is not None:
+        return
+    base = info.source.rstrip("/")
+    repository = get_artifact_repository(f"{base}/{subdir}", tracking_uri=settings.resolved_mlflow_tracking_uri)
+    repository.log_artifacts(str(info.artifacts / subdir))
+    mark_artifacts_published(settings, info.product, info.version)
 
 
 def register_version(settings: Settings, product: str, run_id: str, artifact_uri: str, tags: dict[str, str]) -> int:
@@ -85,14 +162,14 @@ def list_versions(settings: Settings, product: str) -> list[ModelVersionInfo]:
     """All versions of a product, oldest first (empty when none was trained)."""
     client = mlflow_client(settings)
     found = client.search_model_versions(f"name='{product}'")
-    return sorted((_info(client, product, int(mv.version)) for mv in found), key=lambda v: v.version)
+    return sorted((_info(client, settings, product, int(mv.version)) for mv in found), key=lambda v: v.version)
 
 
 def version_with_alias(settings: Settings, product: str, alias: str) -> ModelVersionInfo | None:
     """The version an alias points at, or None when the alias (or the product) does not exist."""
     client = mlflow_client(settings)
     try:
-        return _info(client, product, int(client.get_model_version_by_alias(product, alias).version))
+        return _info(client, settings, product, int(client.get_model_version_by_alias(product, alias).version))
     except MlflowException:
         return None
 
@@ -115,7 +192,7 @@ def resolve_version(settings: Settings, product: str, version: int | None = None
             raise InspectionError(f"product {product!r} has no trained model: run `inspection train {product}`")
         return found
     try:
-        return _info(mlflow_client(settings), product, version)
+        return _info(mlflow_client(settings), settings, product, version)
     except MlflowException as exc:
         raise InspectionError(f"product {product!r} has no model version {version}") from exc
 

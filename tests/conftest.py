@@ -97,3 +97,51 @@ def s3_endpoint() -> Iterator[str]:
     client.create_bucket(Bucket=S3_BUCKET)
     yield endpoint
     server.stop()
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    artifacts: Path  # where its artifact proxy stores files
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real `mlflow server` process on loopback: SQLite backend store, artifacts served through its proxy."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--workers=1",
+        f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}",
+        f"--artifacts-destination={(root / 'artifacts').as_uri()}",
+        "--serve-artifacts",
+    ]
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield MlflowServer(url, root / "artifacts")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()

@@ -27,7 +27,7 @@ from inspection.product_config import load_product_config
 from inspection.progress import console, progress_task
 from inspection.settings import Settings
 from models.anomaly_export import ServedAnomalyParity
-from models.artifacts import EXPORT_REPORT_FILE, FP32_FILE, INT8_FILE, bundle_path, onnx_dir
+from models.artifacts import EXPORT_REPORT_FILE, FP32_FILE, INT8_FILE, ONNX_DIR, bundle_path, onnx_dir
 from models.checkpoint import ModelBundle
 from models.onnx_export import weights_sha256
 from models.onnx_parity import ParityResult
@@ -38,7 +38,7 @@ from models.quantize import (
     CalibrationName,
     quantize_int8,
 )
-from models.registry import mlflow_client, resolve_version
+from models.registry import mlflow_client, publish_artifacts, resolve_version
 from training.int8_gate import DEFAULT_MAX_AUROC_LOSS, Int8Decision, int8_gate
 from training.kinds import kind_of, load_bundle
 
@@ -192,6 +192,7 @@ def export_product(
         shutil.rmtree(staging, ignore_errors=True)
     outcome = ExportOutcome(product, info.version, fp32, int8_path, parity, decision, sizes, latency)
     write_atomic_text(out_dir / EXPORT_REPORT_FILE, json.dumps(outcome.summary(), indent=2, default=str))
+    publish_artifacts(settings, info, ONNX_DIR)  # uploaded to the MLflow server, if any, for every replica
     _tag_version(settings, product, info.version, outcome)
     return outcome
 

@@ -20,7 +20,7 @@ from inspection.settings import Settings
 from models.artifacts import MODEL_FILE
 from models.checkpoint import AnyBundle, save_bundle
 from models.model_card import write_model_card
-from models.registry import mlflow_client, register_version
+from models.registry import mark_artifacts_published, mlflow_client, register_version
 from training import tracking
 from training.evaluate import write_report
 from training.predict import Predictions
@@ -53,6 +53,7 @@ def publish_version(
         card = write_model_card(report, bundle.info, staging / "model_card.md")
         tracking.log_files([card], artifact_path="model")
         tracking.log_report(report)
+        mark_artifacts_published(settings, product, version)  # complete: replicas may fetch it now
     except BaseException:
         mlflow_client(settings).delete_model_version(product, str(version))
         raise

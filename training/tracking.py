@@ -20,6 +20,8 @@ def _experiment_id(client: MlflowClient, settings: Settings, product: str) -> st
     found = client.get_experiment_by_name(product)
     if found is not None:
         return found.experiment_id
+    if settings.mlflow_tracking_uri is not None:
+        return client.create_experiment(product)  # the server chooses: its artifact proxy, shared by all
     # An explicit artifact location keeps artifacts under INSPECTION_HOME, whatever the working directory.
     location = (settings.mlflow_artifacts_dir / product).resolve().as_uri()
     return client.create_experiment(product, artifact_location=location)
@@ -29,8 +31,8 @@ def _experiment_id(client: MlflowClient, settings: Settings, product: str) -> st
 def training_run(settings: Settings, product: str, params: dict[str, Any]) -> Iterator[Any]:
     """Start an MLflow run for one product; failed runs are marked FAILED, never left RUNNING."""
     client = mlflow_client(settings)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(settings.resolved_mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.resolved_mlflow_tracking_uri)
     with mlflow.start_run(experiment_id=_experiment_id(client, settings, product)) as run:
         mlflow.log_params(params)
         yield run
