@@ -302,7 +302,8 @@ def cost_rows(scores: ServedScores, miss_rates: tuple[float, ...] = COST_MISS_RA
     for rate in miss_rates:
         problem = unsupported_target("miss_rate", rate, val.n_defect)
         if problem is not None:
-            rows.append({"target_miss_rate": rate, "refused": problem})
+            # The rule's minimum: one expected miss among the validation defects (n x R >= 1).
+            rows.append({"target_miss_rate": rate, "refused": problem, "needs_defects": math.ceil(1 / rate - 1e-9)})
             continue
         threshold = threshold_for_target(val.labels, val.scores, "miss_rate", rate)
         rows.append(

@@ -324,3 +324,43 @@ def test_challenger_in_shadow_card(
         if screenshot := os.environ.get("DASHBOARD_SCREENSHOT"):
             page.get_by_test_id("panel-shadow").screenshot(path=str(Path(screenshot).with_suffix(".shadow.png")))
     browsing.assert_clean()
+
+
+# The operating-point chart's datasets as drawn: label -> [{x, y, threshold}].
+READ_OPERATING = """() => Object.fromEntries(Chart.getChart(document.getElementById('chart-operating')).data.datasets
+  .map(d => [d.label, d.data.map(p => ({x: p.x, y: p.y, threshold: p.threshold}))]))"""
+
+
+def test_operating_point_panel_draws_the_test_curve_and_what_moving_costs(live_server: Any, browsing: Browsing) -> None:
+    product = live_server.product
+    with live_server.client("manager") as manager:
+        curve = manager.get(f"/v1/products/{product}/operating-curve").json()
+    page = browsing.new_page()
+    page.goto(f"{live_server.url}/products/{product}")
+    _sign_in(page, live_server.keys["manager"])
+    _wait_for_refresh(page)
+    page.wait_for_selector("[data-testid=cost-row]")
+    drawn = page.evaluate(READ_OPERATING)
+    point = lambda p: {"x": p["false_detection_rate"], "y": p["miss_rate"], "threshold": p["threshold"]}  # noqa: E731
+    assert drawn["test curve"] == [point(p) for p in curve["curve"]]
+    assert drawn["served threshold"] == [point(curve["current"]["test"])]
+    assert page.evaluate(PAINTED_PIXELS, "operating") > 2000, "the operating-point chart is blank"
+    served = page.get_by_test_id("operating-threshold")
+    assert float(served.get_attribute("data-threshold") or "nan") == curve["threshold"]
+    assert "as calibrated in training" in served.inner_text()
+    rows = page.get_by_test_id("cost-row")
+    assert rows.count() == len(curve["costs"]) == 4
+    for i, cost in enumerate(curve["costs"]):
+        row = rows.nth(i)
+        assert float(row.get_attribute("data-target") or "nan") == cost["target_miss_rate"]
+        if "refused" in cost:
+            assert f"needs ≥ {cost['needs_defects']} defective validation parts" in row.inner_text()
+        else:
+            assert float(row.get_attribute("data-threshold") or "nan") == cost["threshold"]
+            assert _pct(cost["test"]["false_detection_rate"]) in row.inner_text()
+    if screenshot := os.environ.get("DASHBOARD_SCREENSHOT"):
+        page.get_by_test_id("panel-operating").screenshot(path=str(Path(screenshot).with_suffix(".operating.png")))
+    page.goto(f"{live_server.url}/")  # all products: a curve belongs to one product's page
+    _wait_for_refresh(page)
+    assert not page.get_by_test_id("panel-operating").is_visible()
+    browsing.assert_clean()

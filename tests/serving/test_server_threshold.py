@@ -154,6 +154,8 @@ def test_the_threshold_command_moves_served_verdicts_and_live_stats(
         assert any(p["threshold"] == value for p in curve["curve"])
         assert [row["target_miss_rate"] for row in curve["costs"]] == [0.01, 0.02, 0.05, 0.10]
         assert all(("refused" in row) != ("threshold" in row) for row in curve["costs"])
+        for row in curve["costs"]:  # refused exactly when validation holds fewer defects than one expected miss needs
+            assert ("refused" in row) == (scores.validation.n_defect * row["target_miss_rate"] < 1)
         with live.client("camera") as camera:
             assert camera.get(f"/v1/products/{product}/operating-curve").status_code == 403
         with live.client("qa") as qa:

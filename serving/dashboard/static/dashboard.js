@@ -1,6 +1,6 @@
 // The plant-manager / QA dashboard: SPC p-chart, Pareto, per-line comparison, trust figures, throughput, the
-// challenger in shadow and models, refreshed every 10 s in place (charts update with update('none'), so nothing
-// flickers).
+// challenger in shadow, the operating point and models, refreshed every 10 s in place (charts update with
+// update('none'), so nothing flickers).
 import {
   ApiError, COLORS, api, currentUser, el, explainError, fillProductSelect, interval, localTime, num, panelMessage,
   pct, query, rateFigure, setChartDefaults, startSession, trustFigures, upsertChart,
@@ -14,7 +14,7 @@ const CLOCK = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
 
 const state = {
   product: "", bucket: "hour", line: "", windowHours: "168",
-  timer: null, busy: false, again: false, modelsAt: 0, modelsFor: null, buckets: [], lines: {},
+  timer: null, busy: false, again: false, modelsAt: 0, modelsFor: null, curveAt: 0, curveFor: null, buckets: [], lines: {},
 };
 
 function readUrl() {
@@ -339,6 +339,83 @@ async function loadShadow() {
   );
 }
 
+// The served version's test-split trade-off: the curve, the point it serves at, and the threshold each
+// validation miss-rate target would give with its test rates (what `inspection models threshold` would do).
+function costRow(row, validationDefects) {
+  const target = pct(row.target_miss_rate, 0);
+  if (row.refused) {
+    const why = `refused: needs ≥ ${row.needs_defects} defective validation parts, has ${validationDefects ?? "?"}`;
+    return el("tr", { class: "refused", "data-testid": "cost-row", "data-target": row.target_miss_rate },
+      el("td", {}, target), el("td", { colspan: 4, title: row.refused }, why));
+  }
+  const rate = (p, key) => `${pct(p[key])} (${interval(p[`${key}_ci95`])})`;
+  return el("tr", { "data-testid": "cost-row", "data-target": row.target_miss_rate, "data-threshold": row.threshold },
+    el("td", {}, target),
+    el("td", {}, num(row.threshold, 4)),
+    el("td", {}, rate(row.validation, "miss_rate")),
+    el("td", {}, rate(row.test, "miss_rate")),
+    el("td", {}, rate(row.test, "false_detection_rate")));
+}
+
+async function loadOperatingCurve(force) {
+  const panel = $("panel-operating");
+  panel.hidden = !state.product; // a curve belongs to one product's served version: the product page only
+  if (!state.product) return;
+  if (!force && state.curveFor === state.product && Date.now() - state.curveAt < MODELS_REFRESH_MS) return;
+  let c;
+  try {
+    c = await api(`/v1/products/${encodeURIComponent(state.product)}/operating-curve`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return panelMessage(panel, `no operating curve: ${error.message}`);
+    panelMessage(panel, explainError(error), "error");
+    throw error;
+  }
+  state.curveAt = Date.now();
+  state.curveFor = state.product;
+  if (!c.curve.length) return panelMessage(panel, "no operating curve (empty test split)");
+  panelMessage(panel, null);
+  const current = c.current?.test;
+  const set = c.threshold_set;
+  const source = set ? `set by ${set.set_by} at ${localTime(set.set_at)} (${set.rule}): ${set.reason}` : "as calibrated in training";
+  $("operating-summary").replaceChildren(
+    el("span", { "data-testid": "operating-threshold", "data-threshold": c.threshold ?? "" },
+      `v${c.model_version} serves threshold ${num(c.threshold, 4)}, ${source}. `),
+    current
+      ? `On the ${c.n_defect} defective and ${c.n_good} good test parts: miss rate ${pct(current.miss_rate)} (${interval(current.miss_rate_ci95)}), false detections ${pct(current.false_detection_rate)} (${interval(current.false_detection_rate_ci95)}).`
+      : "",
+  );
+  const xy = (p) => ({ x: p.false_detection_rate, y: p.miss_rate, threshold: p.threshold });
+  upsertChart($("chart-operating"), {
+    type: "scatter",
+    data: {
+      datasets: [
+        { label: "test curve", data: c.curve.map(xy), showLine: true, borderColor: COLORS.blue, backgroundColor: COLORS.blue, pointRadius: 0, pointHitRadius: 6, borderWidth: 2, order: 2 },
+        { label: "served threshold", data: current ? [xy(current)] : [], borderColor: COLORS.red, backgroundColor: COLORS.red, pointRadius: 7, pointHoverRadius: 9, order: 1 },
+      ],
+    },
+    options: {
+      scales: {
+        x: { min: 0, max: 1, title: { display: true, text: "false-detection rate (good parts flagged)" }, ticks: { callback: (v) => pct(v, 0) } },
+        y: { min: 0, max: 1, title: { display: true, text: "miss rate (defects passed)" }, ticks: { callback: (v) => pct(v, 0) } },
+      },
+      plugins: {
+        tooltip: {
+          callbacks: {
+            label: (ctx) => `threshold ${num(ctx.raw.threshold, 4)}: miss ${pct(ctx.raw.y)}, false detections ${pct(ctx.raw.x)}`,
+          },
+        },
+      },
+    },
+  });
+  const head = ["validation miss target", "threshold", "validation miss rate", "test miss rate (95 % CI)", "test false detections (95 % CI)"];
+  $("operating-costs").replaceChildren(
+    el("table", { class: "models", "data-testid": "operating-costs" },
+      el("thead", {}, el("tr", {}, head.map((h) => el("th", {}, h)))), el("tbody", {}, c.costs.map((row) => costRow(row, c.n_validation_defect)))),
+    el("p", { class: "muted" },
+      `Thresholds chosen on ${c.n_validation_defect ?? "?"} defective / ${c.n_validation_good ?? "?"} good validation parts, as `,
+      el("code", {}, `inspection models threshold ${c.product} --miss-rate R`), " would choose them; rates on the frozen test split."));
+}
+
 async function refresh({ force = false } = {}) {
   if (!currentUser()) return;
   if (state.busy) {
@@ -347,7 +424,9 @@ async function refresh({ force = false } = {}) {
   }
   state.busy = true;
   $("review-link").href = `/review${query({ product: state.product })}`;
-  const results = await Promise.allSettled([loadStats(), loadThroughput(), loadShadow(), loadModels(force)]);
+  const results = await Promise.allSettled([
+    loadStats(), loadThroughput(), loadShadow(), loadOperatingCurve(force), loadModels(force),
+  ]);
   state.busy = false;
   if (!currentUser()) return; // signed out (401) while loading
   const failed = results.some((r) => r.status === "rejected");
