@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,15 +111,26 @@ class MlflowServer:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """A real `mlflow server` process on loopback: SQLite backend store, artifacts served through its proxy."""
-    import subprocess
-    import sys
-    import time
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow SQLite store: a server started on a copy skips its schema migrations."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
 
+    root = tmp_path_factory.mktemp("mlflow-template")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    TrackingStore(uri, str(root / "unused-artifacts"))
+    RegistryStore(uri)
+    return root / "mlflow.db"
+
+
+@contextmanager
+def running_mlflow_server(root: Path, template: Path) -> Iterator[MlflowServer]:
+    """A real `mlflow server` process on loopback: SQLite backend store (a copy of `template`), artifacts under
+    `root` served through its proxy."""
     import httpx
 
-    root = tmp_path_factory.mktemp("mlflow-server")
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, root / "mlflow.db")
     port = free_port()
     command = [
         str(Path(sys.executable).with_name("mlflow")),
@@ -126,22 +142,46 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         f"--artifacts-destination={(root / 'artifacts').as_uri()}",
         "--serve-artifacts",
     ]
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     url = f"http://127.0.0.1:{port}"
+    with (root / "server.log").open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.3)
+            yield MlflowServer(url, root / "artifacts")
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> Iterator[MlflowServer]:
+    """One MLflow tracking server for the session's tests that use distinct products on it."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), mlflow_db_template) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (no schema yet) on the local server, dropped after the test."""
+    import uuid
+
+    import psycopg
+
+    admin_url = os.environ.get("INSPECTION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"inspection_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield MlflowServer(url, root / "artifacts")
+        yield admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

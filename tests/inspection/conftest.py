@@ -44,9 +44,3 @@ def sessions(request: pytest.FixtureRequest, tmp_path: Path):
     engine.dispose()
     for _ in urls:  # runs the PostgreSQL generator's cleanup
         pass
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (no schema yet), dropped after the test."""
-    yield from _postgres_database()
