@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from inspection.errors import InspectionError
@@ -90,7 +91,7 @@ async def inspect_frame(
     engine: EngineDep,
     state: ServingStateDep,
     heatmap: Annotated[bool, Query(description="Draw where the defect is even on a pass (archives the frame)")] = False,
-) -> InspectResponse:
+) -> JSONResponse:
     """Score one frame with the product's champion model; the verdict is stored before it is answered.
 
     With a challenger in shadow, the frame is then also queued for it; the answer does not wait for it.
@@ -114,14 +115,19 @@ async def inspect_frame(
     )
     result = await inspect_service.inspect_frame(state, engine, frame, started)
     verdict = result.verdict
-    return InspectResponse(
-        inspection_id=result.inspection_id,
-        product=product,
-        verdict=result.label,
-        defect_probability=verdict.defect_probability,
-        defect_type=verdict.defect_type,
-        threshold=verdict.threshold,
-        model_version=verdict.model_version,
-        latency_ms=round(result.latency_ms, 3),
-        heatmap_url=f"/v1/inspections/{result.inspection_id}/heatmap" if result.has_heatmap else None,
+    # A plain dict in a JSONResponse: FastAPI passes a Response through as it is, where returning the model would
+    # have it dumped, validated again against response_model and serialized, on every frame. The fields are
+    # InspectResponse's, which documents the answer in OpenAPI; a test pins the two together.
+    return JSONResponse(
+        {
+            "inspection_id": result.inspection_id,
+            "product": product,
+            "verdict": result.label,
+            "defect_probability": verdict.defect_probability,
+            "defect_type": verdict.defect_type,
+            "threshold": verdict.threshold,
+            "model_version": verdict.model_version,
+            "latency_ms": round(result.latency_ms, 3),
+            "heatmap_url": f"/v1/inspections/{result.inspection_id}/heatmap" if result.has_heatmap else None,
+        }
     )

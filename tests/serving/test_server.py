@@ -14,6 +14,7 @@ from PIL import Image
 
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
+from serving.routes.inspect import InspectResponse
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +72,8 @@ def test_raw_and_multipart_frames_get_verdicts_that_are_stored(live_server) -> N
         )
     assert raw.status_code == 200, raw.text
     body = raw.json()
+    # The route answers a plain dict for speed; it must be exactly the documented InspectResponse.
+    assert InspectResponse.model_validate(body).model_dump() == body
     assert body["verdict"] in ("pass", "defect") and body["model_version"] == 1
     assert 0 <= body["defect_probability"] <= 1 and body["threshold"] > 0
     assert multipart.status_code == 200, multipart.text
