@@ -97,10 +97,10 @@ def models_list_cmd(product: Annotated[str, typer.Argument(help="Product name.")
         table.add_row(str(info.version), ",".join(info.aliases), miss, fdr, threshold, promoted)
     console.print(table)
     for version, entry in sorted(changes, key=lambda change: str(change[1].get("at")))[-5:]:
-        line = (
-            f"{entry.get('at')} threshold of v{version} {entry.get('from')} -> {entry.get('to')} "
-            f"({entry.get('rule')}) by {entry.get('by')}"
+        moved = " -> ".join(
+            f"{x:.4f}" if isinstance(x, float) else str(x) for x in (entry.get("from"), entry.get("to"))
         )
+        line = f"{entry.get('at')} threshold of v{version} {moved} ({entry.get('rule')}) by {entry.get('by')}"
         console.print(line + (f": {entry['reason']}" if entry.get("reason") else ""), markup=False, highlight=False)
     for entry in promotion_log(settings, product)[-5:]:
         forced = " (forced)" if entry.get("forced") else ""
