@@ -48,7 +48,7 @@ format: install
 demo: install
 	$(BIN)/inspection demo
 
-bench: install
+bench: install haproxy
 	$(PY) -m benchmarks.run
 
 clean:
