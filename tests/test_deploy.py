@@ -140,6 +140,11 @@ def test_server_requirements_match_the_lock() -> None:
     lock = _requirements(REPO / "requirements.lock")
     for name, version in _requirements(DEPLOY / "requirements-serve.txt").items():
         assert lock.get(name) == version, f"{name}=={version} but requirements.lock has {lock.get(name)}"
+    # The MLflow server image pins its packages in the Dockerfile: the same versions as the lock.
+    (mlflow_install,) = [line for line in _dockerfile_stages()["mlflow"].splitlines() if "pip install" in line]
+    for pin in re.findall(r"(\S+)==(\S+)", mlflow_install):
+        name = re.sub(r"[-_.]+", "-", pin[0]).lower()
+        assert lock.get(name) == pin[1], f"mlflow image: {name}=={pin[1]} but requirements.lock has {lock.get(name)}"
 
 
 def test_the_server_starts_without_the_training_stack() -> None:
