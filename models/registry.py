@@ -92,13 +92,7 @@ def _local_artifacts(info: ModelVersionInfo) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".download-"))
     try:
-        downloaded = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=info.source,
-                dst_path=str(staging),
-                tracking_uri=info.settings.resolved_mlflow_tracking_uri,
-            )
-        )
+        downloaded = _download_complete(info, staging)
         try:
             downloaded.rename(folder)  # whole or not at all: a reader never sees a half-downloaded version
         except OSError:
@@ -112,6 +106,47 @@ def _local_artifacts(info: ModelVersionInfo) -> Path:
         if stale != folder and not stale.name.startswith("."):
             shutil.rmtree(stale, ignore_errors=True)
     return folder
+
+
+DOWNLOAD_ATTEMPTS = 3
+
+
+def _remote_sizes(info: ModelVersionInfo) -> dict[str, int]:
+    """Every file of the version on the server, by relative path, with the size the server lists for it."""
+    repository = get_artifact_repository(info.source, tracking_uri=info.settings.resolved_mlflow_tracking_uri)
+    sizes: dict[str, int] = {}
+    pending: list[str | None] = [None]
+    while pending:
+        for entry in repository.list_artifacts(pending.pop()):
+            if entry.is_dir:
+                pending.append(entry.path)
+            elif entry.file_size is not None:
+                sizes[entry.path] = int(entry.file_size)
+    return sizes
+
+
+def _download_complete(info: ModelVersionInfo, staging: Path) -> Path:
+    """Download the version's artifacts into `staging` and check every file against the server's listing.
+
+    A truncated file was seen once under heavy load (an ONNX file that failed to parse): the download is checked
+    and retried rather than cached broken, since a broken cache entry would be served until the next revision."""
+    expected = _remote_sizes(info)
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        target = staging / f"attempt-{attempt}"
+        downloaded = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=info.source, dst_path=str(target), tracking_uri=info.settings.resolved_mlflow_tracking_uri
+            )
+        )
+        wrong = [
+            name
+            for name, size in expected.items()
+            if not (downloaded / name).is_file() or (downloaded / name).stat().st_size != size
+        ]
+        if not wrong:
+            return downloaded
+        log.warning("download of %s v%s incomplete (%s); attempt %d", info.product, info.version, wrong, attempt)
+    raise InspectionError(f"cannot download {info.product} v{info.version} completely: {', '.join(wrong)} differ")
 
 
 def _info(client: MlflowClient, settings: Settings, product: str, version: int) -> ModelVersionInfo:
