@@ -52,9 +52,14 @@ ProductDep = Annotated[str, Depends(get_product)]
 
 
 async def get_engine(product: ProductDep, state: ServingStateDep) -> InferenceEngine:
-    """The inference engine serving the `product` path parameter; 404 when it has none."""
+    """The inference engine serving the `product` path parameter; 404 when it has none, 503 (with the reason) when
+    its champion could not be loaded."""
     engine = state.engines.get(product)
     if engine is None:
+        failed = state.unloadable.get(product)
+        if failed is not None:
+            reason = f"the champion of {product!r} (v{failed.version}) could not be loaded: {failed.error}"
+            raise HTTPException(503, reason)
         raise HTTPException(404, f"no served model for product {product!r}")
     return engine
 

@@ -21,7 +21,7 @@ from models.onnx_runtime import OnnxScorer
 from serving.engine import InferenceEngine
 from serving.model_store import ServedModel, challenger_model, champion_model, registered_products
 from serving.shadow import ShadowScorer
-from serving.state import ServingState
+from serving.state import ServingState, UnloadableModel, file_stamp
 
 log = logging.getLogger("serving")
 # The shadow's session gets one core: on a 2-core line PC the champion keeps the other one to itself.
@@ -99,22 +99,20 @@ async def _sync_shadow(state: ServingState, product: str, challenger: ServedMode
 
 
 async def sync_engines(state: ServingState) -> list[str]:
-    """Swap or add engines whose product's champion changed, and follow the challengers; a line per change."""
+    """Swap or add engines whose product's champion changed, and follow the challengers; a line per change.
+
+    One product's champion that cannot be loaded (a corrupt or truncated ONNX file, a model this runtime cannot
+    run) never stops the others: it is logged and recorded in `state.unloadable` (readyz and that product's frames
+    say why), the product keeps its previous engine if it had one, and the same file is not retried until the
+    champion moves."""
     changes = []
     current = await run_in_threadpool(_current_models, state)
     for product, (served, _challenger) in current.items():
-        engine = state.engines.get(product)
-        if engine is None:
-            state.engines[product] = await run_in_threadpool(new_engine, state, served)
-            changes.append(f"{product}: now serving v{served.version}")
-        elif engine.model_version != served.version:
-            scorer = await run_in_threadpool(warm_scorer, state, served)
-            engine.swap(scorer, served.version, served.threshold)
-            changes.append(f"{product}: v{engine.model_version} swapped in")
-        elif engine.threshold_override != served.threshold:
-            engine.set_threshold(served.threshold)
-            source = "the model's own" if served.threshold is None else "set by QA"
-            changes.append(f"{product}: v{served.version} now judged at threshold {engine.threshold:.4f} ({source})")
+        change = await _sync_engine(state, product, served)
+        if change is not None:
+            changes.append(change)
+    for product in set(state.unloadable) - set(current):
+        del state.unloadable[product]  # no exported champion any more: nothing left that failed
     for product in sorted(set(current) | set(state.shadows)):
         change = await _sync_shadow(state, product, current[product][1] if product in current else None)
         if change is not None:
@@ -122,6 +120,33 @@ async def sync_engines(state: ServingState) -> list[str]:
     for change in changes:
         log.info("model change: %s", change)
     return changes
+
+
+async def _sync_engine(state: ServingState, product: str, served: ServedModel) -> str | None:
+    """Bring `product`'s engine to its champion `served`; a line when something changed."""
+    engine = state.engines.get(product)
+    if engine is not None and engine.model_version == served.version:
+        if engine.threshold_override == served.threshold:
+            return None
+        engine.set_threshold(served.threshold)
+        source = "the model's own" if served.threshold is None else "set by QA"
+        return f"{product}: v{served.version} now judged at threshold {engine.threshold:.4f} ({source})"
+    failed = state.unloadable.get(product)
+    if failed is not None and failed.stamp == file_stamp(served.path):
+        return None  # this very file failed already; retried when the champion or its file changes
+    try:
+        if engine is None:
+            state.engines[product] = await run_in_threadpool(new_engine, state, served)
+        else:
+            engine.swap(await run_in_threadpool(warm_scorer, state, served), served.version, served.threshold)
+    except Exception as error:
+        log.exception("loading %s v%d failed; the product's other models are unaffected", product, served.version)
+        reason = f"{type(error).__name__}: {error}"
+        state.unloadable[product] = UnloadableModel(served.version, file_stamp(served.path), reason)
+        kept = f"still serving v{engine.model_version}" if engine is not None else "not served"
+        return f"{product}: v{served.version} could not be loaded ({kept})"
+    state.unloadable.pop(product, None)
+    return f"{product}: now serving v{served.version}" if engine is None else f"{product}: v{served.version} swapped in"
 
 
 async def stop_shadows(state: ServingState, timeout: float) -> None:

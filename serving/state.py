@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,6 +18,24 @@ from serving.row_writer import InspectionRowWriter
 from serving.shadow import ShadowScorer
 
 
+@dataclass(frozen=True)
+class UnloadableModel:
+    """A champion the server tried to load and could not: which, from where, and why."""
+
+    version: int
+    stamp: tuple[str, int, int]  # file_stamp() of the file that failed
+    error: str
+
+
+def file_stamp(path: Path) -> tuple[str, int, int]:
+    """Path, size and modification time: a re-exported file at the same path is a new file worth a new try."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return str(path), -1, -1
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
 @dataclass
 class ServingState:
     settings: Settings
@@ -24,6 +43,8 @@ class ServingState:
     rows: InspectionRowWriter  # every answered frame's row goes through it (group commit)
     engines: dict[str, InferenceEngine] = field(default_factory=dict)
     shadows: dict[str, ShadowScorer] = field(default_factory=dict)  # product -> its challenger in shadow
+    # product -> its champion that failed to load (the product keeps its older engine, if it had one)
+    unloadable: dict[str, UnloadableModel] = field(default_factory=dict)
     rejects: RejectPublisher | None = None  # None: MQTT reject messages are off
     metrics: ServingMetrics | None = None  # the app's, so the shadow threads can count what they do
 

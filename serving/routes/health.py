@@ -33,4 +33,13 @@ async def readyz(state: ServingStateDep) -> JSONResponse:
     database = await run_in_threadpool(database_ok)
     models = {product: engine.model_version for product, engine in state.engines.items()}
     ready = database and bool(models)
-    return JSONResponse({"ready": ready, "database": database, "models": models}, status_code=200 if ready else 503)
+    # A champion that failed to load does not make the replica unready: every replica reads the same registry, so
+    # taking them all out of the balancer would stop the products that do work too.
+    unloadable = {product: f"v{failed.version}: {failed.error}" for product, failed in state.unloadable.items()}
+    answer = {
+        "ready": ready,
+        "database": database,
+        "models": models,
+        "unloadable": unloadable,
+    }
+    return JSONResponse(answer, status_code=200 if ready else 503)
