@@ -42,12 +42,20 @@ def train_cmd(
     seed: Annotated[int | None, typer.Option(help="Override the configured seed.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last epoch checkpoint.")] = False,
 ) -> None:
-    """Train, calibrate the threshold to the target miss rate, evaluate on the test split, register a version."""
-    from training.pipeline import train_product
+    """Train, calibrate the threshold to the target miss rate, evaluate on the test split, register a version.
+
+    Under torchrun (`torchrun --nproc_per_node=N --no-python inspection train P`) the N ranks train data-parallel
+    and rank 0 alone does the rest."""
+    from training.distributed import process_group
+    from training.pipeline import train_product, train_share
 
     settings = settings_from_env()
     validate_product_name(product)
-    outcome = train_product(settings, product, epochs=epochs, seed=seed, resume=resume)
+    with process_group(settings.device) as launch:
+        if launch is not None and launch.rank > 0:
+            train_share(settings, product, epochs=epochs, seed=seed, resume=resume)
+            return
+        outcome = train_product(settings, product, epochs=epochs, seed=seed, resume=resume)
     print_report(outcome.report)
     console.print(f"registered {product} version {outcome.version} in {outcome.seconds:.0f} s")
 

@@ -42,6 +42,11 @@ class ModelKind(Protocol):
         """Fit on the training split; return the fitted parts and the validation scores to calibrate on."""
         ...
 
+    def fit_share(self, job: Any) -> None:
+        """A torchrun rank above 0: its part in the data-parallel side of `fit` (nothing, for a kind without one);
+        rank 0 runs `fit` itself, and the collectives of the two must match."""
+        ...
+
     def extra_thresholds(self, val_labels: np.ndarray, val_scores: np.ndarray) -> dict[str, float]:
         """Other validation-chosen operating points to report beside the served one (same units as scores)."""
         ...

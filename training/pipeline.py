@@ -31,7 +31,7 @@ from models.checkpoint import ANOMALY_KIND, CLASSIFIER_KIND, bundle_target
 from models.hybrid import HYBRID_KIND
 from models.kinds import ModelKind
 from models.registry import resolve_version
-from training import tracking
+from training import distributed, tracking
 from training.calibration import Calibration, calibrate_to_target
 from training.data import resolve_color_mode, resolve_image_size
 from training.evaluate import build_report, operating_curve_block, recent_slice_block
@@ -56,10 +56,11 @@ class TrainOutcome:
 
 
 def select_device(requested: str) -> torch.device:
-    """'auto' picks CUDA when present, so the same command uses a GPU where there is one."""
+    """'auto' picks CUDA when present, so the same command uses a GPU where there is one; under torchrun each
+    rank takes its own GPU."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+        return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return distributed.local_device(torch.device(requested))
 
 
 def seed_everything(seed: int) -> None:
@@ -181,7 +182,7 @@ def served_scores_evidence(
     }
 
 
-def train_product(
+def prepare_job(
     settings: Settings,
     product: str,
     *,
@@ -189,12 +190,8 @@ def train_product(
     seed: int | None = None,
     resume: bool = False,
     train_overrides: dict[str, Any] | None = None,
-) -> TrainOutcome:
-    """Train, calibrate on validation, evaluate on the frozen test split, and register a new version.
-
-    `train_overrides` replaces keys of the product's `train:` config for this run (the demo's short schedule);
-    like every resolved setting it is saved with the run."""
-    started = time.perf_counter()
+) -> tuple[TrainingJob, ModelKind]:
+    """The run's resolved config, records, frozen split, preprocessing and device, and the kind it trains."""
     overrides: dict[str, Any] = {"train": dict(train_overrides or {})}
     if epochs is not None:
         overrides["train"]["epochs"] = epochs
@@ -206,7 +203,11 @@ def train_product(
     require_trainable(records, product)
     # Resolved once here, so the config saved with the run says which size "auto" became.
     config = config.model_copy(update={"image_size": resolve_image_size(records, config.image_size)})
-    parts = split_records(records, product_splits(root, records, config.split))
+    # Under torchrun rank 0 alone writes a new or extended splits.json; the other ranks take its assignment.
+    assignment = product_splits(root, records, config.split) if distributed.is_main_process() else None
+    assignment = distributed.broadcast_object(assignment)
+    assert assignment is not None
+    parts = split_records(records, assignment)
     assert isinstance(config.image_size, int)
     spec = PreprocessSpec(image_size=config.image_size, color_mode=resolve_color_mode(records, config.color_mode))
     device = select_device(settings.device)
@@ -214,8 +215,45 @@ def train_product(
         torch.set_num_threads(settings.num_threads)
     seed_everything(config.seed)
     job = TrainingJob(settings, product, config, records, parts, spec, device, resume)
-    kind = resolve_kind(config, records, parts["train"])
+    return job, resolve_kind(config, records, parts["train"])
+
+
+def train_share(
+    settings: Settings,
+    product: str,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    train_overrides: dict[str, Any] | None = None,
+) -> None:
+    """A torchrun rank above 0: the same job and its share of the kind's data-parallel fit, silently. Rank 0
+    (`train_product`) alone calibrates, evaluates, tracks in MLflow and registers the version."""
+    console.quiet = True  # rank 0's log is the run's log; N interleaved copies of it would bury it
+    job, kind = prepare_job(settings, product, epochs=epochs, seed=seed, resume=resume, train_overrides=train_overrides)
+    kind.fit_share(job)
+
+
+def train_product(
+    settings: Settings,
+    product: str,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    train_overrides: dict[str, Any] | None = None,
+) -> TrainOutcome:
+    """Train, calibrate on validation, evaluate on the frozen test split, and register a new version (under
+    torchrun: rank 0's part, while the other ranks run `train_share`).
+
+    `train_overrides` replaces keys of the product's `train:` config for this run (the demo's short schedule);
+    like every resolved setting it is saved with the run."""
+    started = time.perf_counter()
+    job, kind = prepare_job(settings, product, epochs=epochs, seed=seed, resume=resume, train_overrides=train_overrides)
+    config, records, parts = job.config, job.records, job.parts
     print_run_header(job, kind)
+    if detail := distributed.describe():
+        console.print(detail)
     with tracking.training_run(settings, product, run_params(job, kind)) as run:
         log_run_inputs(config, parts)
         fitted = kind.fit(job)

@@ -1,5 +1,9 @@
 """The training loop: a linear probe on frozen embeddings, then fine-tuning of the upper stages, with validation-based
 early stopping and a per-epoch checkpoint that `resume=True` continues from.
+
+Under torchrun (training.distributed) every rank runs this loop on the same cached features: each trains on its
+share of every global batch and the gradients are averaged across ranks, so the weights stay identical on all of
+them; rank 0 alone fits the probe, validates and saves the checkpoint, and hands the others what it decided.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from inspection.batching import batched
 from inspection.metrics import auroc
 from inspection.product_config import TrainConfig
 from models.classifier import DefectClassifier
+from training import distributed
 
 
 @dataclass
@@ -174,7 +179,8 @@ def train_classifier(
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
     """Linear probe, then fine-tune heads and upper stages on cached trunk features; returns with the best
-    validation weights loaded. Epoch 0 is the probe; fine-tune epochs are 1..epochs."""
+    validation weights loaded. Epoch 0 is the probe; fine-tune epochs are 1..epochs. Under torchrun, `on_epoch`
+    and the checkpoint are rank 0's alone."""
     model.to(device)
     num_types = model.type_head.out_features
     weights = {
@@ -192,19 +198,32 @@ def train_classifier(
     )
     base_rates = [group["lr"] for group in optimizer.param_groups]
     result, best_key, best_state, start_epoch, stale = TrainResult(), (-math.inf, -math.inf), None, 0, 0
-    if resume and checkpoint_path and checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+    saved = None
+    if resume and checkpoint_path and distributed.is_main_process() and checkpoint_path.exists():
+        # Ranks receive the checkpoint pickled from rank 0, so it is read onto the CPU there, not onto cuda:0.
+        location = torch.device("cpu") if distributed.is_distributed() else device
+        saved = torch.load(checkpoint_path, map_location=location, weights_only=False)
+    # Every rank starts where rank 0 does, whether or not the checkpoint's file system is shared with it.
+    saved = distributed.broadcast_object(saved)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         result.history = [EpochStats(**row) for row in saved["history"]]
         best_key, best_state, stale = tuple(saved["best_key"]), saved["best_state"], saved["stale"]
         result.best_epoch, start_epoch = saved["best_epoch"], saved["epoch"] + 1
+    distributed.broadcast_module(model)
 
     views, n_train = data.train_views.shape[0], data.train_views.shape[1]
+    trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     for epoch in range(start_epoch, config.epochs + 1):
         torch.manual_seed(seed * 1000 + epoch)
         if epoch == 0:
-            stats = fit_linear_probe(model, data, config, weights, device)
+            # Under torchrun rank 0 fits the probe and its heads overwrite the others': cheap, and unlike a fit on
+            # every rank it cannot leave the ranks' weights a rounding error apart.
+            stats = fit_linear_probe(model, data, config, weights, device) if distributed.is_main_process() else None
+            stats = distributed.broadcast_object(stats)
+            assert stats is not None
+            distributed.broadcast_module(model)
         else:
             _freeze_for_finetune(model)
             # Seeded per epoch, so a resumed run draws exactly the batches an uninterrupted one would.
@@ -218,6 +237,11 @@ def train_classifier(
                     continue
                 for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
                     group["lr"] = rate * _learning_rate_factor(epoch, start / n_train, config)
+                if distributed.is_distributed():
+                    step_loss = _shared_step(model, optimizer, trainable, data, index, chosen_view, weights, device)
+                    if step_loss is not None:
+                        losses.append(step_loss)
+                    continue
                 features = data.train_views[chosen_view[index], index].float().to(device)
                 is_defect, types = data.train_is_defect[index].to(device), data.train_type[index].to(device)
                 loss = _losses(model, features, is_defect, types, weights)
@@ -225,7 +249,12 @@ def train_classifier(
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
-            val_loss, val_auroc = _validate(model, data, weights, config.batch_size)
+            # Rank 0 validates and every rank takes its figures, so early stopping and the best epoch are one
+            # decision, not one per rank (a rank that stopped alone would hang the others' next all-reduce).
+            validated = _validate(model, data, weights, config.batch_size) if distributed.is_main_process() else None
+            validated = distributed.broadcast_object(validated)
+            assert validated is not None
+            val_loss, val_auroc = validated
             stats = EpochStats(epoch, "finetune", float(np.mean(losses)), val_loss, val_auroc)
         result.history.append(stats)
         key = (stats.val_auroc if stats.val_auroc is not None else 0.0, -stats.val_loss)
@@ -233,9 +262,9 @@ def train_classifier(
             best_key, best_state, stale, result.best_epoch = key, copy.deepcopy(model.state_dict()), 0, epoch
         else:
             stale += 1
-        if checkpoint_path:
+        if checkpoint_path and distributed.is_main_process():
             _save_checkpoint(checkpoint_path, epoch, model, optimizer, result, best_key, best_state, stale)
-        if on_epoch:
+        if on_epoch and distributed.is_main_process():
             on_epoch(stats)
         if stale >= config.patience:
             result.stopped_early = True
@@ -244,6 +273,46 @@ def train_classifier(
         model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _shared_step(
+    model: DefectClassifier,
+    optimizer: torch.optim.Optimizer,
+    trainable: list[nn.Parameter],
+    data: TrainingData,
+    index: torch.Tensor,
+    chosen_view: torch.Tensor,
+    weights: dict,
+    device: torch.device,
+) -> float | None:
+    """One global batch under torchrun: this rank's share forward and backward, the gradients averaged over the
+    ranks by share size (the same gradient a plain process gets from the whole batch's mean loss, up to the
+    type loss's per-class weighting), then the same optimizer step on every rank. Returns the batch's loss, or
+    None when no rank has a share it can train on (then no rank steps and none calls a collective).
+
+    Gradients are all-reduced by hand rather than through DistributedDataParallel: the fine-tune calls
+    `model.logits`, not `forward`, which DDP's reducer hooks into; a share without a defective sample leaves the
+    type head without a gradient, which DDP refuses unless it searches the graph for unused parameters every
+    step; and a rank whose share is too small must still join the all-reduce without a backward pass."""
+    rank, world_size = distributed.rank(), distributed.world_size()
+    shares = [distributed.batch_share(index, r, world_size) for r in range(world_size)]
+    # Batch-norm cannot train on a single sample: a share of one sits the step out (with weight 0), everywhere
+    # alike, since every rank computes every rank's share.
+    sizes = [len(share) if len(share) >= 2 else 0 for share in shares]
+    total = sum(sizes)
+    if total == 0:
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    loss = torch.zeros((), device=device)
+    if sizes[rank]:
+        share = shares[rank]
+        features = data.train_views[chosen_view[share], share].float().to(device)
+        is_defect, types = data.train_is_defect[share].to(device), data.train_type[share].to(device)
+        loss = _losses(model, features, is_defect, types, weights)
+        loss.backward()
+    batch_loss = distributed.average_gradients(trainable, sizes[rank] / total, loss)
+    optimizer.step()
+    return batch_loss
 
 
 def _save_checkpoint(

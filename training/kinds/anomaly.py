@@ -109,6 +109,9 @@ class AnomalyKind:
     def params(self, job: TrainingJob) -> dict[str, Any]:
         return {"n_train_good": len(job.train_goods), **anomaly_params(job.config)}
 
+    def fit_share(self, job: TrainingJob) -> None:
+        pass  # a memory bank is one pass over the good parts, on rank 0: nothing to share
+
     def fit(self, job: TrainingJob) -> Fitted:
         started = time.perf_counter()
         model = fit_patchcore_on(job.config, job.train_goods, job.spec, job.device)

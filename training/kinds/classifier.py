@@ -25,7 +25,7 @@ from models.classifier import DefectClassifier
 from models.kinds import register_kind
 from models.onnx_export import export_classifier, optimize_onnx
 from models.onnx_parity import check_parity
-from training import tracking
+from training import distributed, tracking
 from training.augment import build_augmenter
 from training.calibration import max_accuracy_threshold
 from training.data import defect_type_index, load_prepared, tta_flips_of
@@ -56,13 +56,19 @@ def _prepare_data(
 ) -> TrainingData:
     config, parts, spec = job.config, job.parts, job.spec
     views, batch = config.train.augmented_views, config.train.batch_size
-    augmenter = build_augmenter(config.augment, seed=config.seed)
-    total = views * len(parts["train"]) + len(parts["val"])
+    # Under torchrun each rank caches a contiguous block of the images and the blocks are gathered, so every rank
+    # holds the whole cache. Each rank draws its own augmentations (rank 0 with the seed a plain process uses):
+    # with one seed the blocks would repeat each other's random draws image for image.
+    train_seed = config.seed + (distributed.rank() if distributed.is_sharded(len(parts["train"])) else 0)
+    augmenter = build_augmenter(config.augment, seed=train_seed)
+    train, val = distributed.shard(parts["train"]), distributed.shard(parts["val"])
     model.to(device)
-    with progress_task("trunk features", total) as advance:
-        train_views = cached_views(model, parts["train"], spec, device, views, augmenter, batch, advance)
-        val_images = [load_prepared(r, spec) for r in parts["val"]]
+    with progress_task("trunk features", views * len(train) + len(val)) as advance:
+        train_views = cached_views(model, train, spec, device, views, augmenter, batch, advance)
+        val_images = [load_prepared(r, spec) for r in val]
         val_features = trunk_features(model, val_images, spec, device, batch, None, advance)
+    train_views = distributed.gather_shards(train_views, len(parts["train"]), dim=1)
+    val_features = distributed.gather_shards(val_features, len(parts["val"]), dim=0)
     train_is_defect, train_type = _targets(parts["train"], defect_types)
     val_is_defect, val_type = _targets(parts["val"], defect_types)
     return TrainingData(train_views, train_is_defect, train_type, val_features, val_is_defect, val_type)
@@ -141,6 +147,9 @@ class ClassifierKind:
             training=classifier_training_block(result),
             cleanup=lambda: job.checkpoint.unlink(missing_ok=True),
         )
+
+    def fit_share(self, job: TrainingJob) -> None:
+        fit_classifier(job, learnable_defect_types(job.parts))
 
     def extra_thresholds(self, val_labels: np.ndarray, val_scores: np.ndarray) -> dict[str, float]:
         return {"max_validation_accuracy": max_accuracy_threshold(val_labels, val_scores)}

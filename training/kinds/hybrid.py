@@ -126,6 +126,9 @@ class HybridKind:
             cleanup=lambda: job.checkpoint.unlink(missing_ok=True),
         )
 
+    def fit_share(self, job: TrainingJob) -> None:
+        fit_classifier(job, learnable_defect_types(job.parts))  # PatchCore and the fusion are rank 0's alone
+
     def extra_thresholds(self, val_labels: np.ndarray, val_scores: np.ndarray) -> dict[str, float]:
         return {}  # fused z-scores are not the served probability: a second point would be in the wrong units
 
