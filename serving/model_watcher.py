@@ -18,7 +18,7 @@ import logging
 from starlette.concurrency import run_in_threadpool
 
 from models.onnx_runtime import OnnxScorer
-from serving.engine import InferenceEngine
+from serving.engine import InferenceEngine, engine_runners
 from serving.model_store import ServedModel, challenger_model, champion_model, registered_products
 from serving.shadow import ShadowScorer
 from serving.state import ServingState, UnloadableModel, file_stamp
@@ -40,6 +40,7 @@ def _current_models(state: ServingState) -> dict[str, tuple[ServedModel, ServedM
 
 def warm_scorer(state: ServingState, served: ServedModel, threads: int | None = None) -> OnnxScorer:
     """A session for `served`, already run once at the batch sizes it will see."""
+    threads = threads or state.settings.ort_threads or None  # None: one per core
     scorer = OnnxScorer(served.path, threads=threads, spinning=state.settings.ort_spinning)
     scorer.warm_up(sorted({1, state.settings.batch_max}))
     return scorer
@@ -55,6 +56,7 @@ def new_engine(state: ServingState, served: ServedModel) -> InferenceEngine:
         queue_size=settings.queue_size,
         model_version=served.version,
         threshold=served.threshold,
+        runners=engine_runners(settings.engine_runners, settings.ort_threads),
     )
 
 

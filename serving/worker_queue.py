@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -42,14 +43,25 @@ def collect_batch(
 def settle(future: asyncio.Future[T], loop: asyncio.AbstractEventLoop, outcome: T | BaseException) -> None:
     """Resolve `future` with a result or an exception on its own event loop (asyncio futures are not
     thread-safe); a future cancelled meanwhile, or a loop already closed, has nobody left to answer."""
+    settle_all([(future, loop, outcome)])
 
-    def apply() -> None:
+
+def settle_all(outcomes: Sequence[tuple[asyncio.Future[T], asyncio.AbstractEventLoop, T | BaseException]]) -> None:
+    """settle() for a whole batch with one wake-up per event loop rather than one per future: each wake-up is a
+    write to the loop's self-pipe and a turn of the loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[T], T | BaseException]]] = {}
+    for future, loop, outcome in outcomes:
+        by_loop.setdefault(loop, []).append((future, outcome))
+    for loop, settled in by_loop.items():
+        with suppress(RuntimeError):  # the loop has closed
+            loop.call_soon_threadsafe(_apply, settled)
+
+
+def _apply(settled: list[tuple[asyncio.Future[T], T | BaseException]]) -> None:
+    for future, outcome in settled:
         if future.done():
-            return
+            continue
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
-
-    with suppress(RuntimeError):  # the loop has closed
-        loop.call_soon_threadsafe(apply)

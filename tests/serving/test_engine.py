@@ -6,6 +6,7 @@ import asyncio
 import copy
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from inspection.preprocessing import PreprocessSpec, preprocess
 from models.classifier import DefectClassifier
 from models.onnx_export import export_classifier
 from models.onnx_runtime import OnnxScorer
-from serving.engine import EngineClosed, EngineOverloaded, InferenceEngine, Verdict
+from serving.engine import EngineClosed, EngineOverloaded, InferenceEngine, Verdict, engine_runners
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = PreprocessSpec(image_size=64, color_mode="gray")
@@ -101,10 +102,10 @@ def test_verdict_carries_the_models_map_as_bytes(
     onnx.save(proto, str(tmp_path / "no-map.onnx"))
     mapless = OnnxScorer(tmp_path / "no-map.onnx", threads=1)
 
-    async def scenario(scorer: OnnxScorer) -> Verdict:
+    async def scenario(scorer: OnnxScorer, want_map: bool = True) -> Verdict:
         engine = InferenceEngine(scorer)
         try:
-            return await engine.submit(frames[0])
+            return await engine.submit(frames[0], want_map=want_map)
         finally:
             await engine.close()
 
@@ -115,6 +116,9 @@ def test_verdict_carries_the_models_map_as_bytes(
     np.testing.assert_allclose(with_map.anomaly_map / 255.0, maps[0], atol=1 / 255 + 1e-6)
     assert without.anomaly_map is None
     assert without == with_map  # the map is extra: it does not take part in comparing verdicts
+    # Unasked, only a flagged frame carries its map: a pass's map would never be stored.
+    unasked = asyncio.run(scenario(scorer_v1, want_map=False))
+    assert (unasked.anomaly_map is not None) == unasked.is_defect
 
 
 def test_verdict_equals_direct_scoring(scorer_v1: OnnxScorer, frames: list[np.ndarray]) -> None:
@@ -259,3 +263,46 @@ def test_a_frame_of_the_wrong_size_fails_alone(scorer_v1: OnnxScorer, frames: li
 def test_engine_import_does_not_pull_in_torch() -> None:
     code = "import sys, serving.engine; assert 'torch' not in sys.modules, 'serving.engine imported torch'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+class OverlapScorer(SlowScorer):
+    """A slow real scorer that records how many batches it was scoring at once, at most."""
+
+    def __init__(self, inner: OnnxScorer, delay: float):
+        super().__init__(inner, delay)
+        self.running, self.most, self.lock = 0, 0, threading.Lock()
+
+    def score_batch_with_maps(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return super().score_batch_with_maps(inputs)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_two_runners_score_side_by_side_and_close_drains_both(scorer_v1: OnnxScorer, frames: list[np.ndarray]) -> None:
+    scorer = OverlapScorer(scorer_v1, delay=0.2)
+
+    async def scenario() -> tuple[list[Verdict], list[Verdict]]:
+        engine = InferenceEngine(scorer, max_batch=1, runners=2)  # type: ignore[arg-type]
+        first = await asyncio.gather(*(engine.submit(frame) for frame in frames[:4]))
+        queued = [asyncio.create_task(engine.submit(frame)) for frame in frames[4:10]]
+        await asyncio.sleep(0)
+        await engine.close()  # both runners stop only after every accepted frame is answered
+        return first, [task.result() for task in queued]
+
+    first, drained = asyncio.run(scenario())
+    assert scorer.most == 2  # two batches were being scored at the same time
+    for frame, verdict in zip(frames[:10], first + drained, strict=True):
+        assert verdict.defect_probability == pytest.approx(direct(scorer_v1, frame)[0], abs=ATOL_BATCHED)
+
+
+def test_runners_default_to_one_per_core_the_sessions_threads_leave() -> None:
+    assert engine_runners(0, 1, cores=2) == 2  # the default: single-threaded session, a runner per core
+    assert engine_runners(0, 2, cores=2) == 1
+    assert engine_runners(0, 0, cores=8) == 1  # ORT takes every core itself
+    assert engine_runners(0, 4, cores=2) == 1
+    assert engine_runners(3, 1, cores=2) == 3  # as configured
