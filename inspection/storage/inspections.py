@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import Table, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
@@ -58,7 +58,9 @@ def add_inspections(sessions: sessionmaker[Session], rows: list[dict[str, Any]])
 
     The server's group commit (serving.row_writer): one bulk INSERT and one commit for every row waiting, instead
     of an ORM object and a commit per frame, which cost about 1 ms of CPU a row on 2 cores. Each row must carry
-    every column add_inspection would fill: id and received_at included.
+    every column add_inspection would fill: id and received_at included. A Core insert into the table: the ORM's
+    bulk path turned each dict through the mapper first, 0.21 against 0.09 ms of CPU a row in groups of one (0.04
+    against 0.03 in groups of 8), and the table has no ORM-side defaults for it to apply.
     """
     if not rows:
         return
@@ -66,7 +68,7 @@ def add_inspections(sessions: sessionmaker[Session], rows: list[dict[str, Any]])
     if missing:
         raise InspectionError("every inspection row needs an id and a received_at time")
     with sessions.begin() as session:
-        session.execute(insert(Inspection), rows)
+        session.execute(insert(cast(Table, Inspection.__table__)), rows)
 
 
 def get_inspection(sessions: sessionmaker[Session], inspection_id: str) -> Inspection:

@@ -102,3 +102,31 @@ def test_close_stores_what_was_handed_in_and_refuses_more(sessions) -> None:
 
     asyncio.run(main())
     assert _count(sessions) == 50
+
+
+def test_a_rows_preparation_runs_before_it_is_stored_and_a_failed_one_fails_alone(sessions) -> None:
+    def archive(row: dict) -> None:  # what the server does there: archive the frame, note where
+        row["archive_path"] = f"/archive/{row['id']}.jpg"
+
+    def broken(_row: dict) -> None:
+        raise OSError("disk full")
+
+    prepared, plain, failing = _row(), _row(), _row()
+
+    async def main() -> list[object]:
+        writer = InspectionRowWriter(sessions)
+        try:
+            return await asyncio.gather(
+                writer.write(prepared, prepare=archive),
+                writer.write(plain),
+                writer.write(failing, prepare=broken),
+                return_exceptions=True,
+            )
+        finally:
+            await writer.close()
+
+    outcomes = asyncio.run(main())
+    assert outcomes[:2] == [None, None] and isinstance(outcomes[2], OSError)
+    assert get_inspection(sessions, prepared["id"]).archive_path == f"/archive/{prepared['id']}.jpg"
+    assert get_inspection(sessions, plain["id"]).archive_path is None
+    assert _count(sessions) == 2
