@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +50,32 @@ def cli_module(checkout: Path) -> str:
     return "cli.main" if (checkout / "cli" / "main.py").is_file() else "inspection.cli"
 
 
+def default_workers(checkout: Path) -> int:
+    """The checkout's default `inspection serve --workers` (1 before the option existed)."""
+    main = checkout / "cli" / "main.py"
+    found = re.search(r"^DEFAULT_WORKERS = (\d+)", main.read_text(), re.MULTILINE) if main.is_file() else None
+    return int(found.group(1)) if found else 1
+
+
 def _process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every live process below it (the workers of `inspection serve --workers N`)."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            pending.extend(int(child) for child in task.read_text().split())
+    return found
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU seconds the server process and its live worker processes have used."""
+    return sum(_process_cpu_seconds(each) for each in _descendants(pid))
 
 
 def _own_cpu_seconds() -> float:
@@ -59,7 +83,9 @@ def _own_cpu_seconds() -> float:
     return times.user + times.system
 
 
-def measure(variant: Variant, settings: Settings, frames: list[bytes], key: str, seconds: float) -> dict[str, float]:
+def measure(
+    variant: Variant, settings: Settings, frames: list[bytes], key: str, seconds: float, clients: int
+) -> dict[str, float]:
     """One saturation run of `variant`'s server: answers/s and CPU ms per answered frame (server, client)."""
     env = {
         **os.environ,
@@ -69,15 +95,17 @@ def measure(variant: Variant, settings: Settings, frames: list[bytes], key: str,
     }
     port = free_port()
     command = [sys.executable, "-m", cli_module(variant.checkout), "serve", "--port", str(port)]
-    server = start_process(command, env, port, variant.checkout)
+    # Counted only once every worker process has finished its startup (one line each in the log).
+    workers = int(env.get("INSPECTION_WORKERS") or default_workers(variant.checkout))
+    server = start_process(command, env, port, variant.checkout, started_lines=workers)
     url = f"http://127.0.0.1:{port}/v1/inspect/{PRODUCT}"
     requests = build_requests(url, {"X-API-Key": key, "Content-Type": "image/jpeg"}, frames)
     try:
-        run(lambda: saturation(url, requests, 2.0, SATURATION_CLIENTS))  # warm: sessions, pools, first batches
-        server_before, client_before = _process_cpu_seconds(server.pid), _own_cpu_seconds()
-        result = run(lambda: saturation(url, requests, seconds, SATURATION_CLIENTS))
+        run(lambda: saturation(url, requests, 2.0, clients))  # warm: sessions, pools, first batches
+        server_before, client_before = server_cpu_seconds(server.pid), _own_cpu_seconds()
+        result = run(lambda: saturation(url, requests, seconds, clients))
         assert isinstance(result, SaturationResult)
-        server_cpu = _process_cpu_seconds(server.pid) - server_before
+        server_cpu = server_cpu_seconds(server.pid) - server_before
         client_cpu = _own_cpu_seconds() - client_before
     finally:
         server.terminate()
@@ -96,13 +124,14 @@ def main() -> None:
     parser.add_argument("--variant", action="append", type=Variant.parse, required=True)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, default=SATURATION_CLIENTS)
     args = parser.parse_args()
     settings = Settings(home=args.home.resolve(), configs_dir=Path("configs").resolve())
     frames = camera_frames(settings, PRODUCT)
     key = create_api_key(open_database(settings.resolved_database_url), "camera", "compare_servers")
     for round_number in range(1, args.rounds + 1):
         for variant in args.variant:
-            figures = measure(variant, settings, frames, key, args.seconds)
+            figures = measure(variant, settings, frames, key, args.seconds, args.clients)
             print(f"round {round_number} {variant.name}: {figures}", flush=True)
 
 

@@ -81,6 +81,7 @@ class OfferedResult:
     p50_ms: float
     p99_ms: float
     errors: int  # answers other than 200
+    answered: int = 0  # answers with status 200
 
 
 async def offered_rate(url: str, requests: Sequence[bytes], fps: float, seconds: float) -> OfferedResult:
@@ -119,7 +120,7 @@ async def offered_rate(url: str, requests: Sequence[bytes], fps: float, seconds:
     if not latencies:
         return OfferedResult(0.0, float("nan"), float("nan"), errors)
     p50, p99 = np.percentile(latencies, [50, 99])
-    return OfferedResult(len(latencies) / elapsed, float(p50), float(p99), errors)
+    return OfferedResult(len(latencies) / elapsed, float(p50), float(p99), errors, len(latencies))
 
 
 @dataclass

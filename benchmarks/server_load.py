@@ -1,19 +1,32 @@
-"""End-to-end server load: 640x480 JPEG frames over HTTP on loopback at offered rates and at saturation, next to
-the naive baseline (FastAPI + PyTorch per request), both run as separate processes on this machine.
+"""End-to-end server load, side by side in one run on this machine: the served ONNX file alone, `inspection serve`,
+a 20-line FastAPI + ONNX Runtime wrapper of the same file (benchmarks/simple_ort_server.py) and the naive
+FastAPI + PyTorch server, each a separate process, all fed 640x480 JPEG frames over HTTP on loopback by the same
+lean keep-alive client.
+
+These machines drift by tens of percent within minutes, so the model alone, the server and the simple wrapper are
+measured in alternating rounds and their ratios come from the same rounds. Every frame the server answers is
+counted against the rows it stored (each phase sends its own line_id).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
+from rich.console import Console
 
 from benchmarks.http_load import OfferedResult, SaturationResult, build_requests, offered_rate, run, saturation
 from datasets.layout import scan_dataset
@@ -22,7 +35,8 @@ from inspection.product_config import load_product_config
 from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
-from models.artifacts import MODEL_FILE
+from inspection.storage.inspections import InspectionFilter, list_inspections
+from models.artifacts import EXPORT_REPORT_FILE, FP32_FILE, MODEL_FILE, onnx_dir
 from models.onnx_runtime import OnnxScorer
 from models.registry import champion
 from serving.frames import frame_to_inputs
@@ -31,14 +45,35 @@ from serving.model_store import champion_model
 OFFERED_FPS = (25, 50, 100)
 SECONDS_PER_RATE = 8.0
 SATURATION_SECONDS = 8.0
-SATURATION_CLIENTS = 16
+WARM_UP_SECONDS = 2.0  # sessions, thread pools and first batches, before anything is counted
+SATURATION_CLIENTS = 8  # keep-alive connections, each sending its next frame when the last is answered
+ROUNDS = 2  # alternations of model alone / server / simple wrapper
+MODEL_ONLY_BATCH = 8
+MODEL_ONLY_THREADS = 2
+LATENCY_CALLS = 200
+# The ISA extensions that decide ONNX Runtime's speed, fp32 (AVX2, AVX-512) and INT8 (VNNI, AMX) alike.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8")
 REPO = Path(__file__).resolve().parents[1]
+STARTED_LINE = b"Application startup complete"  # what uvicorn logs when a (worker) process's lifespan is done
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def cpu_flags() -> dict[str, float]:
+    """The CPU's ISA extensions that matter here, as 0/1 figures (`cpu_avx2`, ...), and its core count."""
+    present: set[str] = set()
+    with Path("/proc/cpuinfo").open() as info:
+        for line in info:
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                break
+    figures = {f"cpu_{flag}": float(flag in present) for flag in ISA_FLAGS}
+    figures["cpu_cores"] = float(os.cpu_count() or 1)
+    return figures
 
 
 def camera_frames(settings: Settings, product: str, n: int = 64) -> list[bytes]:
@@ -56,86 +91,217 @@ def camera_frames(settings: Settings, product: str, n: int = 64) -> list[bytes]:
     return frames
 
 
-def start_process(command: list[str], env: dict[str, str], port: int, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+def _log_tail(log: IO[bytes]) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-2000:]
+
+
+def start_process(
+    command: list[str], env: dict[str, str], port: int, cwd: Path = REPO, started_lines: int = 0
+) -> subprocess.Popen[bytes]:
+    """Start a server and return once it accepts connections and, given `started_lines`, once that many of its
+    processes have logged the end of their startup (the workers of `inspection serve --workers N`)."""
     # stderr to a file, not a pipe: a pipe nobody reads blocks the server once 64 KB of log lines are written.
     log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server process, closed with it
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
+    # Its own session (process group): stop_process() can then reap worker processes a dead master left behind.
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command} exited: {_log_tail(log)}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
+                pass
         except OSError:
-            if process.poll() is not None:
-                log.seek(0)
-                output = log.read().decode(errors="replace")[-2000:]
-                raise RuntimeError(f"{command} exited: {output}") from None
             time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"{command} did not start listening on {port}")
+            continue
+        log.seek(0)
+        if log.read().count(STARTED_LINE) >= started_lines:
+            return process
+        time.sleep(0.2)
+    kill_process_group(process)
+    raise RuntimeError(f"{command} did not start on {port}: {_log_tail(log)}")
 
 
-def _saturation_fps(url: str, requests: list[bytes]) -> float:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful drain for the inspection server), then wait; then SIGKILL whatever is left of its process
+    group (workers of `inspection serve --workers N` whose master died without stopping them)."""
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    finally:
+        kill_process_group(process)
+
+
+def kill_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL every process of `process`'s group (start_process() made it a group leader), then reap it."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+@contextmanager
+def running(command: list[str], env: dict[str, str], started_lines: int = 0) -> Iterator[int]:
+    """A server process on a free port for the block's duration; yields the port."""
+    port = free_port()
+    process = start_process([*command, str(port)], env, port, started_lines=started_lines)
+    try:
+        yield port
+    finally:
+        stop_process(process)
+
+
+def _saturate(url: str, requests: list[bytes]) -> tuple[SaturationResult, int]:
+    """The measured saturation run, and every frame answered 200 including the warm-up's."""
+    warm_up = run(lambda: saturation(url, requests, WARM_UP_SECONDS, SATURATION_CLIENTS))
     result = run(lambda: saturation(url, requests, SATURATION_SECONDS, SATURATION_CLIENTS))
-    assert isinstance(result, SaturationResult)
-    return result.fps
+    assert isinstance(warm_up, SaturationResult) and isinstance(result, SaturationResult)
+    return result, warm_up.answered + result.answered
+
+
+class _RowCheck:
+    """Each load phase sends its own line_id; every frame answered 200 must be a stored row of it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.sessions = open_database(settings.resolved_database_url)
+        self.answered = 0
+        self.stored = 0
+
+    def line(self) -> str:
+        return f"bench-{uuid.uuid4().hex[:12]}"
+
+    def count(self, line_id: str, answered: int) -> None:
+        self.answered += answered
+        self.stored += list_inspections(self.sessions, InspectionFilter(line_id=line_id), limit=1)[1]
 
 
 def run_load(settings: Settings, product: str) -> dict[str, float]:
-    """Figures: fps and p50/p99 at each offered rate, saturation fps, the naive baseline's saturation, and the
-    served model's own ceiling (ORT alone) with the share of it the whole server reaches."""
+    """Figures: the CPU's flags; saturation of the model alone, the server and the simple wrapper in alternating
+    rounds, and their ratios; latency at offered rates and at half the server's saturation; the naive baseline;
+    INT8's speed-up and its gate's decision; answered frames against stored rows."""
+    console = Console()
+    figures = cpu_flags()
+    console.print("CPU: " + ", ".join(f"{name.removeprefix('cpu_')} {int(v)}" for name, v in figures.items()))
     frames = camera_frames(settings, product)
     key = create_api_key(open_database(settings.resolved_database_url), "camera", "bench camera")
     headers = {"X-API-Key": key, "Content-Type": "image/jpeg"}
     env = {**os.environ, "INSPECTION_HOME": str(settings.home), "INSPECTION_CONFIGS_DIR": str(settings.configs_dir)}
-    figures: dict[str, float] = {}
-    port = free_port()
-    server = start_process([sys.executable, "-m", "cli.main", "serve", "--port", str(port)], env, port)
-    url = f"http://127.0.0.1:{port}/v1/inspect/{product}"
-    requests = build_requests(url, headers, frames)
-    try:
-        for fps in OFFERED_FPS:
-            result = run(lambda fps=fps: offered_rate(url, requests, fps, SECONDS_PER_RATE))
-            assert isinstance(result, OfferedResult)
-            figures[f"server_fps_at_{fps}fps"] = round(result.fps, 1)
-            figures[f"p50_ms_at_{fps}fps"] = round(result.p50_ms, 1)
-            figures[f"p99_ms_at_{fps}fps"] = round(result.p99_ms, 1)
-            figures[f"errors_at_{fps}fps"] = result.errors
-        figures["server_fps_saturation"] = round(_saturation_fps(url, requests), 1)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    info = champion(settings, product)
-    assert info is not None
-    port = free_port()
-    naive = start_process(
-        [sys.executable, "-m", "benchmarks.naive_server", str(info.artifacts / MODEL_FILE), str(port)], env, port
-    )
-    try:
-        naive_url = f"http://127.0.0.1:{port}/v1/inspect/{product}"
-        naive_requests = build_requests(naive_url, headers, frames)
-        figures["naive_fps_saturation"] = round(_saturation_fps(naive_url, naive_requests), 1)
-    finally:
-        naive.terminate()
-        naive.wait(timeout=30)
-    figures["server_vs_naive"] = round(figures["server_fps_saturation"] / figures["naive_fps_saturation"], 2)
-    # The ceiling: the served ONNX file alone, in full batches on every core, no HTTP, decoding or database. On 2
-    # cores the goal of 150 frames/s can only be met by a model whose own ceiling is well above it.
     served = champion_model(settings, product)
-    assert served is not None
-    figures["served_model_int8"] = int(served.path.name.endswith(".int8.onnx"))
-    figures["model_only_fps"] = round(_model_only_fps(served.path, frames, Settings().batch_max), 1)
+    info = champion(settings, product)
+    assert served is not None and info is not None, f"{product} has no exported champion"
+    workers = int(env.get("INSPECTION_WORKERS") or _default_workers())
+    server_command = [sys.executable, "-m", "cli.main", "serve", "--port"]
+    simple_command = [sys.executable, "-m", "benchmarks.simple_ort_server", str(served.path)]
+    rows = _RowCheck(settings)
+
+    def server_url(port: int, line_id: str) -> str:
+        return f"http://127.0.0.1:{port}/v1/inspect/{product}?line_id={line_id}"
+
+    def server_saturation() -> float:
+        with running(server_command, env, started_lines=workers) as port:
+            line_id = rows.line()
+            url = server_url(port, line_id)
+            result, answered = _saturate(url, build_requests(url, headers, frames))
+        rows.count(line_id, answered)
+        return result.fps
+
+    def simple_saturation() -> float:
+        with running(simple_command, env) as port:
+            url = f"http://127.0.0.1:{port}/v1/inspect/{product}"
+            return _saturate(url, build_requests(url, headers, frames))[0].fps
+
+    measured: dict[str, list[float]] = {"model_only": [], "server": [], "simple_ort": []}
+    for round_number in range(1, ROUNDS + 1):
+        measured["model_only"].append(_model_only_fps(served.path, frames))
+        measured["server"].append(server_saturation())
+        measured["simple_ort"].append(simple_saturation())
+        console.print(f"round {round_number}: " + ", ".join(f"{k} {v[-1]:.1f} fps" for k, v in measured.items()))
+    for name, values in measured.items():
+        figures[f"{name}_fps" if name != "server" else "server_fps_saturation"] = round(float(np.mean(values)), 1)
+    figures["server_workers"] = float(workers)
     figures["server_vs_model_only"] = round(figures["server_fps_saturation"] / figures["model_only_fps"], 2)
+    figures["server_vs_simple_ort"] = round(figures["server_fps_saturation"] / figures["simple_ort_fps"], 2)
+
+    half = figures["server_fps_saturation"] / 2
+    with running(server_command, env, started_lines=workers) as port:
+        for name, fps in [*((str(rate), float(rate)) for rate in OFFERED_FPS), ("half_saturation", half)]:
+            line_id = rows.line()
+            url = server_url(port, line_id)
+            requests = build_requests(url, headers, frames)
+            warm_up = run(lambda url=url, requests=requests: saturation(url, requests, WARM_UP_SECONDS, 2))
+            result = run(lambda url=url, requests=requests, fps=fps: offered_rate(url, requests, fps, SECONDS_PER_RATE))
+            assert isinstance(warm_up, SaturationResult) and isinstance(result, OfferedResult)
+            rows.count(line_id, warm_up.answered + result.answered)
+            suffix = f"{name}fps" if name != "half_saturation" else name
+            figures[f"server_fps_at_{suffix}"] = round(result.fps, 1)
+            figures[f"p50_ms_at_{suffix}"] = round(result.p50_ms, 1)
+            figures[f"p99_ms_at_{suffix}"] = round(result.p99_ms, 1)
+            figures[f"errors_at_{suffix}"] = result.errors
+    figures["p99_vs_p50_at_half_saturation"] = round(
+        figures["p99_ms_at_half_saturation"] / figures["p50_ms_at_half_saturation"], 2
+    )
+
+    naive_command = [sys.executable, "-m", "benchmarks.naive_server", str(info.artifacts / MODEL_FILE)]
+    with running(naive_command, env) as port:
+        url = f"http://127.0.0.1:{port}/v1/inspect/{product}"
+        figures["naive_fps_saturation"] = round(_saturate(url, build_requests(url, headers, frames))[0].fps, 1)
+    figures["server_vs_naive"] = round(figures["server_fps_saturation"] / figures["naive_fps_saturation"], 2)
+
+    figures.update(_int8_figures(served.path, info.artifacts, frames))
+    figures["server_frames_answered"] = float(rows.answered)
+    figures["server_rows_stored"] = float(rows.stored)
+    if rows.stored != rows.answered:
+        console.print(f"[bold red]{rows.answered} frames answered but {rows.stored} rows stored[/]")
     return figures
 
 
-def _model_only_fps(path: Path, frames: list[bytes], batch: int) -> float:
-    """Images/s of the ONNX file alone: ORT on every core, already preprocessed frames in batches of `batch`."""
-    scorer = OnnxScorer(path)
-    inputs = np.stack([frame_to_inputs(frame, scorer.spec, 10**8) for frame in frames[:batch]])
+def _default_workers() -> int:
+    from cli.main import DEFAULT_WORKERS
+
+    return DEFAULT_WORKERS
+
+
+def _model_only_fps(path: Path, frames: list[bytes]) -> float:
+    """Images/s of the ONNX file alone: ORT with MODEL_ONLY_THREADS threads, already preprocessed frames in batches
+    of MODEL_ONLY_BATCH, no HTTP, decoding or database."""
+    scorer = OnnxScorer(path, threads=MODEL_ONLY_THREADS)
+    inputs = np.stack([frame_to_inputs(frame, scorer.spec, 10**8) for frame in frames[:MODEL_ONLY_BATCH]])
     scorer.score_batch_with_maps(inputs)  # the first run plans and allocates
     scored, began = 0, time.perf_counter()
     while time.perf_counter() - began < SATURATION_SECONDS:
         scorer.score_batch_with_maps(inputs)
         scored += len(inputs)
     return scored / (time.perf_counter() - began)
+
+
+def _int8_figures(served: Path, artifacts: Path, frames: list[bytes]) -> dict[str, float]:
+    """INT8's gate decision (from the export report) and its batch-1 speed-up over fp32: timed now, interleaved,
+    when the INT8 file exists (it was accepted); else the export's own timing of the refused candidate."""
+    report = json.loads((onnx_dir(artifacts) / EXPORT_REPORT_FILE).read_text())
+    decision = report.get("int8")
+    figures = {"served_model_int8": float(served.name.endswith(".int8.onnx"))}
+    if decision is None:
+        return figures  # exported without --int8
+    figures["int8_accepted"] = float(bool(decision["accepted"]))
+    fp32_path = onnx_dir(artifacts) / FP32_FILE
+    int8_path = report.get("int8_path")
+    if int8_path and Path(int8_path).is_file():
+        fp32, int8 = OnnxScorer(fp32_path), OnnxScorer(Path(int8_path))
+        single = frame_to_inputs(frames[0], fp32.spec, 10**8)[None]
+        timings: dict[str, list[float]] = {"fp32": [], "int8": []}
+        for _ in range(3):  # blocks alternated, so drift hits both
+            for name, scorer in (("fp32", fp32), ("int8", int8)):
+                scorer.score_batch(single)
+                for _ in range(LATENCY_CALLS // 3):
+                    began = time.perf_counter()
+                    scorer.score_batch(single)
+                    timings[name].append(time.perf_counter() - began)
+        fp32_ms, int8_ms = (1000 * float(np.median(timings[name])) for name in ("fp32", "int8"))
+        figures["int8_bs1_timed_at_export"] = 0.0
+    else:
+        fp32_ms, int8_ms = report["latency_ms_bs1"]["fp32"], report["latency_ms_bs1"]["int8"]
+        figures["int8_bs1_timed_at_export"] = 1.0
+    figures["fp32_latency_ms_bs1"] = round(fp32_ms, 2)
+    figures["int8_latency_ms_bs1"] = round(int8_ms, 2)
+    figures["int8_vs_fp32_bs1"] = round(fp32_ms / int8_ms, 2)
+    return figures
