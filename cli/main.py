@@ -6,6 +6,7 @@ Heavy modules (torch, MLflow) are imported inside the commands so `inspection --
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,9 @@ from cli.stats import stats_cmd
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
 from inspection.progress import console as log_console
+
+# Measured on 2 cores (README, "Server load"): see there before changing it.
+DEFAULT_WORKERS = 1
 
 app = typer.Typer(help="Defect inspection for production lines.", no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(datasets_app, name="datasets")
@@ -92,19 +96,21 @@ def export_cmd(
         typer.Option(help="INT8 is kept only if the 95% upper bound of its paired AUROC loss is at most this."),
     ] = 0.005,
     int8_calibration: Annotated[
-        str, typer.Option(help="Activation range calibration: minmax, entropy or percentile.")
-    ] = "minmax",
+        str | None,
+        typer.Option(help="Activation range calibration: minmax, entropy or percentile (default: percentile)."),
+    ] = None,
     int8_calibration_images: Annotated[int, typer.Option(help="Training images to calibrate INT8 on.")] = 256,
 ) -> None:
     """Export to ONNX with graph optimization and a parity gate against PyTorch; optionally INT8."""
-    from models.quantize import CALIBRATION_METHODS
+    from models.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
     from training.export_pipeline import Int8Options, export_product
 
     settings = settings_from_env()
     validate_product_name(product)
-    if int8_calibration not in CALIBRATION_METHODS:
+    calibration = int8_calibration or DEFAULT_CALIBRATION_METHOD
+    if calibration not in CALIBRATION_METHODS:
         raise InspectionError(f"--int8-calibration must be one of {', '.join(CALIBRATION_METHODS)}")
-    options = Int8Options(int8_max_auroc_loss, int8_calibration, int8_calibration_images)
+    options = Int8Options(int8_max_auroc_loss, calibration, int8_calibration_images)
     outcome = export_product(settings, product, version=version, int8=int8, int8_options=options)
     table = Table(title=f"{product} v{outcome.version} exported")
     for column in ("model", "file", "size MB", "latency ms (batch 1)"):
@@ -131,6 +137,15 @@ def export_cmd(
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="INSPECTION_WORKERS",
+            help="Server processes on the one port, each with its own models and its share of the cores "
+            "(INSPECTION_ENGINE_RUNNERS unless set). One was faster on 2 cores; see the README.",
+        ),
+    ] = DEFAULT_WORKERS,
     access_log: Annotated[
         bool, typer.Option(help="Log a line per HTTP request (every inspection is a database row regardless).")
     ] = False,
@@ -140,9 +155,36 @@ def serve_cmd(
 
     from serving.app import create_app
 
+    settings = settings_from_env()
     # Access lines are off by default: at 100 frames/s they are 8.6 million lines a day that repeat the
     # inspections table, and writing them costs the cores that score frames.
-    uvicorn.run(create_app(settings_from_env()), host=host, port=port, log_level="info", access_log=access_log)
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)
+        return
+    from inspection.storage.database import make_engine, upgrade_schema
+
+    # Once, here: N workers migrating one database at the same time would race on Alembic's version table.
+    upgrade_schema(make_engine(settings.resolved_database_url))
+    # The workers are fresh interpreters (spawned) that build their app from the environment; this is how they
+    # get their share of the cores. Each polls the registry itself, so a promotion reaches every one of them.
+    if not settings.engine_runners:
+        os.environ["INSPECTION_ENGINE_RUNNERS"] = str(runners_per_worker(workers, settings.ort_threads))
+    uvicorn.run(
+        "serving.app:create_worker_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=access_log,
+    )
+
+
+def runners_per_worker(workers: int, ort_threads: int, cores: int | None = None) -> int:
+    """Engine runners per worker process: the cores shared out among the workers and their sessions' intra-op
+    threads (0: a thread per core), at least one each."""
+    share = max(1, (cores or os.cpu_count() or 1) // workers)
+    return max(1, share // ort_threads) if ort_threads else 1
 
 
 def main() -> None:

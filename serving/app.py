@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 
 from inspection.settings import Settings
-from inspection.storage.database import open_database
+from inspection.storage.database import make_engine, open_database, session_factory
 from serving.errors import install_error_handlers
 from serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.model_watcher import stop_shadows, sync_engines, watch_champions
@@ -22,12 +22,14 @@ from serving.state import ServingState
 SHADOW_STOP_GRACE_S = 10.0  # beyond the delay budget: one batch still being scored and written
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The inspection server for one INSPECTION_HOME."""
+def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
+    """The inspection server for one INSPECTION_HOME; `migrate=False` when the schema was brought up to date
+    already (by the parent of several worker processes, so they do not all run Alembic at once)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sessions = open_database(settings.resolved_database_url)
+        url = settings.resolved_database_url
+        sessions = open_database(url) if migrate else session_factory(make_engine(url))
         state = ServingState(
             settings=settings, sessions=sessions, rows=InspectionRowWriter(sessions), metrics=app.state.metrics
         )
@@ -64,3 +66,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     install_dashboard(app)
     return app
+
+
+def create_worker_app() -> FastAPI:
+    """The factory each worker process of `inspection serve --workers N` calls: settings from the INSPECTION_*
+    environment the parent passed on; the parent ran the migrations before starting the workers."""
+    return create_app(Settings(), migrate=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -20,7 +22,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: ServingStateDep) -> JSONResponse:
-    """Ready when at least one model is loaded and the database answers; 503 with the reasons otherwise."""
+    """Ready when at least one model is loaded and the database answers; 503 with the reasons otherwise.
+    `worker` is this process's id: under `inspection serve --workers N` it says which worker answered."""
 
     def database_ok() -> bool:
         try:
@@ -41,5 +44,6 @@ async def readyz(state: ServingStateDep) -> JSONResponse:
         "database": database,
         "models": models,
         "unloadable": unloadable,
+        "worker": os.getpid(),
     }
     return JSONResponse(answer, status_code=200 if ready else 503)
