@@ -77,6 +77,18 @@ def test_kustomization_lists_existing_files() -> None:
         assert (DEPLOY / "k8s" / resource).is_file(), resource
 
 
+def test_every_volume_claim_used_is_defined() -> None:
+    claims = {obj["metadata"]["name"] for obj in _k8s_objects() if obj["kind"] == "PersistentVolumeClaim"}
+    used = {
+        volume["persistentVolumeClaim"]["claimName"]
+        for obj in _k8s_objects()
+        for volume in obj.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", [])
+        if "persistentVolumeClaim" in volume
+    }
+    assert used, "the training Job mounts its datasets from a claim"
+    assert used <= claims, f"claims used but not defined: {sorted(used - claims)}"
+
+
 def test_haproxy_config_is_valid() -> None:
     haproxy = shutil.which("haproxy")
     assert haproxy, "haproxy is not installed: `make haproxy` (part of `make test`) installs Debian's package"
