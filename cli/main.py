@@ -181,10 +181,10 @@ def serve_cmd(
 
 
 def runners_per_worker(workers: int, ort_threads: int, cores: int | None = None) -> int:
-    """Engine runners per worker process: the cores shared out among the workers and their sessions' intra-op
-    threads (0: a thread per core), at least one each."""
-    share = max(1, (cores or os.cpu_count() or 1) // workers)
-    return max(1, share // ort_threads) if ort_threads else 1
+    """Engine runners per worker process: engine_runners' rule applied to the worker's share of the cores."""
+    from serving.engine import engine_runners
+
+    return engine_runners(0, ort_threads, cores=max(1, (cores or os.cpu_count() or 1) // workers))
 
 
 def main() -> None:

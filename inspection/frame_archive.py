@@ -26,6 +26,9 @@ S3_SCHEME = "s3://"
 class FrameArchive(Protocol):
     """Archived frames and what is stored beside them (anomaly maps, drawn heatmaps), by location string."""
 
+    # True when a write is a local file (cheap, no waiting); False when it waits on a network (an object store).
+    writes_locally: bool
+
     def location(self, key: str) -> str:
         """Where the object with this key (`<product>/<date>/<file>`) is stored."""
         ...
@@ -41,6 +44,8 @@ class FrameArchive(Protocol):
 
 class LocalArchive:
     """Frames as files under one folder (INSPECTION_HOME/archive by default)."""
+
+    writes_locally = True
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -66,6 +71,8 @@ class LocalArchive:
 
 class S3Archive:
     """Frames as objects under `s3://bucket/prefix/` of any S3-compatible store (AWS, MinIO, Ceph...)."""
+
+    writes_locally = False
 
     def __init__(self, url: str, client: Any, local: LocalArchive) -> None:
         self.bucket, self.prefix = parse_s3_url(url)

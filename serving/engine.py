@@ -4,9 +4,9 @@ Frames wait in one bounded queue; each runner thread takes what is waiting (up t
 `max_wait_ms` for company) and scores it on the model's one session, whose runs release the GIL. Two ways to use
 the cores: several runners on a single-threaded session (frames side by side, no intra-op synchronisation) or one
 runner with an intra-op thread per core. On 2 cores with EfficientNet-Lite0 at 224 px the first won: ORT alone
-ran ~300 frames/s as two single-threaded runs of one frame against ~250 as one 2-thread run of batches of 8, and
-the whole server ~20 % faster (README, "Server load"); batches only pay where a call's fixed cost is large against
-the model's. Torch-free, as all of serving.
+ran 202-212 frames/s as two single-threaded runs of 1-2 frames against 163 as one 2-thread run of batches of 8
+(benchmarks/engine_layouts.py; README, "Server load on ELPV"); batches only pay where a call's fixed cost is large
+against the model's. Torch-free, as all of serving.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ class Verdict:
     # defect-like. Only for flagged frames and those submitted with want_map (the only ones whose map is stored);
     # None otherwise, and for models without the output.
     anomaly_map: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        """The verdict as stored and answered: defect or pass."""
+        return "defect" if self.is_defect else "pass"
 
 
 class EngineOverloaded(Exception):  # noqa: N818 - the name is the HTTP layer's contract

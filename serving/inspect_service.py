@@ -14,7 +14,6 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from inspection.frame_archive import LocalArchive
 from inspection.storage.inspections import needs_review
 from serving.archive import archive_with_map, should_archive
 from serving.engine import InferenceEngine, Verdict
@@ -48,7 +47,7 @@ class InspectionResult:
     @property
     def label(self) -> str:
         """The verdict as stored and answered: defect or pass."""
-        return "defect" if self.verdict.is_defect else "pass"
+        return self.verdict.label
 
 
 async def inspect_frame(
@@ -78,7 +77,7 @@ async def inspect_frame(
 
     # A requested heatmap is stored with its frame, so asking for one archives the frame too.
     if drawn is not None or should_archive(inspection_id, review, settings.archive_pass_fraction):
-        if isinstance(state.archive, LocalArchive):
+        if state.archive.writes_locally:
             # Archived by the row writer just before it stores the row: a local write costs ~0.2 ms of CPU and no
             # waiting, and the writer's thread spares the request a second trip through the thread pool.
             await state.rows.write(row, prepare=archive)
@@ -112,7 +111,7 @@ def _row(frame: FrameSubmission, inspection_id: str, verdict: Verdict, received:
         frame_id=frame.frame_id,
         captured_at=frame.captured_at,
         received_at=received,
-        verdict="defect" if verdict.is_defect else "pass",
+        verdict=verdict.label,
         defect_probability=verdict.defect_probability,
         defect_type=verdict.defect_type,
         threshold=verdict.threshold,
