@@ -9,13 +9,11 @@ Layouts are measured one after the other; run it twice to see the machine's drif
 from __future__ import annotations
 
 import argparse
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.server_load import camera_frames, cpu_flags
+from benchmarks.server_load import camera_frames, cpu_flags, model_fps
 from inspection.settings import Settings
 from models.onnx_runtime import OnnxScorer
 from serving.frames import frame_to_inputs
@@ -23,27 +21,6 @@ from serving.model_store import champion_model
 
 # (intra-op threads, runner threads, frames per run): the issue's model-alone figure first, then the alternatives.
 LAYOUTS = ((2, 1, 8), (2, 1, 1), (2, 1, 4), (1, 1, 1), (1, 2, 1), (1, 2, 2), (1, 2, 4), (1, 2, 8))
-
-
-def frames_per_second(path: Path, inputs: np.ndarray, threads: int, runners: int, seconds: float) -> float:
-    """Frames/s of `runners` threads each scoring `inputs` (one batch) again and again on one session."""
-    scorer = OnnxScorer(path, threads=threads, spinning=False)
-    scorer.score_batch_with_maps(inputs)  # the first run plans and allocates
-    counts = [0] * runners
-    stop = time.perf_counter() + seconds
-
-    def score(runner: int) -> None:
-        while time.perf_counter() < stop:
-            scorer.score_batch_with_maps(inputs)
-            counts[runner] += len(inputs)
-
-    threads_started = [threading.Thread(target=score, args=(runner,)) for runner in range(runners)]
-    began = time.perf_counter()
-    for thread in threads_started:
-        thread.start()
-    for thread in threads_started:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - began)
 
 
 def main() -> None:
@@ -61,7 +38,7 @@ def main() -> None:
     frames = [frame_to_inputs(frame, spec, 10**8) for frame in camera_frames(settings, args.product)]
     for threads, runners, batch in LAYOUTS:
         inputs = np.stack(frames[:batch])
-        fps = frames_per_second(served.path, inputs, threads, runners, args.seconds)
+        fps = model_fps(served.path, inputs, threads, runners, args.seconds, spinning=False)
         print(f"{threads} intra-op thread(s), {runners} runner(s), {batch} frame(s) a run: {fps:.1f} frames/s")
 
 
