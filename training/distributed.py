@@ -91,11 +91,6 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 def describe() -> str:
     """A line for the run header, or '' for a plain process."""
     if not is_distributed():
