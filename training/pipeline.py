@@ -53,6 +53,7 @@ class TrainOutcome:
     # not carry (e.g. the benchmark's miss rate at a false-detection budget).
     test_labels: np.ndarray | None = None
     test_scores: np.ndarray | None = None
+    test_records: list[ImageRecord] | None = None  # in the order of test_labels and test_scores
 
 
 def select_device(requested: str) -> torch.device:
@@ -312,4 +313,5 @@ def train_product(
         seconds,
         test_labels=labels_of(parts["test"]),
         test_scores=test.predictions.defect_probability,
+        test_records=parts["test"],
     )
