@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from datasets.layout import ImageRecord
+from inspection.errors import DatasetError
 from inspection.imaging import is_grayscale, read_image
 from inspection.preprocessing import ColorMode, PreprocessSpec, prepare_image
 from inspection.product_config import ProductConfig
@@ -50,6 +51,32 @@ def defect_type_index(records: Sequence[ImageRecord], defect_types: Sequence[str
     """Per record: index of its defect type, or -1 for good parts."""
     position = {name: i for i, name in enumerate(defect_types)}
     return np.array([position.get(r.label, -1) for r in records], dtype=np.int64)
+
+
+def defect_targets(records: Sequence[ImageRecord], soft_label_key: str | None = None) -> np.ndarray:
+    """Per record: the defect head's training target. 1/0 from the folder label, or with `soft_label_key` the
+    record's metadata value under that key (a defect probability in [0, 1]; records without it keep 1/0).
+
+    A probability that contradicts its folder (a "good" image most annotators called defective) is refused: the
+    folder label is what validation and the report judge by, so training on the opposite would be a silent
+    relabelling."""
+    targets = np.array([1.0 if r.is_defect else 0.0 for r in records], dtype=np.float32)
+    if soft_label_key is None:
+        return targets
+    for i, record in enumerate(records):
+        if soft_label_key not in record.meta:
+            continue
+        value = record.meta[soft_label_key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+            raise DatasetError(
+                f"{record.relpath}: metadata {soft_label_key!r} is {value!r}; a soft label must be a number in [0, 1]"
+            )
+        if (float(value) >= 0.5) != record.is_defect and float(value) != 0.5:
+            raise DatasetError(
+                f"{record.relpath}: metadata {soft_label_key!r} = {value} contradicts its folder label {record.label!r}"
+            )
+        targets[i] = float(value)
+    return targets
 
 
 def tta_flips_of(config: ProductConfig) -> tuple[str, ...]:

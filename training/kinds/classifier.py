@@ -28,7 +28,7 @@ from models.onnx_parity import check_parity
 from training import distributed, tracking
 from training.augment import build_augmenter
 from training.calibration import max_accuracy_threshold
-from training.data import defect_type_index, load_prepared, tta_flips_of
+from training.data import defect_targets, defect_type_index, load_prepared, tta_flips_of
 from training.features import cached_views, trunk_features
 from training.kinds.base import ExportedOnnx, Fitted, Scores, TrainingJob
 from training.predict import predict_records
@@ -46,8 +46,10 @@ def classifier_params(config: ProductConfig, defect_types: list[str]) -> dict[st
     return {"defect_types": ",".join(defect_types), **{f"train.{k}": v for k, v in config.train.model_dump().items()}}
 
 
-def _targets(records: list[ImageRecord], defect_types: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    is_defect = torch.tensor([r.label != GOOD_LABEL for r in records], dtype=torch.float32)
+def _targets(
+    records: list[ImageRecord], defect_types: list[str], soft_label_key: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    is_defect = torch.from_numpy(defect_targets(records, soft_label_key))
     return is_defect, torch.from_numpy(defect_type_index(records, defect_types))
 
 
@@ -69,7 +71,9 @@ def _prepare_data(
         val_features = trunk_features(model, val_images, spec, device, batch, None, advance)
     train_views = distributed.gather_shards(train_views, len(parts["train"]), dim=1)
     val_features = distributed.gather_shards(val_features, len(parts["val"]), dim=0)
-    train_is_defect, train_type = _targets(parts["train"], defect_types)
+    # Soft labels only where the loss is trained: validation's AUROC and early stopping judge the folder labels,
+    # as the calibration and the report do.
+    train_is_defect, train_type = _targets(parts["train"], defect_types, config.train.soft_label_key)
     val_is_defect, val_type = _targets(parts["val"], defect_types)
     return TrainingData(train_views, train_is_defect, train_type, val_features, val_is_defect, val_type)
 
