@@ -23,11 +23,6 @@ def archive_key(product: str, inspection_id: str, received: datetime, content_ty
     return f"{product}/{received.strftime('%Y-%m-%d')}/{inspection_id}{extension}"
 
 
-def archive_target(root: Path, product: str, inspection_id: str, received: datetime, content_type: str) -> Path:
-    """The path an inspection's frame is archived at under a local root."""
-    return root / archive_key(product, inspection_id, received, content_type)
-
-
 def beside(location: str, suffix: str) -> str:
     """What is stored next to an archived frame: `.../<id>.<ext>` -> `.../<id><suffix>` (a path or an s3:// URL)."""
     folder, _, name = location.rpartition("/")

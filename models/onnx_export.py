@@ -148,15 +148,6 @@ def optimize_onnx(src: Path, dst: Path) -> Path:
     return dst
 
 
-def sha256_of_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def weights_sha256(model: nn.Module) -> str:
     """Hex SHA-256 over the state_dict (sorted names, dtypes, shapes, raw bytes): same weights, same hash."""
     digest = hashlib.sha256()

@@ -42,18 +42,11 @@ class ParityError(InspectionError):
     """The exported model does not reproduce the PyTorch model within tolerance."""
 
 
-def torch_scores(
-    model: DefectClassifier | HybridModel, spec: PreprocessSpec, images: Sequence[np.ndarray], batch_size: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
-    """(defect probability (N,), type probabilities (N, K)) from PyTorch, in eval mode, on decoded images."""
-    defect, types, _ = torch_outputs(model, spec, images, batch_size)
-    return defect, types
-
-
 def torch_outputs(
     model: DefectClassifier | HybridModel, spec: PreprocessSpec, images: Sequence[np.ndarray], batch_size: int = 8
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """As torch_scores, plus the anomaly maps (N, S, S)."""
+    """(defect probability (N,), type probabilities (N, K), anomaly maps (N, S, S)) from PyTorch, in eval mode, on
+    decoded images."""
     was_training = model.training
     model.eval()
     defects: list[np.ndarray] = []

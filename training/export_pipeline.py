@@ -36,6 +36,7 @@ from models.quantize import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_CALIBRATION_METHOD,
     CalibrationName,
+    calibration_indices,
     quantize_int8,
 )
 from models.registry import mlflow_client, publish_artifacts, resolve_version
@@ -80,10 +81,8 @@ def _decode(records: list[ImageRecord], what: str) -> list[np.ndarray]:
 
 
 def _calibration_sample(records: list[ImageRecord], seed: int, count: int) -> list[ImageRecord]:
-    # A seeded random draw over every label, so rare defect types shape the activation ranges too.
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(records))[:count]
-    return [records[i] for i in sorted(order)]
+    # Seeded and spread over the labels in proportion, so rare defect types shape the activation ranges too.
+    return [records[i] for i in calibration_indices([r.label for r in records], count, seed)]
 
 
 def _latency_ms(scorer: OnnxScorer, images: list[np.ndarray], repeats: int = 30) -> float:

@@ -191,10 +191,3 @@ def shadow_comparison(
         champion=ModelRates(champion_missed, champion_flagged),
         challenger=ModelRates(challenger_missed, challenger_flagged),
     )
-
-
-def shadowed_versions(sessions: sessionmaker[Session], product: str) -> list[int]:
-    """Versions of `product` that have any shadow score, oldest first (what the CLI can show evidence for)."""
-    query = select(ShadowScore.model_version).where(ShadowScore.product == product).distinct()
-    with sessions() as session:
-        return sorted(int(v) for v in session.scalars(query))

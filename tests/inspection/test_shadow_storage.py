@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from inspection.metrics import wilson_interval
 from inspection.storage.inspections import add_inspection, record_feedback
-from inspection.storage.shadow import add_shadow_scores, shadow_comparison, shadowed_versions
+from inspection.storage.shadow import add_shadow_scores, shadow_comparison
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
@@ -114,9 +114,6 @@ def test_no_shadow_scores_and_versions(sessions) -> None:
     assert empty["agreement"] == _block(0, 0)
     assert empty["since"] is None
     assert empty["warning"].startswith("no frame")
-    assert shadowed_versions(sessions, "widget") == []
-    add_shadow_scores(sessions, [_shadow(_served(sessions, 1, "pass"), "pass", version=4)])
-    assert shadowed_versions(sessions, "widget") == [4]
 
 
 def test_a_batch_is_one_transaction(sessions) -> None:

@@ -21,7 +21,6 @@ from models.onnx_export import (
     OUTPUT_NAMES,
     export_classifier,
     optimize_onnx,
-    sha256_of_file,
     weights_sha256,
 )
 from models.onnx_parity import ParityError, check_parity
@@ -215,7 +214,6 @@ def test_hashes_are_deterministic_and_sensitive(model: DefectClassifier, exporte
     with torch.no_grad():
         changed.defect_head.bias += 1e-3
     assert weights_sha256(changed) != weights_sha256(model)
-    assert len(sha256_of_file(exported)) == 64
 
 
 def test_runtime_module_does_not_import_torch() -> None:
