@@ -86,6 +86,15 @@ def _set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
+def update_onnx_metadata(path: Path, updates: dict[str, Any]) -> Path:
+    """Replace some metadata entries of an ONNX file in place (atomically), keeping the others and the graph."""
+    proto = onnx.load(str(path))
+    _set_metadata(proto, updates)
+    with atomic_target(Path(path)) as tmp:
+        onnx.save(proto, str(tmp))
+    return Path(path)
+
+
 def export_classifier(model: DefectClassifier, spec: PreprocessSpec, path: Path, metadata: dict[str, Any]) -> Path:
     """Export to ONNX (batch dynamic, HxW fixed by `spec`), run onnx.checker, embed `metadata`; atomic write.
 

@@ -29,7 +29,7 @@ from inspection.settings import Settings
 from models.anomaly_export import ServedAnomalyParity
 from models.artifacts import EXPORT_REPORT_FILE, FP32_FILE, INT8_FILE, ONNX_DIR, bundle_path, onnx_dir
 from models.checkpoint import ModelBundle
-from models.onnx_export import weights_sha256
+from models.onnx_export import update_onnx_metadata, weights_sha256
 from models.onnx_parity import ParityResult
 from models.onnx_runtime import OnnxScorer
 from models.quantize import (
@@ -40,7 +40,13 @@ from models.quantize import (
     quantize_int8,
 )
 from models.registry import mlflow_client, publish_artifacts, resolve_version
-from training.int8_gate import DEFAULT_MAX_AUROC_LOSS, Int8Decision, int8_gate
+from training.int8_gate import (
+    DEFAULT_ALPHA,
+    DEFAULT_MAX_AUROC_LOSS,
+    DEFAULT_MAX_FLIP_FRACTION,
+    Int8Decision,
+    int8_gate,
+)
 from training.kinds import kind_of, load_bundle
 
 
@@ -51,6 +57,8 @@ class Int8Options:
     max_auroc_loss: float = DEFAULT_MAX_AUROC_LOSS
     calibration: CalibrationName = DEFAULT_CALIBRATION_METHOD
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    max_flip_fraction: float = DEFAULT_MAX_FLIP_FRACTION
+    alpha: float = DEFAULT_ALPHA
 
 
 @dataclass
@@ -120,6 +128,8 @@ def _int8_candidate(
         bundle.target_miss_rate,
         target_false_detection_rate=bundle.target_false_detection_rate,
         max_auroc_loss=options.max_auroc_loss,
+        max_flip_fraction=options.max_flip_fraction,
+        alpha=options.alpha,
         seed=seed,
     )
     return candidate, int8, decision
@@ -181,7 +191,11 @@ def export_product(
             console.print(decision.reason)
             sizes["int8"] = candidate.stat().st_size / 1e6
             latency["int8"] = _latency_ms(int8_scorer, test_images)
-            int8_path = candidate if decision.accepted else None
+            if decision.accepted:
+                # The gate judged INT8's verdicts at the threshold calibrated on its own validation scores (its
+                # scores are shifted a little from fp32's); the quantized file still carries fp32's. Served as it
+                # stands, the line would run at a point nobody measured.
+                int8_path = update_onnx_metadata(candidate, {"threshold": decision.int8_threshold})
         out_dir.mkdir(exist_ok=True)
         for stale in (FP32_FILE, INT8_FILE):
             (out_dir / stale).unlink(missing_ok=True)

@@ -6,9 +6,15 @@ import json
 
 import pytest
 
+from datasets.layout import scan_dataset
+from datasets.splits import product_splits, split_records
+from inspection.imaging import read_image
+from inspection.metrics import false_detection_rate, miss_rate
+from inspection.product_config import load_product_config
 from models.artifacts import FP32_FILE, INT8_FILE, ONNX_DIR
 from models.onnx_runtime import OnnxScorer, read_onnx_metadata
 from models.registry import resolve_version
+from serving.model_store import champion_model
 from training.export_pipeline import Int8Options, export_product
 
 pytestmark = pytest.mark.slow
@@ -53,3 +59,36 @@ def test_int8_with_the_default_tolerance_is_judged_and_reported(trained_product)
         assert decision.flip_fraction <= 0.01 and decision.mcnemar_p >= 0.05
     else:
         assert "refused" in decision.reason
+
+
+def test_an_accepted_int8_is_served_at_the_threshold_its_gate_judged(trained_product) -> None:
+    """Where INT8 passes, the server's model store picks the INT8 file, and that file's threshold is the one the
+    gate measured INT8's verdicts at (calibrated on INT8's own validation scores), so the line runs at the miss
+    and false-detection rates the export reported."""
+    settings, product = trained_product.settings, trained_product.product
+    # Loose enough that this tiny product's INT8 passes on any CPU: the point is what happens after a pass.
+    lenient = Int8Options(max_auroc_loss=0.05, max_flip_fraction=0.5, alpha=1e-6)
+    try:
+        outcome = export_product(settings, product, int8=True, int8_options=lenient)
+        decision = outcome.int8
+        assert decision is not None and decision.accepted, decision and decision.reason
+        assert outcome.int8_path is not None and outcome.int8_path.name == INT8_FILE
+        served = champion_model(settings, product)
+        assert served is not None and served.path == outcome.int8_path
+        scorer = OnnxScorer(served.path)
+        assert scorer.threshold == pytest.approx(decision.int8_threshold)
+        fp32_threshold = trained_product.outcome.calibration.threshold  # the fp32 file keeps the training's
+        assert read_onnx_metadata(outcome.fp32_path)["threshold"] == pytest.approx(fp32_threshold)
+
+        config = load_product_config(settings.configs_dir, product)
+        root = settings.dataset_dir(product)
+        records = scan_dataset(root)
+        test = split_records(records, product_splits(root, records, config.split))["test"]
+        labels = [int(r.is_defect) for r in test]
+        scores = scorer.score_images([read_image(r.path) for r in test])[0]
+        assert miss_rate(labels, scores, scorer.threshold).rate == pytest.approx(decision.int8_miss_rate)
+        assert false_detection_rate(labels, scores, scorer.threshold).rate == pytest.approx(
+            decision.int8_false_detection_rate
+        )
+    finally:
+        export_product(settings, product)  # the shared product goes back to serving fp32 for later tests
