@@ -73,6 +73,7 @@ def new_shadow(state: ServingState, challenger: ServedModel) -> ShadowScorer:
         max_batch=settings.batch_max,
         max_pixels=settings.max_pixels,
         metrics=state.metrics,
+        threshold=challenger.threshold,
     )
 
 
@@ -82,8 +83,12 @@ async def _sync_shadow(state: ServingState, product: str, challenger: ServedMode
     if challenger is not None and (engine is None or engine.model_version == challenger.version):
         challenger = None  # a challenger that is the champion has nothing to be compared with
     current = state.shadows.get(product)
-    if current is not None and challenger is not None and current.model_version == challenger.version:
-        return None
+    if (
+        current is not None
+        and challenger is not None
+        and (current.model_version, current.threshold_override) == (challenger.version, challenger.threshold)
+    ):
+        return None  # QA moving the challenger's served threshold restarts its shadow at the new point
     change = None
     if current is not None:
         # Removed from the map first, so new frames stop going to it; it finishes its queue within its budget.
@@ -96,7 +101,9 @@ async def _sync_shadow(state: ServingState, product: str, challenger: ServedMode
         except Exception:  # a broken challenger must never stop the champion's serving: logged, retried next poll
             log.exception("loading challenger %s v%d for shadow scoring failed", product, challenger.version)
             return change
-        change = f"{product}: v{challenger.version} scoring in shadow"
+        change = f"{product}: v{challenger.version} scoring in shadow" + (
+            "" if challenger.threshold is None else f" at QA's threshold {challenger.threshold:.4f}"
+        )
     return change
 
 

@@ -66,13 +66,18 @@ class ShadowScorer:
         max_batch: int = 8,
         max_pixels: int = 50_000_000,
         metrics: ServingMetrics | None = None,
+        threshold: float | None = None,
     ):
-        if scorer.threshold is None:
+        """`threshold` is QA's served threshold of the challenger's version, when one was set: the verdicts it
+        would give once promoted. Without it, the threshold in the model's metadata."""
+        served_threshold = threshold if threshold is not None else scorer.threshold
+        if served_threshold is None:
             raise ValueError(f"challenger v{model_version} has no calibrated threshold")
         if queue_size < 1 or max_batch < 1 or max_delay_ms <= 0:
             raise ValueError("queue_size and max_batch must be at least 1 and max_delay_ms positive")
         self.product, self.model_version = product, model_version
-        self._scorer, self._threshold = scorer, float(scorer.threshold)
+        self.threshold_override = threshold
+        self._scorer, self._threshold = scorer, float(served_threshold)
         self._sessions, self._metrics = sessions, metrics
         self._queue_size, self._max_delay_s, self._max_batch = queue_size, max_delay_ms / 1000, max_batch
         self._max_pixels = max_pixels

@@ -339,3 +339,49 @@ def test_the_shadow_follows_the_challenger_alias_to_a_newer_version(
     assert second == [f"{product}: v3 scoring in shadow"]
     rows = _shadow_rows(settings)
     assert [row.model_version for row in rows["after-the-move"]] == [3]
+
+
+def test_the_shadow_judges_at_qas_served_threshold_of_the_challenger(
+    trained_product, synthetic_source: Path, tmp_path: Path
+) -> None:
+    """QA may set the challenger's served threshold before promoting it (`inspection models threshold`); its shadow
+    verdicts are then the ones it would give once promoted, and moving that threshold restarts the shadow there."""
+    from models.served_threshold import THRESHOLD_TAG
+    from serving.model_watcher import stop_shadows, sync_engines
+    from serving.row_writer import InspectionRowWriter
+    from serving.state import ServingState
+
+    settings = _home_with_two_exported_versions(trained_product, tmp_path)
+    product = trained_product.product
+    client = registry.mlflow_client(settings)
+    client.set_model_version_tag(product, "2", THRESHOLD_TAG, "0.25")
+    sessions = open_database(settings.resolved_database_url)
+    data = next((synthetic_source / "good").glob("*.png")).read_bytes()
+
+    async def main() -> tuple[list[str], list[str], list[str]]:
+        state = ServingState(settings=settings, sessions=sessions, rows=InspectionRowWriter(sessions))
+        state.metrics = ServingMetrics(lambda: state.engines, lambda: state.shadows)
+        try:
+            first = await sync_engines(state)
+            spec = state.engines[product].spec
+            assert state.shadows[product].offer("at-qa-0.25", frame_to_inputs(data, spec, 50_000_000), spec, data)
+            unchanged = await sync_engines(state)
+            client.set_model_version_tag(product, "2", THRESHOLD_TAG, "0.75")
+            moved = await sync_engines(state)
+            assert state.shadows[product].offer("at-qa-0.75", frame_to_inputs(data, spec, 50_000_000), spec, data)
+        finally:
+            await stop_shadows(state, timeout=10)
+            for engine in state.engines.values():
+                await engine.close()
+            await state.rows.close()
+        return first, unchanged, moved
+
+    first, unchanged, moved = asyncio.run(main())
+    assert f"{product}: v2 scoring in shadow at QA's threshold 0.2500" in first
+    assert unchanged == []  # the same version at the same threshold: the shadow keeps running
+    assert f"{product}: v2 scoring in shadow at QA's threshold 0.7500" in moved
+    rows = _shadow_rows(settings)
+    for inspection_id, threshold in (("at-qa-0.25", 0.25), ("at-qa-0.75", 0.75)):
+        (row,) = rows[inspection_id]
+        assert (row.model_version, row.threshold) == (2, threshold)
+        assert row.verdict == ("defect" if row.defect_probability >= threshold else "pass")
