@@ -8,6 +8,7 @@ them; rank 0 alone fits the probe, validates and saves the checkpoint, and hands
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from inspection.metrics import auroc
 from inspection.product_config import TrainConfig
 from models.classifier import DefectClassifier
 from training import distributed
+from training.weight_average import WeightAverage
 
 
 @dataclass
@@ -215,6 +217,12 @@ def train_classifier(
 
     views, n_train = data.train_views.shape[0], data.train_views.shape[1]
     trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    # With `weight_average_decay`, validation, early stopping and the kept weights use the running average of the
+    # fine-tune's weights; it starts from the probed weights at the first fine-tune step.
+    average: WeightAverage | None = None
+    if config.weight_average_decay is not None and saved is not None and saved.get("weight_average") is not None:
+        average = WeightAverage(model, config.weight_average_decay)
+        average.load_state_dict(saved["weight_average"])
     for epoch in range(start_epoch, config.epochs + 1):
         torch.manual_seed(seed * 1000 + epoch)
         if epoch == 0:
@@ -224,8 +232,11 @@ def train_classifier(
             stats = distributed.broadcast_object(stats)
             assert stats is not None
             distributed.broadcast_module(model)
+            judged_state = copy.deepcopy(model.state_dict())
         else:
             _freeze_for_finetune(model)
+            if config.weight_average_decay is not None and average is None:
+                average = WeightAverage(model, config.weight_average_decay)
             # Seeded per epoch, so a resumed run draws exactly the batches an uninterrupted one would.
             generator = torch.Generator().manual_seed(seed * 1000 + epoch)
             order = torch.randperm(n_train, generator=generator)
@@ -241,6 +252,8 @@ def train_classifier(
                     step_loss = _shared_step(model, optimizer, trainable, data, index, chosen_view, weights, device)
                     if step_loss is not None:
                         losses.append(step_loss)
+                    if average is not None:
+                        average.update(model)
                     continue
                 features = data.train_views[chosen_view[index], index].float().to(device)
                 is_defect, types = data.train_is_defect[index].to(device), data.train_type[index].to(device)
@@ -248,22 +261,28 @@ def train_classifier(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if average is not None:
+                    average.update(model)
                 losses.append(loss.item())
             # Rank 0 validates and every rank takes its figures, so early stopping and the best epoch are one
             # decision, not one per rank (a rank that stopped alone would hang the others' next all-reduce).
-            validated = _validate(model, data, weights, config.batch_size) if distributed.is_main_process() else None
-            validated = distributed.broadcast_object(validated)
+            with _judged(model, average):  # one set of weights is validated and, if best, kept
+                validated = (
+                    _validate(model, data, weights, config.batch_size) if distributed.is_main_process() else None
+                )
+                validated = distributed.broadcast_object(validated)
+                judged_state = copy.deepcopy(model.state_dict())
             assert validated is not None
             val_loss, val_auroc = validated
             stats = EpochStats(epoch, "finetune", float(np.mean(losses)), val_loss, val_auroc)
         result.history.append(stats)
         key = (stats.val_auroc if stats.val_auroc is not None else 0.0, -stats.val_loss)
         if key > best_key:
-            best_key, best_state, stale, result.best_epoch = key, copy.deepcopy(model.state_dict()), 0, epoch
+            best_key, best_state, stale, result.best_epoch = key, judged_state, 0, epoch
         else:
             stale += 1
         if checkpoint_path and distributed.is_main_process():
-            _save_checkpoint(checkpoint_path, epoch, model, optimizer, result, best_key, best_state, stale)
+            _save_checkpoint(checkpoint_path, epoch, model, optimizer, result, best_key, best_state, stale, average)
         if on_epoch and distributed.is_main_process():
             on_epoch(stats)
         if stale >= config.patience:
@@ -273,6 +292,11 @@ def train_classifier(
         model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _judged(model: DefectClassifier, average: WeightAverage | None) -> contextlib.AbstractContextManager[None]:
+    """The weights an epoch is judged and kept by: the running average when there is one, else the model's own."""
+    return average.applied(model) if average is not None else contextlib.nullcontext()
 
 
 def _shared_step(
@@ -324,6 +348,7 @@ def _save_checkpoint(
     best_key: tuple,
     best_state: dict | None,
     stale: int,
+    average: WeightAverage | None = None,
 ) -> None:
     state = {
         "epoch": epoch,
@@ -334,6 +359,7 @@ def _save_checkpoint(
         "best_state": best_state,
         "best_epoch": result.best_epoch,
         "stale": stale,
+        "weight_average": None if average is None else average.state_dict(),
     }
     with atomic_target(path) as tmp:
         torch.save(state, tmp)

@@ -32,6 +32,7 @@ def _data(n: int = 48, views: int = 2) -> TrainingData:
 
 
 CONFIG = TrainConfig(epochs=3, batch_size=16, probe_steps=40, patience=10)
+AVERAGED = CONFIG.model_copy(update={"weight_average_decay": 0.9})
 
 
 def test_loop_learns_a_separable_signal() -> None:
@@ -48,9 +49,10 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     assert result.best_epoch == best.epoch
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path) -> None:
+@pytest.mark.parametrize("config", [CONFIG, AVERAGED], ids=["raw weights", "weight average"])
+def test_resume_continues_exactly_where_it_stopped(tmp_path, config: TrainConfig) -> None:
     reference = _model()
-    train_classifier(reference, _data(), CONFIG, seed=0, device=CPU)
+    train_classifier(reference, _data(), config, seed=0, device=CPU)
 
     checkpoint = tmp_path / "checkpoint.pt"
 
@@ -60,11 +62,32 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         train_classifier(
-            _model(), _data(), CONFIG, seed=0, device=CPU, checkpoint_path=checkpoint, on_epoch=crash_after_epoch_one
+            _model(), _data(), config, seed=0, device=CPU, checkpoint_path=checkpoint, on_epoch=crash_after_epoch_one
         )
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
     resumed = _model()
-    result = train_classifier(resumed, _data(), CONFIG, seed=0, device=CPU, checkpoint_path=checkpoint, resume=True)
+    result = train_classifier(resumed, _data(), config, seed=0, device=CPU, checkpoint_path=checkpoint, resume=True)
     assert [s.epoch for s in result.history] == [0, 1, 2, 3]
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_with_a_weight_average_each_epoch_is_judged_by_the_average() -> None:
+    # An average that barely moves (decay near 1) stays at the probed weights, so every fine-tune epoch must
+    # validate exactly as the probe did, though the raw fine-tune moved the weights.
+    start = {n: p.detach().clone() for n, p in _model().named_parameters() if n.startswith("upper")}
+    still = CONFIG.model_copy(update={"weight_average_decay": 1 - 1e-9})
+    model = _model()
+    result = train_classifier(model, _data(), still, seed=0, device=CPU)
+    probe, *finetune = result.history
+    assert finetune and all(
+        (s.val_auroc, s.val_loss) == pytest.approx((probe.val_auroc, probe.val_loss), abs=1e-6) for s in finetune
+    )
+    raw = _model()
+    train_classifier(raw, _data(), CONFIG, seed=0, device=CPU)
+    assert any(not torch.allclose(dict(raw.named_parameters())[n], start[n], atol=1e-4) for n in start)
+
+
+def test_a_moderate_weight_average_still_learns() -> None:
+    result = train_classifier(_model(), _data(), AVERAGED, seed=0, device=CPU)
+    assert max(s.val_auroc for s in result.history[1:]) >= 0.95
