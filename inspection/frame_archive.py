@@ -9,6 +9,7 @@ their local paths and stay readable from the local folder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
@@ -41,6 +42,11 @@ class FrameArchive(Protocol):
         """The stored bytes, or None when nothing is stored there or the location lies outside this archive."""
         ...
 
+    def check(self) -> None:
+        """Return when frames can be archived here; raise InspectionError saying why not (a missing bucket, bad
+        credentials, an unreachable endpoint, a folder that cannot be written)."""
+        ...
+
 
 class LocalArchive:
     """Frames as files under one folder (INSPECTION_HOME/archive by default)."""
@@ -67,6 +73,14 @@ class LocalArchive:
             return path.read_bytes() if path is not None else None
         except FileNotFoundError:  # removed between the check and the read
             return None
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InspectionError(f"archive folder {self.root} cannot be created: {exc}") from exc
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise InspectionError(f"archive folder {self.root} is not writable")
 
 
 class S3Archive:
@@ -103,6 +117,12 @@ class S3Archive:
         except self.client.exceptions.NoSuchKey:
             return None
         return body
+
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:  # botocore's ClientError, EndpointConnectionError, NoCredentialsError...
+            raise InspectionError(f"archive s3://{self.bucket}/{self.prefix} cannot be reached: {exc}") from exc
 
     def _key(self, location: str) -> str | None:
         """The object key of a location in this bucket under this prefix, or None."""

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from inspection.settings import Settings
 from inspection.storage.database import make_engine, open_database, session_factory
+from serving.archive_check import check_archive_until_ok
 from serving.errors import install_error_handlers
 from serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.model_watcher import stop_shadows, sync_engines, watch_champions
@@ -39,7 +40,9 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             state.rejects.start()
         app.state.serving = state
         watcher = asyncio.create_task(watch_champions(state, settings.model_poll_seconds))
+        archive_checker = asyncio.create_task(check_archive_until_ok(state, settings.model_poll_seconds))
         yield
+        archive_checker.cancel()
         watcher.cancel()
         with suppress(asyncio.CancelledError):  # a poll cut short must not start a shadow after the stop below
             await watcher

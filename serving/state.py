@@ -47,6 +47,9 @@ class ServingState:
     unloadable: dict[str, UnloadableModel] = field(default_factory=dict)
     rejects: RejectPublisher | None = None  # None: MQTT reject messages are off
     metrics: ServingMetrics | None = None  # the app's, so the shadow threads can count what they do
+    # "ok", "unchecked" (the startup check has not answered yet), or why frames cannot be archived
+    # (serving.archive_check); /readyz shows it.
+    archive_status: str = "unchecked"
 
     @cached_property
     def archive(self) -> FrameArchive:

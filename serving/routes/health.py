@@ -23,6 +23,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(state: ServingStateDep) -> JSONResponse:
     """Ready when at least one model is loaded and the database answers; 503 with the reasons otherwise.
+    `archive` is "ok" or why frames cannot be archived (it does not change readiness: serving.archive_check).
     `worker` is this process's id: under `inspection serve --workers N` it says which worker answered."""
 
     def database_ok() -> bool:
@@ -44,6 +45,7 @@ async def readyz(state: ServingStateDep) -> JSONResponse:
         "database": database,
         "models": models,
         "unloadable": unloadable,
+        "archive": state.archive_status,
         "worker": os.getpid(),
     }
     return JSONResponse(answer, status_code=200 if ready else 503)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,3 +100,48 @@ def test_a_frame_archived_by_one_replica_is_shown_by_another(
     assert report.imported == {"crack": 1}
     (copied,) = importer.dataset_dir(live_server.product).glob(f"crack/*{inspection_id}.png")
     assert copied.read_bytes() == frame
+
+
+def _readyz(url: str) -> dict:
+    return httpx.get(f"{url}/readyz", timeout=10).json()
+
+
+def _archive_status(url: str, until: str, timeout_s: float = 30.0) -> str:
+    """The replica's archive status once it is no longer "unchecked" (and, when `until` is given, once it has it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = _readyz(url)["archive"]
+        if (status != "unchecked" and (not until or until in status)) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def test_a_missing_bucket_shows_in_readyz_at_startup_and_clears_once_it_exists(
+    live_server, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    bucket = f"missing-{tmp_path.name.lower().replace('_', '-')}"[:60]
+    settings = _with_store(
+        live_server.settings, s3_endpoint, archive_url=f"s3://{bucket}/frames", model_poll_seconds=0.2
+    )
+    with _replica(settings) as url:
+        status = _archive_status(url, until=bucket)
+        assert bucket in status and "cannot be reached" in status, status
+        assert _readyz(url)["ready"] is True  # every replica shares the store: it names the fault, stays in
+        client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+        client.create_bucket(Bucket=bucket)
+        assert _archive_status(url, until="ok") == "ok"
+
+
+def test_a_reachable_store_and_the_local_folder_report_ok(
+    live_server, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    with _replica(_with_store(live_server.settings, s3_endpoint)) as url:
+        assert _archive_status(url, until="ok") == "ok"
+    with _replica(live_server.settings) as url:
+        assert _archive_status(url, until="ok") == "ok"
