@@ -68,3 +68,15 @@ def test_archive_url_must_name_a_bucket(tmp_path: Path) -> None:
         Settings(home=tmp_path, archive_url="/var/frames")
     assert parse_s3_url("s3://frames") == ("frames", "")
     assert parse_s3_url("s3://frames/a/b/") == ("frames", "a/b/")
+
+
+def test_check_passes_on_a_reachable_store_and_names_what_is_wrong_otherwise(tmp_path: Path, s3_endpoint: str) -> None:
+    open_archive(_s3_settings(tmp_path, s3_endpoint)).check()
+    with pytest.raises(InspectionError, match=r"s3://no-such-bucket/plant-1/ cannot be reached"):
+        open_archive(_s3_settings(tmp_path, s3_endpoint, url="s3://no-such-bucket/plant-1")).check()
+    local = open_archive(Settings(home=tmp_path / "fresh"))
+    local.check()  # creates the folder it will write to
+    assert (tmp_path / "fresh" / "archive").is_dir()
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(InspectionError, match="cannot be created"):
+        LocalArchive(tmp_path / "a-file" / "archive").check()
