@@ -250,20 +250,12 @@ def train_classifier(
                     group["lr"] = rate * _learning_rate_factor(epoch, start / n_train, config)
                 if distributed.is_distributed():
                     step_loss = _shared_step(model, optimizer, trainable, data, index, chosen_view, weights, device)
-                    if step_loss is not None:
-                        losses.append(step_loss)
-                    if average is not None:
-                        average.update(model)
-                    continue
-                features = data.train_views[chosen_view[index], index].float().to(device)
-                is_defect, types = data.train_is_defect[index].to(device), data.train_type[index].to(device)
-                loss = _losses(model, features, is_defect, types, weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                else:
+                    step_loss = _local_step(model, optimizer, data, index, chosen_view, weights, device)
+                if step_loss is not None:
+                    losses.append(step_loss)
                 if average is not None:
                     average.update(model)
-                losses.append(loss.item())
             # Rank 0 validates and every rank takes its figures, so early stopping and the best epoch are one
             # decision, not one per rank (a rank that stopped alone would hang the others' next all-reduce).
             with _judged(model, average):  # one set of weights is validated and, if best, kept
@@ -299,6 +291,31 @@ def _judged(model: DefectClassifier, average: WeightAverage | None) -> contextli
     return average.applied(model) if average is not None else contextlib.nullcontext()
 
 
+def _batch(
+    data: TrainingData, index: torch.Tensor, chosen_view: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The training images at `index`, each in its chosen cached view, with their defect and type targets."""
+    features = data.train_views[chosen_view[index], index].float().to(device)
+    return features, data.train_is_defect[index].to(device), data.train_type[index].to(device)
+
+
+def _local_step(
+    model: DefectClassifier,
+    optimizer: torch.optim.Optimizer,
+    data: TrainingData,
+    index: torch.Tensor,
+    chosen_view: torch.Tensor,
+    weights: dict,
+    device: torch.device,
+) -> float:
+    """One batch in a plain process: forward, backward, step; returns the batch's loss."""
+    loss = _losses(model, *_batch(data, index, chosen_view, device), weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def _shared_step(
     model: DefectClassifier,
     optimizer: torch.optim.Optimizer,
@@ -329,10 +346,7 @@ def _shared_step(
     optimizer.zero_grad(set_to_none=True)
     loss = torch.zeros((), device=device)
     if sizes[rank]:
-        share = shares[rank]
-        features = data.train_views[chosen_view[share], share].float().to(device)
-        is_defect, types = data.train_is_defect[share].to(device), data.train_type[share].to(device)
-        loss = _losses(model, features, is_defect, types, weights)
+        loss = _losses(model, *_batch(data, shares[rank], chosen_view, device), weights)
         loss.backward()
     batch_loss = distributed.average_gradients(trainable, sizes[rank] / total, loss)
     optimizer.step()
