@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -38,6 +40,23 @@ def _png_bomb(side: int = 20000) -> bytes:
     header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
     rows = zlib.compress(b"\x00" * (side // 8 + 1) * 64)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def eight_cameras(post: Callable[[int, bytes], httpx.Response], frames_each: int = 200) -> list[str]:
+    """Eight camera threads, each posting `frames_each` frames through `post(camera index, frame)`; every answer
+    must be a 200, and the inspection ids of all of them are returned."""
+    frames = [_frame(seed) for seed in range(10)]
+
+    def camera(index: int) -> list[str]:
+        ids = []
+        for i in range(frames_each):
+            response = post(index, frames[i % 10])
+            assert response.status_code == 200, response.text
+            ids.append(response.json()["inspection_id"])
+        return ids
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [i for ids in pool.map(camera, range(8)) for i in ids]
 
 
 def _stored(live_server, **where) -> int:
@@ -173,23 +192,20 @@ def test_qa_feedback_and_listing(live_server) -> None:
 
 
 def test_eight_concurrent_cameras_every_answer_is_one_row(live_server) -> None:
-    frames = [_frame(seed) for seed in range(10)]
+    clients = [live_server.client() for _ in range(8)]  # one keep-alive connection per camera
 
-    def camera(index: int) -> list[str]:
-        ids = []
-        with live_server.client() as client:
-            for i in range(200):
-                response = client.post(
-                    f"/v1/inspect/{live_server.product}",
-                    content=frames[i % 10],
-                    headers={"Content-Type": "image/png"},
-                    params={"line_id": "line-load", "camera_id": f"cam-{index}"},
-                )
-                assert response.status_code == 200, response.text
-                ids.append(response.json()["inspection_id"])
-        return ids
+    def post(index: int, frame: bytes) -> httpx.Response:
+        return clients[index].post(
+            f"/v1/inspect/{live_server.product}",
+            content=frame,
+            headers={"Content-Type": "image/png"},
+            params={"line_id": "line-load", "camera_id": f"cam-{index}"},
+        )
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        answered = [i for ids in pool.map(camera, range(8)) for i in ids]
+    try:
+        answered = eight_cameras(post)
+    finally:
+        for client in clients:
+            client.close()
     assert len(answered) == len(set(answered)) == 1600
     assert _stored(live_server, line_id="line-load") == 1600

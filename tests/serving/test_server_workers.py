@@ -27,7 +27,7 @@ from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from inspection.storage.schema import Inspection
-from tests.serving.test_server import _frame
+from tests.serving.test_server import _frame, eight_cameras
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
 
 pytestmark = pytest.mark.slow
@@ -122,21 +122,16 @@ def test_bad_frames_are_refused_by_every_worker(workers_server: WorkersServer) -
 
 
 def test_eight_cameras_on_two_workers_every_answer_is_one_row(workers_server: WorkersServer) -> None:
-    frames = [_frame(seed) for seed in range(10)]
-    clients = _clients_on_every_worker(workers_server, 4)
+    clients = [client for client, _worker in _clients_on_every_worker(workers_server, 4)]
 
-    def camera(index: int) -> list[str]:
-        client, _worker = clients[index]
-        with closing(client):
-            ids = []
-            for i in range(200):
-                response = _post(client, workers_server.product, frames[i % 10], "line-workers", f"cam-{index}")
-                assert response.status_code == 200, response.text
-                ids.append(response.json()["inspection_id"])
-        return ids
+    def post(index: int, frame: bytes) -> httpx.Response:
+        return _post(clients[index], workers_server.product, frame, "line-workers", f"cam-{index}")
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        answered = [i for ids in pool.map(camera, range(8)) for i in ids]
+    try:
+        answered = eight_cameras(post)
+    finally:
+        for client in clients:
+            client.close()
     assert len(answered) == len(set(answered)) == 1600
     assert workers_server.stored("line-workers") == 1600
 
