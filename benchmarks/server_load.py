@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
@@ -40,6 +40,7 @@ from inspection.storage.inspections import InspectionFilter, list_inspections
 from models.artifacts import EXPORT_REPORT_FILE, FP32_FILE, MODEL_FILE, onnx_dir
 from models.onnx_runtime import OnnxScorer
 from models.registry import champion
+from serving.engine import engine_runners
 from serving.frames import frame_to_inputs
 from serving.model_store import champion_model
 
@@ -278,50 +279,48 @@ def _model_only_fps(path: Path, frames: list[bytes]) -> float:
 def decode_and_model_fps(path: Path, frames: list[bytes], settings: Settings, seconds: float) -> float:
     """Frames/s of the server's own work per frame minus HTTP, the row and the archive: the JPEG decoded and
     preprocessed (`frame_to_inputs`) and scored alone, in the engine's arrangement (its runner threads side by side
-    on one session with its intra-op threads): the ceiling of any server of this file on this machine."""
-    from serving.engine import engine_runners
-
+    on one session with its intra-op threads): the ceiling of any server of this file in that arrangement."""
     scorer = OnnxScorer(path, threads=settings.ort_threads or None, spinning=settings.ort_spinning)
-    spec = scorer.spec
-    scorer.score_batch_with_maps(frame_to_inputs(frames[0], spec, settings.max_pixels)[None])
     runners = engine_runners(settings.engine_runners, settings.ort_threads)
-    counts = [0] * runners
-    stop = time.perf_counter() + seconds
 
-    def score(runner: int) -> None:
-        index = runner
-        while time.perf_counter() < stop:
-            scorer.score_batch_with_maps(frame_to_inputs(frames[index % len(frames)], spec, settings.max_pixels)[None])
-            counts[runner] += 1
-            index += runners
+    def decode_and_score(index: int) -> int:
+        inputs = frame_to_inputs(frames[index % len(frames)], scorer.spec, settings.max_pixels)
+        scorer.score_batch_with_maps(inputs[None])
+        return 1
 
-    workers = [threading.Thread(target=score, args=(runner,)) for runner in range(runners)]
-    began = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return sum(counts) / (time.perf_counter() - began)
+    return _side_by_side_fps(decode_and_score, runners, seconds)
 
 
 def model_fps(path: Path, inputs: np.ndarray, threads: int, runners: int, seconds: float, spinning: bool) -> float:
     """Frames/s of `runners` threads each scoring `inputs` (one batch) again and again on one session with
     `threads` intra-op threads; no HTTP, decoding or database."""
     scorer = OnnxScorer(path, threads=threads, spinning=spinning)
-    scorer.score_batch_with_maps(inputs)  # the first run plans and allocates
+
+    def score(_: int) -> int:
+        scorer.score_batch_with_maps(inputs)
+        return len(inputs)
+
+    return _side_by_side_fps(score, runners, seconds)
+
+
+def _side_by_side_fps(step: Callable[[int], int], runners: int, seconds: float) -> float:
+    """Frames/s of `runners` threads calling `step(i)` (i = 0, 1, 2, ... across them; returns the frames it did)
+    again and again for `seconds`, after one untimed call (ORT's first run plans and allocates)."""
+    step(0)
     counts = [0] * runners
     stop = time.perf_counter() + seconds
 
-    def score(runner: int) -> None:
+    def loop(runner: int) -> None:
+        index = runner
         while time.perf_counter() < stop:
-            scorer.score_batch_with_maps(inputs)
-            counts[runner] += len(inputs)
+            counts[runner] += step(index)
+            index += runners
 
-    threads_started = [threading.Thread(target=score, args=(runner,)) for runner in range(runners)]
+    threads = [threading.Thread(target=loop, args=(runner,)) for runner in range(runners)]
     began = time.perf_counter()
-    for thread in threads_started:
+    for thread in threads:
         thread.start()
-    for thread in threads_started:
+    for thread in threads:
         thread.join()
     return sum(counts) / (time.perf_counter() - began)
 
