@@ -51,14 +51,14 @@ class TrainConfig(_Strict):
     patience: int = Field(default=4, ge=1, description="epochs without validation improvement before stopping")
     dropout: float = Field(default=0.2, ge=0, lt=1)
     defect_type_loss_weight: float = Field(default=0.5, ge=0)
-    # Expert labels are sometimes votes: ELPV keeps each cell's share of "defective" votes (0, 1/3, 2/3, 1) as
-    # `defect_probability` in its metadata. Naming that key trains the defect head on the vote share instead of
-    # the 0/1 folder label; validation, calibration and the report keep the folder labels.
     # A running average of the fine-tune's weights (e.g. 0.98: about the last 50 steps, one ELPV epoch) is what
     # validation judges and the model keeps; None keeps the raw weights of the best epoch.
     weight_average_decay: float | None = Field(
         default=None, gt=0, lt=1, description="decay of the fine-tuned weights' moving average"
     )
+    # Expert labels are sometimes votes: ELPV keeps each cell's share of "defective" votes (0, 1/3, 2/3, 1) as
+    # `defect_probability` in its metadata. Naming that key trains the defect head on the vote share instead of
+    # the 0/1 folder label; validation, calibration and the report keep the folder labels.
     soft_label_key: str | None = Field(
         default=None, min_length=1, description="metadata key of a per-image defect probability trained on"
     )

@@ -12,12 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from serving.state import ServingState
+from serving.state import ARCHIVE_OK, ARCHIVE_UNCHECKED, ServingState
 
 log = logging.getLogger("serving")
-
-UNCHECKED = "unchecked"
-OK = "ok"
 
 
 async def check_archive_until_ok(state: ServingState, retry_s: float) -> None:
@@ -30,8 +27,8 @@ async def check_archive_until_ok(state: ServingState, retry_s: float) -> None:
                 log.error("frames cannot be archived, so flagged frames will fail until this is fixed: %s", exc)
             state.archive_status = str(exc)
         else:
-            if state.archive_status not in (UNCHECKED, OK):
+            if state.archive_status not in (ARCHIVE_UNCHECKED, ARCHIVE_OK):
                 log.info("the frame archive is reachable again")
-            state.archive_status = OK
+            state.archive_status = ARCHIVE_OK
             return
         await asyncio.sleep(retry_s)

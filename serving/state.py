@@ -17,6 +17,9 @@ from serving.reject_publisher import RejectPublisher
 from serving.row_writer import InspectionRowWriter
 from serving.shadow import ShadowScorer
 
+ARCHIVE_UNCHECKED = "unchecked"  # archive_status before the startup check (serving.archive_check) has answered
+ARCHIVE_OK = "ok"
+
 
 @dataclass(frozen=True)
 class UnloadableModel:
@@ -47,9 +50,9 @@ class ServingState:
     unloadable: dict[str, UnloadableModel] = field(default_factory=dict)
     rejects: RejectPublisher | None = None  # None: MQTT reject messages are off
     metrics: ServingMetrics | None = None  # the app's, so the shadow threads can count what they do
-    # "ok", "unchecked" (the startup check has not answered yet), or why frames cannot be archived
+    # ARCHIVE_OK, ARCHIVE_UNCHECKED (the startup check has not answered yet), or why frames cannot be archived
     # (serving.archive_check); /readyz shows it.
-    archive_status: str = "unchecked"
+    archive_status: str = ARCHIVE_UNCHECKED
 
     @cached_property
     def archive(self) -> FrameArchive:
