@@ -2,6 +2,7 @@
 (issue 15's figures: test AUROC, balanced accuracy, miss rate at 10 % false detections, training time).
 
     python -m benchmarks.elpv_variant --source-home <home> --name lite1 --override '{backbone: lite1}'
+    python -m benchmarks.elpv_variant --source-home <home> --name gem --ablation gem-pooling
 
 The copy (datasets, registry, database; not the frame archive) keeps the source's frozen split, so runs of
 different overrides are judged on the same test cells. Prints the figures as JSON, and writes every test cell's
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from benchmarks.elpv_ablations import ABLATIONS, ablation
 from benchmarks.elpv_training import FDR_BUDGET, PRODUCT, balanced_accuracy
 from inspection.metrics import auroc, miss_rate_at_false_detection
 from inspection.settings import Settings
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="names the copy: <workdir>/<name>-home and -configs")
     parser.add_argument("--override", default="{}", help="YAML merged into the product's config")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
+    parser.add_argument("--ablation", choices=sorted(ABLATIONS), help="one change that is not a config option")
     args = parser.parse_args()
     home, configs = args.workdir / f"{args.name}-home", args.workdir / f"{args.name}-configs"
     for folder in (home, configs):
@@ -66,7 +69,8 @@ def main() -> None:
     config = yaml.safe_load(product_file.read_text()) or {}
     product_file.write_text(yaml.safe_dump(merged(config, yaml.safe_load(args.override) or {})))
 
-    outcome = train_product(Settings(home=home, configs_dir=configs), PRODUCT)
+    with ablation(args.ablation):
+        outcome = train_product(Settings(home=home, configs_dir=configs), PRODUCT)
     assert outcome.test_labels is not None and outcome.test_scores is not None and outcome.test_records is not None
     labels, scores = outcome.test_labels.astype(int).tolist(), outcome.test_scores.astype(float).tolist()
     probabilities = [r.meta.get("defect_probability") for r in outcome.test_records]
@@ -80,6 +84,7 @@ def main() -> None:
     figures = {
         "name": args.name,
         "override": args.override,
+        "ablation": args.ablation,
         "elpv_test_auroc": outcome.report["test"]["auroc"],
         "elpv_test_balanced_accuracy": balanced_accuracy(balanced),
         "elpv_test_miss_rate_at_10pct_fdr": None if miss is None else round(miss, 4),

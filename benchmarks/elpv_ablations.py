@@ -1,0 +1,88 @@
+"""Ablations of the ELPV classifier that are not product options (issue 15): each changes one thing for the length
+of one `benchmarks.elpv_variant` run (`--ablation NAME`), so a finding can be reproduced without shipping a knob
+that did not earn its place.
+
+- `gem-pooling`: generalized-mean pooling (p = 3) instead of the global average before the heads. A small crack
+  raises few positions of the last feature map, and GeM weighs those more than a mean does. Every classifier built
+  during the run pools this way, one rebuilt from the run's checkpoint included.
+- `unanimous-training`: the classifier is trained only on the cells whose annotators all agreed (defect
+  probability 0 or 1). Validation and test keep every cell, so the figures compare with the other runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+import training.kinds.classifier as classifier_kind
+from datasets.layout import ImageRecord
+from inspection.progress import console
+from models.classifier import DefectClassifier
+
+AGREEMENT_KEY = "defect_probability"  # the ELPV importer's share of "defective" votes per cell
+
+
+class GeneralizedMeanPool(nn.Module):
+    """(N, C, H, W) -> (N, C, 1, 1): (mean of x^p)^(1/p). p = 1 is the average, p -> infinity the maximum."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.p, self.eps = p, eps
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        # The clamp keeps pow defined; the last feature map is non-negative after its ReLU6 anyway.
+        return features.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1), keepdim=True).pow(1.0 / self.p)
+
+
+@contextmanager
+def gem_pooling() -> Iterator[None]:
+    original = DefectClassifier.__init__
+
+    def pooled_by_gem(self: DefectClassifier, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.pool = GeneralizedMeanPool()  # type: ignore[assignment]
+
+    DefectClassifier.__init__ = pooled_by_gem  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DefectClassifier.__init__ = original  # type: ignore[method-assign]
+
+
+def unanimous(record: ImageRecord) -> bool:
+    """Whether every annotator gave the cell the same verdict (no vote share recorded: not known to be)."""
+    share = record.meta.get(AGREEMENT_KEY)
+    return share is not None and (float(share) <= 0.0 or float(share) >= 1.0)
+
+
+@contextmanager
+def unanimous_training() -> Iterator[None]:
+    original = classifier_kind._prepare_data
+
+    def prepare_unanimous(model: Any, job: Any, defect_types: list[str], device: torch.device) -> Any:
+        kept = [record for record in job.parts["train"] if unanimous(record)]
+        console.print(f"ablation unanimous-training: training on {len(kept)} of {len(job.parts['train'])} images")
+        job = dataclasses.replace(job, parts={**job.parts, "train": kept})
+        return original(model, job, defect_types, device)
+
+    classifier_kind._prepare_data = prepare_unanimous
+    try:
+        yield
+    finally:
+        classifier_kind._prepare_data = original
+
+
+ABLATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
+    "gem-pooling": gem_pooling,
+    "unanimous-training": unanimous_training,
+}
+
+
+def ablation(name: str | None) -> AbstractContextManager[None]:
+    """The named ablation, in force inside the `with` block; None: nothing changed."""
+    return nullcontext() if name is None else ABLATIONS[name]()
