@@ -59,10 +59,14 @@ def gem_pooling() -> Iterator[None]:
         DefectClassifier.__init__ = original  # type: ignore[method-assign]
 
 
-def unanimous(record: ImageRecord) -> bool:
-    """Whether every annotator gave the cell the same verdict (no vote share recorded: not known to be)."""
-    share = record.meta.get(AGREEMENT_KEY)
+def unanimous_share(share: float | None) -> bool:
+    """Whether a vote share says every annotator gave the same verdict (none recorded: not known to be)."""
     return share is not None and (float(share) <= 0.0 or float(share) >= 1.0)
+
+
+def unanimous(record: ImageRecord) -> bool:
+    """Whether every annotator gave the cell the same verdict."""
+    return unanimous_share(record.meta.get(AGREEMENT_KEY))
 
 
 @contextmanager

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.elpv_ensemble import load_cells
+from benchmarks.elpv_ablations import unanimous_share
+from benchmarks.elpv_ensemble import aligned_runs
 from benchmarks.elpv_training import FDR_BUDGET
 from inspection.metrics import auroc, miss_rate_at_false_detection
 from training.int8_gate import paired_bootstrap_auroc_loss
@@ -46,17 +47,17 @@ def main() -> None:
     parser.add_argument("baseline", type=Path, help="<name>-test-scores.json of the run to beat")
     parser.add_argument("candidate", type=Path, help="<name>-test-scores.json of the run judged")
     args = parser.parse_args()
-    base, cand = load_cells(args.baseline), load_cells(args.candidate)
-    if [c["relpath"] for c in base] != [c["relpath"] for c in cand]:
-        raise SystemExit("the runs were scored on other test cells: they must share one source home's split")
-    labels = np.array([int(c["label"]) for c in base])
-    base_scores, cand_scores = (np.array([float(c["score"]) for c in run]) for run in (base, cand))
-    agreed = np.array([c["defect_probability"] in (0.0, 1.0) for c in base])
+    label_list, probabilities, runs = aligned_runs([args.baseline, args.candidate])
+    if len(runs) != 2:
+        raise SystemExit("give two different runs")
+    (base_name, base_list), (cand_name, cand_list) = runs.items()
+    labels, base_scores, cand_scores = np.array(label_list), np.array(base_list), np.array(cand_list)
+    agreed = np.array([unanimous_share(share) for share in probabilities])
     print(
         json.dumps(
             {
-                "baseline": args.baseline.name.removesuffix("-test-scores.json"),
-                "candidate": args.candidate.name.removesuffix("-test-scores.json"),
+                "baseline": base_name,
+                "candidate": cand_name,
                 "test_auroc": auroc_gain(labels, base_scores, cand_scores),
                 "unanimous_auroc": auroc_gain(labels[agreed], base_scores[agreed], cand_scores[agreed]),
                 "missed_at_10pct_fdr": {

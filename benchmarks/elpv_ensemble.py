@@ -29,6 +29,20 @@ def load_cells(path: Path) -> list[dict[str, Any]]:
     return sorted(cells, key=lambda cell: str(cell["relpath"]))
 
 
+def aligned_runs(paths: list[Path]) -> tuple[list[int], list[float | None], dict[str, list[float]]]:
+    """The runs' shared test cells: (labels, annotators' defect probabilities, {run name: scores}), cell by cell;
+    exits when a run was scored on other cells (another source home's split)."""
+    runs = {path.name.removesuffix("-test-scores.json"): load_cells(path) for path in paths}
+    first = next(iter(runs.values()))
+    cells = [cell["relpath"] for cell in first]
+    for name, run in runs.items():
+        if [cell["relpath"] for cell in run] != cells:
+            raise SystemExit(f"{name} was scored on other test cells: the runs must share one source home's split")
+    labels = [int(cell["label"]) for cell in first]
+    probabilities = [cell["defect_probability"] for cell in first]
+    return labels, probabilities, {name: [float(cell["score"]) for cell in run] for name, run in runs.items()}
+
+
 def figures(labels: list[int], scores: list[float], probabilities: list[float | None]) -> dict[str, float | None]:
     y, s = np.array(labels), np.array(scores)
     miss = miss_rate_at_false_detection(y, s, FDR_BUDGET).rate
@@ -47,19 +61,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scores", type=Path, nargs="+", help="<name>-test-scores.json files of elpv_variant runs")
     args = parser.parse_args()
-    runs = {path.name.removesuffix("-test-scores.json"): load_cells(path) for path in args.scores}
-    first = next(iter(runs.values()))
-    cells = [cell["relpath"] for cell in first]
-    for name, run in runs.items():
-        if [cell["relpath"] for cell in run] != cells:
-            raise SystemExit(f"{name} was scored on other test cells: the runs must share one source home's split")
-    labels = [int(cell["label"]) for cell in first]
-    probabilities = [cell["defect_probability"] for cell in first]
-    score_lists = {name: [float(cell["score"]) for cell in run] for name, run in runs.items()}
+    labels, probabilities, score_lists = aligned_runs(args.scores)
     for name, scores in score_lists.items():
         print(json.dumps({"run": name, **figures(labels, scores, probabilities)}))
     mean = np.mean(np.array(list(score_lists.values())), axis=0).tolist()
-    print(json.dumps({"run": "mean of " + " + ".join(runs), **figures(labels, mean, probabilities)}))
+    print(json.dumps({"run": "mean of " + " + ".join(score_lists), **figures(labels, mean, probabilities)}))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks.elpv_ablations import ABLATIONS, ablation
+from benchmarks.elpv_ablations import ABLATIONS, ablation, unanimous_share
 from benchmarks.elpv_training import FDR_BUDGET, PRODUCT, balanced_accuracy
 from inspection.metrics import auroc, miss_rate_at_false_detection
 from inspection.settings import Settings
@@ -42,7 +42,7 @@ def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def unanimous_auroc(probabilities: list[float | None], labels: list[int], scores: list[float]) -> float | None:
     """Test AUROC over the cells whose annotators all agreed (defect probability 0 or 1): how well the model ranks
     where the label itself is not in dispute."""
-    kept = [(label, score) for p, label, score in zip(probabilities, labels, scores, strict=True) if p in (0.0, 1.0)]
+    kept = [(label, score) for p, label, score in zip(probabilities, labels, scores, strict=True) if unanimous_share(p)]
     return auroc(np.array([k[0] for k in kept]), np.array([k[1] for k in kept])) if kept else None
 
 
