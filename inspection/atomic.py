@@ -7,10 +7,13 @@ same folder (so the rename cannot cross file systems), then rename it over the t
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 @contextmanager
@@ -31,10 +34,29 @@ def atomic_target(path: Path) -> Iterator[Path]:
 
 
 def write_atomic_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically."""
-    with atomic_target(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
+    """Write `data` to `path` atomically.
+
+    The same temp-and-rename as atomic_target, in fewer system calls: the server archives a flagged frame and its
+    map with this on every defect verdict, where mkstemp's create, close, chmod and reopen cost 0.17 ms a write
+    against 0.04 ms this way (40 KB, timed alone; 0.23-0.27 against 0.07-0.10 ms for a whole LocalArchive.write).
+    """
+    path = Path(path)
+    # Exclusive create of a name nobody else draws: never follows or reuses what is already there.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        handle = os.open(tmp, _NEW_FILE, 0o644)
+    except FileNotFoundError:  # the first file of a folder (a new product or day): create the folder once
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(tmp, _NEW_FILE, 0o644)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            os.fchmod(file.fileno(), 0o644)  # open's mode went through the umask; a server as another user reads it
+            file.write(data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def write_atomic_text(path: Path, text: str) -> Path:

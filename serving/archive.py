@@ -10,7 +10,7 @@ import numpy as np
 
 from inspection.archive_paths import archive_key, beside
 from inspection.frame_archive import FrameArchive
-from serving.heatmaps import MAP_SUFFIX, encode_png
+from serving.heatmaps import MAP_SUFFIX, encode_map
 
 
 def should_archive(inspection_id: str, needs_review: bool, pass_fraction: float) -> bool:
@@ -37,4 +37,4 @@ def archive_with_map(
     location = archive.write(archive.location(archive_key(product, inspection_id, received, content_type)), data)
     if anomaly_map is None:
         return location, None
-    return location, archive.write(beside(location, MAP_SUFFIX), encode_png(anomaly_map))
+    return location, archive.write(beside(location, MAP_SUFFIX), encode_map(anomaly_map))

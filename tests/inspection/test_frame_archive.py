@@ -80,3 +80,19 @@ def test_check_passes_on_a_reachable_store_and_names_what_is_wrong_otherwise(tmp
     (tmp_path / "a-file").write_bytes(b"")
     with pytest.raises(InspectionError, match="cannot be created"):
         LocalArchive(tmp_path / "a-file" / "archive").check()
+
+
+def test_a_folder_linked_outside_the_archive_is_refused_even_after_writes_inside(tmp_path: Path) -> None:
+    archive = LocalArchive(tmp_path / "archive")
+    archive.write(archive.location("widget/2026-12-06/a.jpg"), b"inside")  # the folder is now known to be inside
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "archive" / "widget" / "2026-12-07").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InspectionError, match="outside the archive"):
+        archive.write(archive.location("widget/2026-12-07/b.jpg"), b"x")
+    with pytest.raises(InspectionError, match="outside the archive"):
+        archive.write(archive.location("widget/2026-12-06/../../../escape.jpg"), b"x")
+    assert archive.write(archive.location("widget/2026-12-06/c.jpg"), b"again") == archive.location(
+        "widget/2026-12-06/c.jpg"
+    )
+    assert list(outside.iterdir()) == []

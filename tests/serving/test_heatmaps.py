@@ -16,13 +16,14 @@ import pytest
 import uvicorn
 
 from datasets.layout import ImageRecord, scan_dataset
+from inspection.frame_archive import LocalArchive
 from inspection.imaging import read_image
 from models import registry
 from models.artifacts import FP32_FILE, bundle_path, onnx_dir
 from models.onnx_parity import check_parity
 from models.onnx_runtime import MAP_OUTPUT, OnnxScorer
 from serving.app import create_app
-from serving.heatmaps import HEATMAP_SUFFIX, MAP_SUFFIX, encode_png, render_heatmap
+from serving.heatmaps import HEATMAP_SUFFIX, MAP_SUFFIX, encode_map, encode_png, render_heatmap, rendered_heatmap
 from tests.serving.conftest import _free_port, wait_until_started
 from training.kinds import load_bundle
 
@@ -178,3 +179,29 @@ def test_rendering_blends_the_map_over_the_frame_at_its_size() -> None:
     color = render_heatmap(np.zeros((480, 640, 3), np.uint8), anomaly_map.astype(np.float32) / 255)
     assert color.shape == (480, 640, 3)
     assert _decode(encode_png(overlay)).shape == (480, 640, 3)
+
+
+def test_stored_maps_keep_their_values_and_maps_stored_as_png_before_still_draw(tmp_path: Path) -> None:
+    # A smooth map, as the models make them (a coarse grid upsampled): the stored JPEG is within a grey level.
+    coarse = np.random.default_rng(0).integers(0, 256, (7, 7)).astype(np.uint8)
+    anomaly_map = cv2.resize(coarse, (224, 224), interpolation=cv2.INTER_LINEAR)
+    stored = encode_map(anomaly_map)
+    decoded = cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert np.abs(decoded.astype(int) - anomaly_map).max() <= 1
+    assert len(stored) < len(encode_png(anomaly_map))
+    archive = LocalArchive(tmp_path)
+    frame = archive.write(
+        str(tmp_path / "widget" / "2026-12-06" / "a.png"), encode_png(np.full((96, 128), 90, np.uint8))
+    )
+    drawn = {}
+    for suffix, data in ((MAP_SUFFIX, stored), (".map.png", encode_png(anomaly_map))):  # new rows, rows from before
+        location = archive.write(frame.replace(".png", suffix), data)
+        for kept in tmp_path.rglob(f"*{HEATMAP_SUFFIX}"):
+            kept.unlink()  # drawn afresh from this map, not served from the last one's overlay
+        overlay = rendered_heatmap(archive, frame, location)
+        assert overlay is not None
+        drawn[suffix] = _decode(overlay).astype(int)
+    assert drawn[MAP_SUFFIX].shape == (96, 128, 3)
+    difference = np.abs(drawn[MAP_SUFFIX] - drawn[".map.png"])
+    # A grey level of the map moves JET's colours by up to 4 per channel (255 over 64 levels), less the opacity.
+    assert difference.max() <= 4 and difference.mean() < 0.5
