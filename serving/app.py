@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from inspection.settings import Settings
 from inspection.storage.database import make_engine, open_database, session_factory
 from serving.archive_check import check_archive_until_ok
 from serving.errors import install_error_handlers
+from serving.fast_path import answer_inspect, inspect_product
 from serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.model_watcher import stop_shadows, sync_engines, watch_champions
 from serving.reject_publisher import RejectPublisher
@@ -21,6 +23,18 @@ from serving.row_writer import InspectionRowWriter
 from serving.state import ServingState
 
 SHADOW_STOP_GRACE_S = 10.0  # beyond the delay budget: one batch still being scored and written
+
+
+class InspectionApp(FastAPI):
+    """FastAPI, with the camera's plain frame answered by serving.fast_path (same functions, less machinery)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        product = inspect_product(scope)
+        if product is None or not hasattr(self.state, "serving"):  # before the lifespan has run: the full stack
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # as Starlette sets it: Request.app, hence the handlers' request.app.state
+        await answer_inspect(self, product, scope, receive, send)
 
 
 def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
@@ -56,7 +70,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         if state.rejects is not None:  # after the engines: the last answered defects still get their message
             await asyncio.to_thread(state.rejects.stop)
 
-    app = FastAPI(title="Line inspection", version="0.1.0", lifespan=lifespan)
+    app = InspectionApp(title="Line inspection", version="0.1.0", lifespan=lifespan)
     app.state.auth_cache = {}
     install_error_handlers(app)
     # Engines exist only once the lifespan has run; the queue-depth gauge reads them at scrape time.

@@ -7,7 +7,7 @@ frame; a revoked key therefore stops working within that time, not instantly.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -33,7 +33,7 @@ async def _cached_authenticate(request: Request, key: str | None) -> ApiKey | No
     return found
 
 
-def require_role(*roles: str) -> Callable[..., object]:
+def require_role(*roles: str) -> Callable[[Request, str | None], Awaitable[ApiKey]]:
     """A dependency that admits keys of the given roles: 401 without a valid key, 403 with the wrong role."""
 
     async def check(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> ApiKey:
@@ -48,6 +48,8 @@ def require_role(*roles: str) -> Callable[..., object]:
 
 
 AnyKey = Annotated[ApiKey, Depends(require_role("camera", "qa", "manager"))]
-CameraKey = Annotated[ApiKey, Depends(require_role("camera", "qa"))]
+# Named: serving.fast_path calls it directly for the frames it answers without FastAPI's dependency resolution.
+check_camera_key = require_role("camera", "qa")
+CameraKey = Annotated[ApiKey, Depends(check_camera_key)]
 QaKey = Annotated[ApiKey, Depends(require_role("qa"))]
 ReaderKey = Annotated[ApiKey, Depends(require_role("qa", "manager"))]

@@ -14,7 +14,9 @@ from inspection.errors import InspectionError
 from serving import inspect_service
 from serving.auth import CameraKey
 from serving.deps import EngineDep, ProductDep, ServingStateDep
+from serving.engine import InferenceEngine
 from serving.frames import check_content_type
+from serving.state import ServingState
 
 router = APIRouter(tags=["inspect"])
 FRAME_FIELDS = ("camera_id", "line_id", "frame_id", "captured_at")
@@ -98,7 +100,17 @@ async def inspect_frame(
 
     Defect verdicts (and any frame with `heatmap=true`) of a model with an anomaly map get a heatmap: the map is
     stored beside the archived frame, drawn over it when `heatmap_url` is first fetched.
+
+    A camera's plain frame (no multipart, no `heatmap`) is answered by serving.fast_path through the same
+    functions, without this route's dependency resolution and middleware; this route documents both.
     """
+    return await answer_frame(request, state, engine, product, heatmap)
+
+
+async def answer_frame(
+    request: Request, state: ServingState, engine: InferenceEngine, product: str, heatmap: bool
+) -> JSONResponse:
+    """The route's work once the key, product and engine are known: read, score, store, answer."""
     started = time.perf_counter()
     fields = _frame_fields(request)
     captured_at = _parse_time(fields["captured_at"])
