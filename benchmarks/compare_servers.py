@@ -3,7 +3,9 @@
 These machines drift by tens of percent within minutes, so two versions of the server are only comparable when
 measured alternately in one run. Each round starts `inspection serve` from each checkout in turn (same
 INSPECTION_HOME, same 64 held-out frames, same lean client; extra environment per variant allowed) and reports
-answers/s plus the CPU the server process and the client spent per answered frame.
+answers/s plus the CPU the server process and the client spent per answered frame, the server's split by thread
+role (event loop, engine runners, row writer, other). A role's CPU against the runners' drifted far less between
+rounds than answers/s did (about 3 % against 30 %, 2026-12-06).
 
     python -m benchmarks.compare_servers --home var --variant old=/tmp/old-checkout --variant new=. --rounds 2
     python -m benchmarks.compare_servers --home var --variant spin=.:INSPECTION_ORT_SPINNING=1 --variant nospin=.
@@ -26,8 +28,12 @@ from benchmarks.server_load import SATURATION_CLIENTS, camera_frames, free_port,
 from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
+from serving.engine import RUNNER_THREAD_NAME
+from serving.row_writer import WRITER_THREAD_NAME
 
 PRODUCT = "solar-cells"
+# OS thread names the server's workers give themselves (serving.worker_queue.name_os_thread) -> their role here.
+THREAD_ROLES = {RUNNER_THREAD_NAME: "runners", WRITER_THREAD_NAME: "writer"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,38 @@ def server_cpu_seconds(pid: int) -> float:
     return sum(_process_cpu_seconds(each) for each in _descendants(pid))
 
 
+def _thread_cpu_seconds(process: int) -> dict[tuple[int, str], float]:
+    """CPU seconds of each live thread of `process`, keyed by (thread id, role)."""
+    found = {}
+    for task in Path(f"/proc/{process}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended while we looked
+            continue
+        role = THREAD_ROLES.get(name, "other") if int(task.name) != process else "event_loop"
+        found[(int(task.name), role)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def cpu_by_thread_role(pid: int) -> dict[tuple[int, str], float]:
+    """Per-thread CPU seconds of the server and its worker processes: the event loop (each process's main
+    thread), the engine's runners and the row writer by the names they give themselves in the OS, and 'other'
+    (ORT's own threads, the thread pool, and every thread of a server from before the names)."""
+    found: dict[tuple[int, str], float] = {}
+    for process in _descendants(pid):
+        found.update(_thread_cpu_seconds(process))
+    return found
+
+
+def role_totals(before: dict[tuple[int, str], float], after: dict[tuple[int, str], float]) -> dict[str, float]:
+    """CPU seconds by role between two snapshots (threads that started in between count from zero)."""
+    totals = dict.fromkeys(("event_loop", "runners", "writer", "other"), 0.0)
+    for key, seconds in after.items():
+        totals[key[1]] += seconds - before.get(key, 0.0)
+    return totals
+
+
 def _own_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
@@ -103,8 +141,10 @@ def measure(
     try:
         run(lambda: saturation(url, requests, 2.0, clients))  # warm: sessions, pools, first batches
         server_before, client_before = server_cpu_seconds(server.pid), _own_cpu_seconds()
+        threads_before = cpu_by_thread_role(server.pid)
         result = run(lambda: saturation(url, requests, seconds, clients))
         assert isinstance(result, SaturationResult)
+        by_role = role_totals(threads_before, cpu_by_thread_role(server.pid))
         server_cpu = server_cpu_seconds(server.pid) - server_before
         client_cpu = _own_cpu_seconds() - client_before
     finally:
@@ -114,6 +154,7 @@ def measure(
     return {
         "fps": round(result.fps, 1),
         "server_cpu_ms_per_frame": round(1000 * server_cpu / answered, 2),
+        **{f"{role}_cpu_ms_per_frame": round(1000 * seconds / answered, 2) for role, seconds in by_role.items()},
         "client_cpu_ms_per_frame": round(1000 * client_cpu / answered, 2),
     }
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from inspection.preprocessing import PreprocessSpec
 from models.onnx_runtime import OnnxScorer
-from serving.worker_queue import collect_batch, settle, settle_all
+from serving.worker_queue import collect_batch, name_os_thread, settle, settle_all
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class _Frame:
     want_map: bool
 
 
+RUNNER_THREAD_NAME = "engine-runner"  # its name in the OS (top -H), where the scoring's CPU shows
 _STOP = object()  # queued by close(): FIFO puts it behind every accepted frame, so all of them are answered first
 
 
@@ -186,6 +187,7 @@ class InferenceEngine:
 
     def _run(self) -> None:
         """Worker loop: collect, score, answer; exits after the stop marker and the frames before it."""
+        name_os_thread(RUNNER_THREAD_NAME)
         stopping = False
         while not stopping:
             frames, stopping = collect_batch(self._queue, self._max_batch, _STOP, self._max_wait_s)

@@ -20,9 +20,10 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.storage.inspections import add_inspections
-from serving.worker_queue import collect_batch, settle, settle_all
+from serving.worker_queue import collect_batch, name_os_thread, settle, settle_all
 
 MAX_ROWS_PER_COMMIT = 64
+WRITER_THREAD_NAME = "row-writer"  # its name in the OS (top -H): archiving and storing rows
 
 
 # Work a row needs done before it can be stored (archiving its frame): run on the writer's thread, it fills in
@@ -82,6 +83,7 @@ class InspectionRowWriter:
             raise TimeoutError(f"inspection row writer did not finish within {timeout}s")
 
     def _run(self) -> None:
+        name_os_thread(WRITER_THREAD_NAME)
         stopping = False
         while not stopping:
             group, stopping = collect_batch(self._queue, self._max_rows, _STOP)

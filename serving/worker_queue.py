@@ -12,9 +12,19 @@ import queue
 import time
 from collections.abc import Sequence
 from contextlib import suppress
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+OS_THREAD_NAME_LIMIT = 15  # bytes Linux keeps of a thread's name
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread `name` in the operating system too (Python keeps its names to itself), so `top -H`
+    and /proc/<pid>/task/<tid>/comm show which worker spends the CPU (benchmarks.compare_servers reads them).
+    Linux only; elsewhere, or when /proc is read-only, nothing happens."""
+    with suppress(OSError):
+        Path("/proc/thread-self/comm").write_bytes(name.encode()[:OS_THREAD_NAME_LIMIT])
 
 
 def collect_batch(
