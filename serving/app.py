@@ -26,7 +26,10 @@ SHADOW_STOP_GRACE_S = 10.0  # beyond the delay budget: one batch still being sco
 
 
 class InspectionApp(FastAPI):
-    """FastAPI, with the camera's plain frame answered by serving.fast_path (same functions, less machinery)."""
+    """FastAPI, with the camera's plain frame answered by serving.fast_path (same functions, less machinery).
+
+    Middleware added to the app does not see those requests: anything that must apply to every frame belongs in
+    the functions both paths call (serving.routes.inspect.answer_frame and below), or in fast_path itself."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         product = inspect_product(scope)
