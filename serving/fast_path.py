@@ -7,8 +7,8 @@ A plain `POST /v1/inspect/{product}` (raw image body, no `heatmap` query) is the
 by the same functions the route calls: the camera key check, the product and engine lookups and
 `answer_frame`; errors go through the app's own exception handlers and every request is counted in the same
 metrics. Anything else (multipart uploads, `heatmap=true`, other methods) is left, untouched, to the full stack,
-which also documents this route in OpenAPI. Measured (per-thread CPU at saturation, alternated with the code
-before): the event loop's thread spent about a fifth less CPU a frame, 0.3-0.4 ms.
+which also documents this route in OpenAPI. Measured (benchmarks.compare_servers' thread split, three rounds
+alternated with the code before): the event loop's thread spent 1.5-1.7 against 1.8-2.4 ms of CPU a frame.
 """
 
 from __future__ import annotations
