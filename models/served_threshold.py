@@ -1,7 +1,8 @@
 """The served threshold of a version, chosen by QA on validation evidence, recorded in the registry.
 
 Training calibrates a threshold to the product's target and writes every validation and test part's served
-score (`evaluation/served_scores.json`). `inspection models threshold` picks a new served threshold from those
+score (`evaluation/served_scores.json`); an export whose INT8 file is accepted writes that file's own scores beside
+it, and those are the evidence while it serves. `inspection models threshold` picks a new served threshold from those
 validation scores with the calibration's own rules (inspection.operating_curve), refuses a target the validation
 split is too small to support, shows what the move costs on validation and on the frozen test split, and
 records it as version tags: `served_threshold`, `threshold_set_at` (UTC), `threshold_set_by`, `threshold_reason`,
@@ -34,7 +35,7 @@ from inspection.operating_curve import (
 from inspection.report import EvaluationReport
 from inspection.settings import Settings
 from models import registry
-from models.artifacts import served_scores_path
+from models.artifacts import INT8_SERVED_SCORES_FILE, served_evidence_path
 from models.promotion import LOG_REASON_CHARS, MAX_REASON_CHARS, MAX_TAG_BYTES, registry_lock
 
 THRESHOLD_TAG = "served_threshold"
@@ -90,8 +91,9 @@ def _split(data: Any) -> LabeledScores:
 
 
 def read_served_scores(info: registry.ModelVersionInfo) -> ServedScores | None:
-    """The version's recorded served scores, or None (trained before they were recorded, or unreadable)."""
-    path = served_scores_path(info.artifacts)
+    """The served scores of the file the version serves (its accepted INT8 export's own, else training's), or
+    None (trained before they were recorded, or unreadable)."""
+    path = served_evidence_path(info.artifacts)
     try:
         data = json.loads(path.read_text())
         return ServedScores(float(data["threshold"]), _split(data["validation"]), _split(data["test"]))
@@ -221,6 +223,12 @@ def plan_threshold(
     info = registry.resolve_version(settings, product, version)
     scores = read_served_scores(info)
     if scores is None:
+        if served_evidence_path(info.artifacts).name == INT8_SERVED_SCORES_FILE:
+            raise ThresholdRefused(
+                f"{product} v{info.version} serves an INT8 file whose validation scores were not recorded (exported "
+                f"before they were), so a threshold cannot be chosen on its evidence; re-export it with `inspection "
+                f"export {product} --version {info.version} --int8`"
+            )
         raise ThresholdRefused(
             f"{product} v{info.version} has no recorded validation scores (evaluation/served_scores.json: it was "
             f"trained before operating curves were recorded), so a threshold cannot be chosen on evidence; retrain "

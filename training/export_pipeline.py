@@ -27,7 +27,15 @@ from inspection.product_config import load_product_config
 from inspection.progress import console, progress_task
 from inspection.settings import Settings
 from models.anomaly_export import ServedAnomalyParity
-from models.artifacts import EXPORT_REPORT_FILE, FP32_FILE, INT8_FILE, ONNX_DIR, bundle_path, onnx_dir
+from models.artifacts import (
+    EXPORT_REPORT_FILE,
+    FP32_FILE,
+    INT8_FILE,
+    INT8_SERVED_SCORES_FILE,
+    ONNX_DIR,
+    bundle_path,
+    onnx_dir,
+)
 from models.checkpoint import ModelBundle
 from models.onnx_export import update_onnx_metadata, weights_sha256
 from models.onnx_parity import ParityResult
@@ -48,6 +56,7 @@ from training.int8_gate import (
     int8_gate,
 )
 from training.kinds import kind_of, load_bundle
+from training.pipeline import served_scores_evidence
 
 
 @dataclass(frozen=True)
@@ -118,13 +127,14 @@ def _int8_candidate(
     val_images = _decode(parts["val"], "validation split")
     val_labels = np.array([r.is_defect for r in parts["val"]], dtype=np.int64)
     test_labels = np.array([r.is_defect for r in parts["test"]], dtype=np.int64)
+    val_int8, test_int8 = int8.score_images(val_images)[0], int8.score_images(test_images)[0]
     decision = int8_gate(
         val_labels,
         fp32.score_images(val_images)[0],
-        int8.score_images(val_images)[0],
+        val_int8,
         test_labels,
         fp32.score_images(test_images)[0],
-        int8.score_images(test_images)[0],
+        test_int8,
         bundle.target_miss_rate,
         target_false_detection_rate=bundle.target_false_detection_rate,
         max_auroc_loss=options.max_auroc_loss,
@@ -132,6 +142,9 @@ def _int8_candidate(
         alpha=options.alpha,
         seed=seed,
     )
+    # The INT8 file's own evidence, for choosing its served threshold later (models.served_threshold).
+    evidence = served_scores_evidence(decision.int8_threshold, (val_labels, val_int8), (test_labels, test_int8))
+    write_atomic_text(staging / INT8_SERVED_SCORES_FILE, json.dumps(evidence))
     return candidate, int8, decision
 
 
@@ -197,10 +210,12 @@ def export_product(
                 # stands, the line would run at a point nobody measured.
                 int8_path = update_onnx_metadata(candidate, {"threshold": decision.int8_threshold})
         out_dir.mkdir(exist_ok=True)
-        for stale in (FP32_FILE, INT8_FILE):
+        for stale in (FP32_FILE, INT8_FILE, INT8_SERVED_SCORES_FILE):
             (out_dir / stale).unlink(missing_ok=True)
         fp32 = fp32.replace(out_dir / FP32_FILE)
-        int8_path = int8_path.replace(out_dir / INT8_FILE) if int8_path else None
+        if int8_path:  # its scores first: once the INT8 file is in place it serves, and its evidence is read
+            (staging / INT8_SERVED_SCORES_FILE).replace(out_dir / INT8_SERVED_SCORES_FILE)
+            int8_path = int8_path.replace(out_dir / INT8_FILE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     outcome = ExportOutcome(product, info.version, fp32, int8_path, parity, decision, sizes, latency)

@@ -20,6 +20,7 @@ from inspection.operating_curve import (
 )
 from inspection.settings import Settings
 from models import registry
+from models.artifacts import INT8_FILE, onnx_dir
 from models.served_threshold import (
     LOG_TAG,
     THRESHOLD_TAG,
@@ -143,3 +144,16 @@ def test_a_version_without_recorded_scores_is_refused(home: Settings, trained_pr
     with pytest.raises(ThresholdRefused, match="no recorded validation scores"):
         plan_threshold(home, product, ThresholdRequest(value=0.5), version=2)
     assert np.isfinite(plan_threshold(home, product, ThresholdRequest(value=0.5), version=1).threshold)
+
+
+def test_an_int8_file_exported_without_its_scores_is_refused_with_the_way_out(home: Settings, trained_product) -> None:
+    product = trained_product.product
+    artifacts = registry.resolve_version(home, product, 1).artifacts
+    onnx = onnx_dir(artifacts)
+    onnx.mkdir(exist_ok=True)
+    (onnx / INT8_FILE).write_bytes(b"an INT8 file from an export that did not record its scores")
+    # Training's fp32 scores are not the served file's: no threshold is chosen on them.
+    assert read_served_scores(registry.resolve_version(home, product, 1)) is None
+    with pytest.raises(ThresholdRefused, match=f"re-export it with `inspection export {product} --version 1 --int8`"):
+        plan_threshold(home, product, ThresholdRequest(miss_rate=0.2))
+    assert not THRESHOLD_TAGS & set(_tags(home, product))

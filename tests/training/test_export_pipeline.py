@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from datasets.layout import scan_dataset
@@ -11,9 +12,10 @@ from datasets.splits import product_splits, split_records
 from inspection.imaging import read_image
 from inspection.metrics import false_detection_rate, miss_rate
 from inspection.product_config import load_product_config
-from models.artifacts import FP32_FILE, INT8_FILE, ONNX_DIR
+from models.artifacts import FP32_FILE, INT8_FILE, ONNX_DIR, int8_served_scores_path, served_scores_path
 from models.onnx_runtime import OnnxScorer, read_onnx_metadata
 from models.registry import resolve_version
+from models.served_threshold import ThresholdRequest, plan_threshold, read_served_scores
 from serving.model_store import champion_model
 from training.export_pipeline import Int8Options, export_product
 
@@ -90,5 +92,21 @@ def test_an_accepted_int8_is_served_at_the_threshold_its_gate_judged(trained_pro
         assert false_detection_rate(labels, scores, scorer.threshold).rate == pytest.approx(
             decision.int8_false_detection_rate
         )
+
+        # QA's threshold is chosen on the served file's own evidence: the INT8 file's scores, not training's.
+        info = resolve_version(settings, product, outcome.version)
+        evidence = read_served_scores(info)
+        assert evidence is not None and evidence.calibrated_threshold == pytest.approx(decision.int8_threshold)
+        assert evidence.test.labels.tolist() == labels
+        np.testing.assert_allclose(evidence.test.scores, scores, atol=1e-6)
+        fp32_evidence = json.loads(served_scores_path(info.artifacts).read_text())["validation"]["scores"]
+        assert not np.allclose(evidence.validation.scores, fp32_evidence, atol=1e-6)  # INT8 moved them
+        plan = plan_threshold(settings, product, ThresholdRequest(value=0.5), outcome.version)
+        assert plan.test["new"] == evidence.test.point(0.5)
     finally:
         export_product(settings, product)  # the shared product goes back to serving fp32 for later tests
+    info = resolve_version(settings, product, outcome.version)
+    assert not int8_served_scores_path(info.artifacts).exists()  # its evidence went with the INT8 file
+    fp32_scores = read_served_scores(info)
+    training_threshold = json.loads(served_scores_path(info.artifacts).read_text())["threshold"]
+    assert fp32_scores is not None and fp32_scores.calibrated_threshold == pytest.approx(training_threshold)
