@@ -63,9 +63,14 @@ def default_workers(checkout: Path) -> int:
     return int(found.group(1)) if found else 1
 
 
-def _process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _stat_cpu_seconds(stat: Path) -> float:
+    """User plus system CPU seconds from a /proc `stat` file (a process's, or one thread's under task/)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
 
 
 def _descendants(pid: int) -> list[int]:
@@ -90,11 +95,11 @@ def _thread_cpu_seconds(process: int) -> dict[tuple[int, str], float]:
     for task in Path(f"/proc/{process}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = _stat_cpu_seconds(task / "stat")
         except FileNotFoundError:  # the thread ended while we looked
             continue
         role = THREAD_ROLES.get(name, "other") if int(task.name) != process else "event_loop"
-        found[(int(task.name), role)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        found[(int(task.name), role)] = seconds
     return found
 
 
