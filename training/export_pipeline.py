@@ -142,9 +142,9 @@ def _int8_candidate(
         alpha=options.alpha,
         seed=seed,
     )
-    # The INT8 file's own evidence, for choosing its served threshold later (models.served_threshold).
-    evidence = served_scores_evidence(decision.int8_threshold, (val_labels, val_int8), (test_labels, test_int8))
-    write_atomic_text(staging / INT8_SERVED_SCORES_FILE, json.dumps(evidence))
+    if decision.accepted:  # the file's own evidence, for choosing its served threshold later (served_threshold)
+        evidence = served_scores_evidence(decision.int8_threshold, (val_labels, val_int8), (test_labels, test_int8))
+        write_atomic_text(staging / INT8_SERVED_SCORES_FILE, json.dumps(evidence))
     return candidate, int8, decision
 
 
