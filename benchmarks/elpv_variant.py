@@ -25,6 +25,7 @@ from benchmarks.elpv_ablations import ABLATIONS, ablation, unanimous_share
 from benchmarks.elpv_training import FDR_BUDGET, PRODUCT, balanced_accuracy
 from inspection.metrics import auroc, miss_rate_at_false_detection
 from inspection.settings import Settings
+from models.home_copy import copy_home
 from training.pipeline import train_product
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,20 +58,16 @@ def main() -> None:
     home, configs = args.workdir / f"{args.name}-home", args.workdir / f"{args.name}-configs"
     for folder in (home, configs):
         shutil.rmtree(folder, ignore_errors=True)
-    home.mkdir(parents=True)
-    for part in COPIED:
-        source = args.source_home / part
-        if source.is_dir():
-            shutil.copytree(source, home / part)
-        elif source.is_file():
-            shutil.copy(source, home / part)
+    settings = Settings(home=home, configs_dir=configs)
+    # A copy that stands alone: the run's model lands in the copy's artifacts, not in the source home's.
+    copy_home(Settings(home=args.source_home), settings, [p for p in COPIED if (args.source_home / p).exists()])
     shutil.copytree(REPO / "configs", configs)
     product_file = configs / "products" / f"{PRODUCT}.yaml"
     config = yaml.safe_load(product_file.read_text()) or {}
     product_file.write_text(yaml.safe_dump(merged(config, yaml.safe_load(args.override) or {})))
 
     with ablation(args.ablation):
-        outcome = train_product(Settings(home=home, configs_dir=configs), PRODUCT)
+        outcome = train_product(settings, PRODUCT)
     assert outcome.test_labels is not None and outcome.test_scores is not None and outcome.test_records is not None
     labels, scores = outcome.test_labels.astype(int).tolist(), outcome.test_scores.astype(float).tolist()
     probabilities = [r.meta.get("defect_probability") for r in outcome.test_records]

@@ -21,6 +21,7 @@ from inspection.operating_curve import (
 from inspection.settings import Settings
 from models import registry
 from models.artifacts import INT8_FILE, onnx_dir
+from models.home_copy import copy_home
 from models.served_threshold import (
     LOG_TAG,
     THRESHOLD_TAG,
@@ -39,9 +40,9 @@ THRESHOLD_TAGS = {THRESHOLD_TAG, "threshold_set_at", "threshold_set_by", "thresh
 @pytest.fixture
 def home(trained_product, tmp_path: Path) -> Settings:
     """A private copy of the trained home, so the tags written here stay here."""
-    copy = tmp_path / "var"
-    shutil.copytree(trained_product.settings.home, copy)
-    return trained_product.settings.model_copy(update={"home": copy})
+    settings = trained_product.settings.model_copy(update={"home": tmp_path / "var"})
+    copy_home(trained_product.settings, settings)
+    return settings
 
 
 def _tags(settings: Settings, product: str) -> dict[str, str]:
@@ -157,3 +158,4 @@ def test_an_int8_file_exported_without_its_scores_is_refused_with_the_way_out(ho
     with pytest.raises(ThresholdRefused, match=f"re-export it with `inspection export {product} --version 1 --int8`"):
         plan_threshold(home, product, ThresholdRequest(miss_rate=0.2))
     assert not THRESHOLD_TAGS & set(_tags(home, product))
+

@@ -19,6 +19,7 @@ from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from inspection.storage.schema import Inspection
 from models import registry
+from models.home_copy import copy_home
 from serving.app import create_app
 from tests.serving.conftest import LiveServer, _free_port, wait_until_started
 from tests.serving.test_server import _frame
@@ -32,9 +33,8 @@ def _home_with_two_exported_versions(trained_product, tmp_path: Path) -> Setting
 
     source = trained_product.settings
     export_product(source, trained_product.product)
-    home = tmp_path / "var"
-    shutil.copytree(source.home, home)
-    settings = source.model_copy(update={"home": home, "model_poll_seconds": 0.2})
+    settings = source.model_copy(update={"home": tmp_path / "var", "model_poll_seconds": 0.2})
+    copy_home(source, settings)
     v1 = registry.resolve_version(settings, trained_product.product, 1)
     v2_artifacts = tmp_path / "v2-artifacts"
     shutil.copytree(v1.artifacts, v2_artifacts)

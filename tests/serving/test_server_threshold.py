@@ -4,7 +4,6 @@ reloading the model or dropping a frame, and answers, stored rows, live stats an
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from inspection.settings import Settings
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from models import registry
+from models.home_copy import copy_home
 from models.served_threshold import THRESHOLD_TAG, read_served_scores
 from serving.metrics import ServingMetrics
 from tests.serving.test_shadow import _frames, _post_all, _serve, _wait_for
@@ -28,9 +28,10 @@ def _exported_home(trained_product, tmp_path: Path, poll_seconds: float = 0.2) -
     from training.export_pipeline import export_product
 
     export_product(trained_product.settings, trained_product.product)
-    home = tmp_path / "var"
-    shutil.copytree(trained_product.settings.home, home)
-    return trained_product.settings.model_copy(update={"home": home, "model_poll_seconds": poll_seconds})
+    source = trained_product.settings
+    settings = source.model_copy(update={"home": tmp_path / "var", "model_poll_seconds": poll_seconds})
+    copy_home(source, settings)
+    return settings
 
 
 def test_the_watcher_sets_the_engines_threshold_without_reloading_the_model(trained_product, tmp_path: Path) -> None:
