@@ -131,6 +131,8 @@ def export_cmd(
     )
     if outcome.int8 is not None:
         console.print(outcome.int8.reason)
+    if outcome.threshold_note:
+        console.print(outcome.threshold_note)
 
 
 @app.command("serve")

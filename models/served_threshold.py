@@ -10,6 +10,11 @@ records it as version tags: `served_threshold`, `threshold_set_at` (UTC), `thres
 Every replica's model watcher reads `served_threshold` at its next poll and scores with it; without the tag a
 version serves the threshold baked into its ONNX file. Thresholds here are in served units: what the server
 compares a part's `defect_probability` with.
+
+An export that changes the served file (an INT8 file accepted, or fp32 back in its place) changes the scores a
+threshold applies to. QA's choice then keeps its meaning: a rate rule is applied again to the new file's validation
+scores and the move is recorded (`follow_the_served_file`); a threshold given as a value stays, with what it now
+means said.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from models import registry
 from models.artifacts import INT8_SERVED_SCORES_FILE, served_evidence_path
 from models.promotion import LOG_REASON_CHARS, MAX_REASON_CHARS, MAX_TAG_BYTES, registry_lock
 
+EXPORT_ACTOR = "inspection export"  # who a threshold move is recorded as when an export re-applies QA's rule
 THRESHOLD_TAG = "served_threshold"
 SET_AT_TAG = "threshold_set_at"
 SET_BY_TAG = "threshold_set_by"
@@ -193,6 +199,19 @@ class ThresholdRequest:
         target = self.target
         return "value" if target is None else f"{target[0]}<={target[1]:g}"
 
+    @classmethod
+    def from_rule(cls, rule: str) -> ThresholdRequest | None:
+        """The rate request a recorded rule stands for ('miss_rate<=0.05'), or None ('value', or unreadable)."""
+        metric, _, rate = rule.partition("<=")
+        try:
+            if metric == "miss_rate":
+                return cls(miss_rate=float(rate))
+            if metric == "false_detection_rate":
+                return cls(false_detection_rate=float(rate))
+        except (ValueError, ThresholdRefused):
+            log.warning("ignoring unreadable threshold rule %r", rule)
+        return None
+
     def describe(self) -> str:
         target = self.target
         if target is None:
@@ -300,6 +319,49 @@ def record_threshold(settings: Settings, plan: ThresholdPlan, reason: str, by: s
         }
         registry.set_version_tags(settings, plan.product, plan.version, tags)
     return entry
+
+
+def follow_the_served_file(settings: Settings, product: str, version: int, served_as: str) -> str | None:
+    """After an export of `version` (now served as `served_as`, 'fp32' or 'int8'), keep QA's threshold meaning
+    what QA chose on the file that now serves. A rate rule is applied again to that file's validation scores and
+    the move recorded, by EXPORT_ACTOR; a threshold given as a value stays. Returns what happened, for the
+    export's output, or None when QA never set a threshold or the rule gives the same one (the same file)."""
+    info = registry.resolve_version(settings, product, version)
+    before = tagged_threshold(info.tags)
+    if before is None:
+        return None
+    rule = info.tags.get(RULE_TAG, "value")
+    scores = read_served_scores(info)
+    if scores is None:
+        return (
+            f"QA's served threshold {before:g} ({rule}) stays, unchecked: the {served_as} file's validation scores "
+            f"could not be read"
+        )
+    request = ThresholdRequest.from_rule(rule)
+    if request is None:
+        point = scores.validation.point(before)
+        missed, flagged = 100 * point["miss_rate"], 100 * point["false_detection_rate"]
+        return (
+            f"QA's served threshold {before:g} was given as a value and stays; on the {served_as} file's validation "
+            f"scores it misses {missed:.1f}% of defects and flags {flagged:.1f}% of good parts. Move it with "
+            f"`inspection models threshold {product} --version {version}`"
+        )
+    try:
+        plan = plan_threshold(settings, product, request, version)
+    except ThresholdRefused as exc:
+        return f"QA's served threshold {before:g} stays: its rule {rule} could not be applied again ({exc})"
+    if plan.threshold == before:
+        return None
+    record_threshold(
+        settings,
+        plan,
+        f"export: QA's rule {rule} applied again to the {served_as} file's validation scores",
+        EXPORT_ACTOR,
+    )
+    return (
+        f"QA's rule {rule} applied again to the {served_as} file's validation scores: served threshold "
+        f"{before:g} -> {plan.threshold:g} (recorded by '{EXPORT_ACTOR}')"
+    )
 
 
 def cost_rows(scores: ServedScores, miss_rates: tuple[float, ...] = COST_MISS_RATES) -> list[dict[str, Any]]:

@@ -48,6 +48,7 @@ from models.quantize import (
     quantize_int8,
 )
 from models.registry import mlflow_client, publish_artifacts, resolve_version
+from models.served_threshold import follow_the_served_file
 from training.int8_gate import (
     DEFAULT_ALPHA,
     DEFAULT_MAX_AUROC_LOSS,
@@ -80,11 +81,13 @@ class ExportOutcome:
     int8: Int8Decision | None
     sizes_mb: dict[str, float]
     latency_ms_bs1: dict[str, float]
+    threshold_note: str | None = None  # what became of QA's served threshold on the file that now serves
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data["fp32_path"], data["int8_path"] = str(self.fp32_path), self.int8_path and str(self.int8_path)
         data["int8"] = None if self.int8 is None else self.int8.to_dict()
+        del data["threshold_note"]  # decided after the report is published; the registry's threshold log keeps it
         return data
 
 
@@ -222,6 +225,7 @@ def export_product(
     write_atomic_text(out_dir / EXPORT_REPORT_FILE, json.dumps(outcome.summary(), indent=2, default=str))
     publish_artifacts(settings, info, ONNX_DIR)  # uploaded to the MLflow server, if any, for every replica
     _tag_version(settings, product, info.version, outcome)
+    outcome.threshold_note = follow_the_served_file(settings, product, info.version, "int8" if int8_path else "fp32")
     return outcome
 
 

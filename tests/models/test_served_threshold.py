@@ -23,12 +23,14 @@ from models import registry
 from models.artifacts import INT8_FILE, onnx_dir
 from models.home_copy import copy_home
 from models.served_threshold import (
+    EXPORT_ACTOR,
     LOG_TAG,
     THRESHOLD_TAG,
     ThresholdRefused,
     ThresholdRequest,
     plan_threshold,
     read_served_scores,
+    record_threshold,
 )
 from tests.test_cli import assert_clean_error, run_cli
 
@@ -159,3 +161,48 @@ def test_an_int8_file_exported_without_its_scores_is_refused_with_the_way_out(ho
         plan_threshold(home, product, ThresholdRequest(miss_rate=0.2))
     assert not THRESHOLD_TAGS & set(_tags(home, product))
 
+
+def test_qa_rule_follows_the_file_that_serves_and_a_value_stays(home: Settings, trained_product) -> None:
+    """QA chose "miss at most 20 %" on fp32's scores. An accepted INT8 file scores a little differently, so the rule
+    is applied again to INT8's validation scores at export, and again to fp32's when fp32 serves once more; each
+    move is recorded. A threshold QA gave as a value stays, with what it now means said."""
+    from training.export_pipeline import Int8Options, export_product
+
+    product = trained_product.product
+    lenient = Int8Options(max_auroc_loss=0.05, max_flip_fraction=0.5, alpha=1e-6)  # any CPU's INT8 passes
+
+    def chosen(target: float) -> float:
+        scores = read_served_scores(registry.resolve_version(home, product, 1))
+        assert scores is not None
+        return threshold_for_miss_rate(scores.validation.labels, scores.validation.scores, target)
+
+    def moves() -> list[tuple[float, float, str]]:
+        return [(e["from"], e["to"], e["by"]) for e in json.loads(_tags(home, product)[LOG_TAG])]
+
+    target = 0.2
+    record_threshold(home, plan_threshold(home, product, ThresholdRequest(miss_rate=target)), "line 1 rule", "alice")
+    on_fp32 = chosen(target)
+    assert float(_tags(home, product)[THRESHOLD_TAG]) == on_fp32
+
+    to_int8 = export_product(home, product, int8=True, int8_options=lenient)
+    assert to_int8.int8_path is not None
+    on_int8 = chosen(target)  # read_served_scores now reads the INT8 file's own scores
+    assert on_int8 != on_fp32  # the premise: INT8 moved the scores enough to move the rule's threshold
+    tags = _tags(home, product)
+    assert float(tags[THRESHOLD_TAG]) == on_int8
+    assert (tags["threshold_rule"], tags["threshold_set_by"]) == (f"miss_rate<={target:g}", EXPORT_ACTOR)
+    assert moves()[-1] == (on_fp32, on_int8, EXPORT_ACTOR)
+    assert to_int8.threshold_note is not None and "int8" in to_int8.threshold_note
+
+    back = export_product(home, product)  # fp32 serves again: the rule follows it back
+    assert back.int8_path is None and float(_tags(home, product)[THRESHOLD_TAG]) == on_fp32
+    assert moves()[-1] == (on_int8, on_fp32, EXPORT_ACTOR)
+    recorded = moves()
+    same = export_product(home, product)  # the same file again: nothing moves, nothing is recorded
+    assert same.threshold_note is None and moves() == recorded
+
+    record_threshold(home, plan_threshold(home, product, ThresholdRequest(value=0.5)), "a fixed cut", "bob")
+    valued = export_product(home, product, int8=True, int8_options=lenient)
+    assert valued.int8_path is not None and float(_tags(home, product)[THRESHOLD_TAG]) == 0.5
+    assert valued.threshold_note is not None and "given as a value and stays" in valued.threshold_note
+    assert moves()[-1][2] == "bob"
