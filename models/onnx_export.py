@@ -11,7 +11,8 @@ import copy
 import hashlib
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from models.onnx_runtime import INPUT_NAME, MAP_OUTPUT, METADATA_KEY_PREFIX, OUT
 OPSET = 17
 
 
-def _static_same_padding(model: nn.Module, image_size: int) -> nn.Module:
+def static_same_padding(model: nn.Module, image_size: int) -> nn.Module:
     """Replace timm's Conv2dSame (pads computed from the input shape at run time) by a fixed pad + conv.
 
     Traced as is, each exports as a Shape/Gather/Ceil/Pad chain that neither ORT nor onnxscript folds away, as
@@ -77,6 +78,21 @@ def _static_same_padding(model: nn.Module, image_size: int) -> nn.Module:
     return model
 
 
+@contextmanager
+def quiet_legacy_exporter() -> Iterator[None]:
+    """torch.no_grad, and the legacy (TorchScript) exporter's known, harmless noise silenced, which would otherwise
+    reach every `inspection export` user: its deprecation notice, F.pad's reversed-slice pads that ORT folds when
+    it loads the graph, and the classifier's map upsampling matrices built from the (fixed) sizes: constants, as
+    intended."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python integer", category=TracerWarning)
+        warnings.filterwarnings("ignore", message="torch.from_numpy results are registered", category=TracerWarning)
+        yield
+
+
 def _set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> None:
     """Store each entry JSON-encoded under `inspection.<name>`, replacing earlier values of those keys."""
     encoded = {f"{METADATA_KEY_PREFIX}{name}": json.dumps(value, sort_keys=True) for name, value in metadata.items()}
@@ -101,20 +117,12 @@ def export_classifier(model: DefectClassifier, spec: PreprocessSpec, path: Path,
     Outputs: `defect_probability`, `type_probabilities` and the class-activation map `anomaly_map` (N,1,S,S).
     """
     # A copy: the caller's model keeps its train/eval mode and its modules.
-    exportable = _static_same_padding(copy.deepcopy(model).eval(), spec.image_size)
+    exportable = static_same_padding(copy.deepcopy(model).eval(), spec.image_size)
     dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
     batch_axis = {0: "batch"}
     output_names = [*OUTPUT_NAMES, MAP_OUTPUT]  # the order of ClassifierOutput's fields
     path = Path(path)
-    with atomic_target(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-        # Known, harmless exporter noise that would otherwise reach every `inspection export` user:
-        # the legacy-exporter notice, and F.pad's reversed-slice pads that ORT folds when it loads the graph.
-        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
-        # The classifier's map is upsampled by matrices built from the (fixed) sizes: constants, as intended.
-        warnings.filterwarnings("ignore", message="Converting a tensor to a Python integer", category=TracerWarning)
-        warnings.filterwarnings("ignore", message="torch.from_numpy results are registered", category=TracerWarning)
+    with atomic_target(path) as tmp, quiet_legacy_exporter():
         torch.onnx.export(
             exportable,
             (dummy,),

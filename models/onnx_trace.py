@@ -18,7 +18,7 @@ from torch import nn
 
 from inspection.atomic import atomic_target
 from inspection.preprocessing import PreprocessSpec
-from models.onnx_export import OPSET, _set_metadata, _static_same_padding
+from models.onnx_export import OPSET, _set_metadata, quiet_legacy_exporter, static_same_padding
 from models.onnx_runtime import INPUT_NAME, MAP_OUTPUT, OUTPUT_NAMES
 
 
@@ -51,16 +51,12 @@ def export_traced(
     """Trace `module` to ONNX (opset 17, batch dynamic), declare the output shapes, run onnx.checker, embed
     metadata; atomic write. Shared by PatchCore, its served wrapper and the hybrid."""
     # A copy: the caller's model keeps its modules (the static pads are only right for spec.image_size).
-    exportable = _static_same_padding(copy.deepcopy(module).eval(), spec.image_size)
+    exportable = static_same_padding(copy.deepcopy(module).eval(), spec.image_size)
     dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
     batch_axis = {0: "batch"}
     path = Path(path)
-    with atomic_target(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-        # The same known, harmless exporter noise export_classifier silences, plus the tracer's note that
-        # the grid size is read from a shape (it is fixed by the spec, so a constant is right).
-        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
+    with atomic_target(path) as tmp, quiet_legacy_exporter(), warnings.catch_warnings():
+        # Also the tracer's note that the grid size is read from a shape (fixed by the spec: a constant is right).
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             exportable,

@@ -29,7 +29,7 @@ from training import distributed, tracking
 from training.augment import build_augmenter
 from training.calibration import max_accuracy_threshold
 from training.data import defect_targets, defect_type_index, load_prepared, tta_flips_of
-from training.features import cached_views, trunk_features
+from training.features import cached_views, trunk_features, trunk_runner
 from training.kinds.base import ExportedOnnx, Fitted, Scores, TrainingJob
 from training.predict import predict_records
 from training.trainer import EpochStats, TrainingData, TrainResult, train_classifier
@@ -65,10 +65,11 @@ def _prepare_data(
     augmenter = build_augmenter(config.augment, seed=train_seed)
     train, val = distributed.shard(parts["train"]), distributed.shard(parts["val"])
     model.to(device)
+    run_trunk = trunk_runner(model, spec, device)
     with progress_task("trunk features", views * len(train) + len(val)) as advance:
-        train_views = cached_views(model, train, spec, device, views, augmenter, batch, advance)
+        train_views = cached_views(run_trunk, train, spec, views, augmenter, batch, advance)
         val_images = [load_prepared(r, spec) for r in val]
-        val_features = trunk_features(model, val_images, spec, device, batch, None, advance)
+        val_features = trunk_features(run_trunk, val_images, spec, batch, None, advance)
     train_views = distributed.gather_shards(train_views, len(parts["train"]), dim=1)
     val_features = distributed.gather_shards(val_features, len(parts["val"]), dim=0)
     # Soft labels only where the loss is trained: validation's AUROC and early stopping judge the folder labels,

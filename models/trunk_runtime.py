@@ -1,0 +1,54 @@
+"""The classifier's frozen trunk on ONNX Runtime, for caching training features on a CPU.
+
+Training runs the frozen lower stages once per augmented view of every training image (training/features.py),
+and on a CPU that pass is most of what the trunk cache costs. Eager PyTorch runs timm's TF-"same"-padded
+convolutions with a pad computed per call and no fused kernels; the same stages exported to an in-memory ONNX
+graph and run by ONNX Runtime take several times less CPU (README: issue 15, training time). The outputs agree
+to within float16's resolution, the precision the cache keeps.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from models.onnx_export import OPSET, quiet_legacy_exporter, static_same_padding
+
+_INPUT, _OUTPUT = "images", "features"
+
+
+def trunk_on_onnx_runtime(trunk: nn.Module, image_size: int, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """`trunk` (frozen; its weights are copied now) as a function float32 (N, 3, S, S) -> float32 features, run
+    by an ONNX Runtime session with `threads` intra-op threads."""
+    # A copy: the caller's trunk keeps its modules (the static pads are only right for this image size).
+    exportable = static_same_padding(copy.deepcopy(trunk).eval(), image_size)
+    with tempfile.TemporaryDirectory(prefix="trunk-") as folder, quiet_legacy_exporter():
+        path = Path(folder) / "trunk.onnx"
+        torch.onnx.export(
+            exportable,
+            (torch.zeros(1, 3, image_size, image_size),),
+            str(path),
+            dynamo=False,  # the TorchScript exporter, as the served model's export
+            opset_version=OPSET,
+            input_names=[_INPUT],
+            output_names=[_OUTPUT],
+            dynamic_axes={_INPUT: {0: "batch"}, _OUTPUT: {0: "batch"}},
+        )
+        graph = path.read_bytes()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run([_OUTPUT], {_INPUT: np.ascontiguousarray(images, dtype=np.float32)})[0])
+
+    return run
