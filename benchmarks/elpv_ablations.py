@@ -10,6 +10,11 @@ that did not earn its place.
 - `feature-mixup`: manifold mixup on the cached trunk features. Each fine-tune batch is mixed with itself
   shuffled, lambda ~ Beta(0.4, 0.4) per image folded to >= 0.5, and so is the defect target; the defect-type
   target stays the dominant image's. A regularizer for a small data set, at no extra forward pass.
+- `clahe`: contrast-limited adaptive histogram equalization (clip 2, 8x8 tiles) of every gray image before it is
+  resized, in training and in evaluation alike. EL brightness differs from module to module and across a cell;
+  local equalization could make a faint crack stand out wherever it lies.
+- `contrast-stretch`: every gray image stretched linearly so its 1st and 99th percentiles become 0 and 255: the
+  brightness differences between modules removed, the local contrast left as it is.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 
+import inspection.preprocessing as preprocessing
 import training.kinds.classifier as classifier_kind
 import training.trainer as trainer
 from datasets.layout import ImageRecord
@@ -115,10 +123,61 @@ def feature_mixup() -> Iterator[None]:
         trainer._batch = original
 
 
+CLAHE_CLIP_LIMIT = 2.0
+CLAHE_TILES = (8, 8)
+STRETCH_PERCENTILES = (1.0, 99.0)
+
+
+def equalized_locally(gray: np.ndarray) -> np.ndarray:
+    """uint8 HxW -> uint8 HxW after CLAHE."""
+    return cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=CLAHE_TILES).apply(gray)
+
+
+def stretched(gray: np.ndarray) -> np.ndarray:
+    """uint8 HxW -> uint8 HxW with its 1st..99th percentile spread over 0..255 (a flat image stays as it is)."""
+    low, high = np.percentile(gray, STRETCH_PERCENTILES)
+    if high <= low:
+        return gray
+    return np.clip((gray.astype(np.float32) - low) * (255.0 / (high - low)), 0, 255).round().astype(np.uint8)
+
+
+@contextmanager
+def gray_levels_mapped(mapping: Callable[[np.ndarray], np.ndarray], name: str) -> Iterator[None]:
+    """Every gray image mapped before it is resized, wherever the shared preprocessing runs (training, evaluation,
+    the export's parity check). Color images are left alone: ELPV is gray, and the run says so if it is not."""
+    original = preprocessing._resized
+    seen = {"gray": 0, "color": 0}
+
+    def mapped_then_resized(image: np.ndarray, spec: preprocessing.PreprocessSpec) -> np.ndarray:
+        if image.ndim == 2:
+            seen["gray"] += 1
+            image = mapping(image)
+        else:
+            seen["color"] += 1
+        return original(image, spec)
+
+    preprocessing._resized = mapped_then_resized
+    try:
+        yield
+    finally:
+        preprocessing._resized = original
+        console.print(f"ablation {name}: mapped {seen['gray']} gray images, left {seen['color']} color images alone")
+
+
+def clahe() -> AbstractContextManager[None]:
+    return gray_levels_mapped(equalized_locally, "clahe")
+
+
+def contrast_stretch() -> AbstractContextManager[None]:
+    return gray_levels_mapped(stretched, "contrast-stretch")
+
+
 ABLATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
     "gem-pooling": gem_pooling,
     "unanimous-training": unanimous_training,
     "feature-mixup": feature_mixup,
+    "clahe": clahe,
+    "contrast-stretch": contrast_stretch,
 }
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+import inspection.preprocessing as preprocessing
 import training.kinds.classifier as classifier_kind
 import training.trainer as trainer
-from benchmarks.elpv_ablations import MIXUP_ALPHA, GeneralizedMeanPool, ablation, mixed, unanimous
+from benchmarks.elpv_ablations import MIXUP_ALPHA, GeneralizedMeanPool, ablation, mixed, stretched, unanimous
 from datasets.layout import ImageRecord
+from inspection.preprocessing import PreprocessSpec, prepare_image, preprocess
 from models.classifier import DefectClassifier
 
 
@@ -69,3 +72,39 @@ def test_patching_ablations_restore_what_they_replaced() -> None:
     with ablation("unanimous-training"):
         assert classifier_kind._prepare_data is not prepare
     assert trainer._batch is batch and classifier_kind._prepare_data is prepare
+
+
+def _dim_cell_with_a_faint_crack() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    cell = (60 + rng.normal(0, 3, (96, 96))).clip(0, 255).astype(np.uint8)  # a dim, low-contrast module
+    cell[40:42, 10:80] -= 8  # a thin crack a little darker than its surroundings
+    return cell
+
+
+def test_contrast_stretch_spreads_the_middle_98_percent_over_the_full_range() -> None:
+    cell = _dim_cell_with_a_faint_crack()
+    out = stretched(cell)
+    low, high = np.percentile(out, (1, 99))
+    assert low <= 1 and high >= 254
+    # The crack's darkening against its row neighbours grows with the range.
+    assert int(out[45, 20]) - int(out[41, 20]) > int(cell[45, 20]) - int(cell[41, 20])
+    flat = np.full((8, 8), 77, np.uint8)
+    assert np.array_equal(stretched(flat), flat)
+
+
+def test_gray_level_ablations_change_gray_inputs_in_every_preprocessing_path_and_only_inside_the_block() -> None:
+    spec = PreprocessSpec(image_size=64, color_mode="gray")
+    cell = _dim_cell_with_a_faint_crack()
+    color = np.repeat(cell[:, :, None], 3, axis=2)
+    plain_prepared, plain_input = prepare_image(cell, spec), preprocess(cell, spec)
+    color_spec = PreprocessSpec(image_size=64, color_mode="color")
+    plain_color = preprocess(color, color_spec)
+    for name in ("clahe", "contrast-stretch"):
+        with ablation(name):
+            mapped_prepared, mapped_input = prepare_image(cell, spec), preprocess(cell, spec)
+            assert np.array_equal(preprocess(color, color_spec), plain_color)  # color images are left alone
+        assert mapped_prepared.std() > plain_prepared.std()  # the dim cell's contrast was raised
+        # Training's path (prepare, then normalize) and serving's (preprocess) still agree with each other.
+        assert np.allclose(preprocessing.normalize(mapped_prepared, spec), mapped_input, atol=1e-6)
+        assert not np.allclose(mapped_input, plain_input)
+        assert np.array_equal(prepare_image(cell, spec), plain_prepared)  # and undone after the block
