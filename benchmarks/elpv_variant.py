@@ -60,7 +60,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     settings = Settings(home=home, configs_dir=configs)
     # A copy that stands alone: the run's model lands in the copy's artifacts, not in the source home's.
-    copy_home(Settings(home=args.source_home), settings, [p for p in COPIED if (args.source_home / p).exists()])
+    copy_home(Settings(home=args.source_home), settings, COPIED)
     shutil.copytree(REPO / "configs", configs)
     product_file = configs / "products" / f"{PRODUCT}.yaml"
     config = yaml.safe_load(product_file.read_text()) or {}

@@ -30,13 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from inspection.errors import InspectionError
-from inspection.operating_curve import (
-    TargetMetric,
-    operating_curve,
-    point_at,
-    threshold_for_target,
-    unsupported_target,
-)
+from inspection.operating_curve import TargetMetric, point_at, threshold_for_target, unsupported_target
 from inspection.report import EvaluationReport
 from inspection.settings import Settings
 from models import registry
@@ -50,8 +44,6 @@ SET_BY_TAG = "threshold_set_by"
 REASON_TAG = "threshold_reason"
 RULE_TAG = "threshold_rule"
 LOG_TAG = "threshold_log"
-# The rows of "what moving the threshold would cost": the thresholds these validation miss rates would give.
-COST_MISS_RATES = (0.01, 0.02, 0.05, 0.10)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +141,7 @@ def calibrated_served_threshold(info: registry.ModelVersionInfo, scores: ServedS
     """The served threshold training calibrated (from the served scores, else the report's curve), or None."""
     if scores is not None:
         return scores.calibrated_threshold
-    curve = _report_curve(info)
+    curve = report_curve(info)
     return None if curve is None else curve.threshold
 
 
@@ -364,30 +356,7 @@ def follow_the_served_file(settings: Settings, product: str, version: int, serve
     )
 
 
-def cost_rows(scores: ServedScores, miss_rates: tuple[float, ...] = COST_MISS_RATES) -> list[dict[str, Any]]:
-    """What moving the threshold would cost: for each validation miss-rate target, the threshold `inspection
-    models threshold --miss-rate` would choose and its validation and test points, or why it would refuse."""
-    rows = []
-    val = scores.validation
-    for rate in miss_rates:
-        problem = unsupported_target("miss_rate", rate, val.n_defect)
-        if problem is not None:
-            # The rule's minimum: one expected miss among the validation defects (n x R >= 1).
-            rows.append({"target_miss_rate": rate, "refused": problem, "needs_defects": math.ceil(1 / rate - 1e-9)})
-            continue
-        threshold = threshold_for_target(val.labels, val.scores, "miss_rate", rate)
-        rows.append(
-            {
-                "target_miss_rate": rate,
-                "threshold": threshold,
-                "validation": val.point(threshold),
-                "test": scores.test.point(threshold),
-            }
-        )
-    return rows
-
-
-def _report_curve(info: registry.ModelVersionInfo) -> Any:
+def report_curve(info: registry.ModelVersionInfo) -> Any:
     report = registry.read_report(info)
     if report is None:
         return None
@@ -395,55 +364,3 @@ def _report_curve(info: registry.ModelVersionInfo) -> Any:
         return EvaluationReport.from_json(report).operating_curve
     except ValueError:  # pydantic's ValidationError: not the shape the pipeline writes
         return None
-
-
-def operating_curve_view(info: registry.ModelVersionInfo, serving: float | None = None) -> dict[str, Any]:
-    """The version's frozen-test-split curve in served units with its point at `serving` (the threshold a
-    server applies; default: the version's served threshold) and the cost table; InspectionError when the
-    version recorded no curve."""
-    scores = read_served_scores(info)
-    current = served_threshold(info, scores)
-    threshold = serving if serving is not None else (current.value if current is not None else None)
-    view: dict[str, Any] = {
-        "product": info.product,
-        "model_version": info.version,
-        "split": "test",
-        "units": "served defect_probability",
-        "threshold": threshold,
-        "calibrated_threshold": calibrated_served_threshold(info, scores),
-        "threshold_set": None if current is None or current.source != "qa" else current.to_dict(),
-    }
-    if scores is not None:
-        test = scores.test
-        keep = [] if threshold is None else [threshold]
-        curve = operating_curve(test.labels, test.scores, keep=keep)
-        current_points = (
-            None
-            if threshold is None
-            else {"validation": scores.validation.point(threshold), "test": test.point(threshold)}
-        )
-        return {
-            **view,
-            "n_defect": test.n_defect,
-            "n_good": test.n_good,
-            "n_validation_defect": scores.validation.n_defect,
-            "n_validation_good": scores.validation.n_good,
-            "curve": curve,
-            "current": current_points,
-            "costs": cost_rows(scores),
-        }
-    report_curve = _report_curve(info)
-    if report_curve is None:
-        raise InspectionError(
-            f"{info.product} v{info.version} has no operating curve (trained before curves were recorded)"
-        )
-    curve = [p.model_dump(mode="json") for p in report_curve.test]
-    first = curve[0] if curve else {"n_defect": 0, "n_good": 0}
-    return {
-        **view,
-        "n_defect": first["n_defect"],
-        "n_good": first["n_good"],
-        "curve": curve,
-        "current": None,
-        "costs": [],
-    }

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inspection.errors import InspectionError
 from models import registry
-from models.served_threshold import operating_curve_view
+from models.operating_curve_view import operating_curve_view
 from serving.auth import ReaderKey
 from serving.deps import ProductDep, ServingStateDep
 
