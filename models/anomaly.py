@@ -149,9 +149,13 @@ class PatchCore(nn.Module):
         return F.conv2d(F.pad(maps, (radius, radius, 0, 0), mode="reflect"), vertical.view(1, 1, 1, -1))
 
     def forward(self, images: torch.Tensor) -> AnomalyOutput:
+        return self.score_features(self.patch_features(images), (int(images.shape[-2]), int(images.shape[-1])))
+
+    def score_features(self, features: torch.Tensor, output_size: tuple[int, int]) -> AnomalyOutput:
+        """(N, h, w, feature_dim) patch features -> scores and maps at `output_size`: `forward` after the trunk,
+        for features computed elsewhere (training computes them on ONNX Runtime on a CPU)."""
         if not self.is_fitted:
             raise RuntimeError("PatchCore has an empty memory bank: fit it on good images first")
-        features = self.patch_features(images)
         height, width, dim = (int(size) for size in features.shape[1:])
         patches = features.reshape(-1, height * width, dim)
         if torch.jit.is_tracing():
@@ -161,7 +165,6 @@ class PatchCore(nn.Module):
             distances = torch.cat([self.nearest_distance(chunk) for chunk in patches.split(EAGER_CHUNK_IMAGES)])
         score = distances.amax(dim=1)
         grid = distances.reshape(-1, 1, height, width)
-        output_size = (int(images.shape[-2]), int(images.shape[-1]))
         anomaly_map = F.interpolate(grid, size=output_size, mode="bilinear", align_corners=False)
         return AnomalyOutput(score, self._blur(anomaly_map))
 
@@ -169,6 +172,23 @@ class PatchCore(nn.Module):
         """Build the memory bank from batches of preprocessed good images; returns its number of rows."""
         bank = fit_patchcore(self, batches, memory_bank_size, self.seed if seed is None else seed)
         return int(bank.shape[0])
+
+
+class PatchFeatures(nn.Module):
+    """`PatchCore.patch_features` as a module of its own: what runs on ONNX Runtime while training (the trunk
+    and the pooling, interpolation and projection after it; no memory bank)."""
+
+    def __init__(self, patchcore: PatchCore):
+        super().__init__()
+        self.patchcore = patchcore
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.patchcore.patch_features(images)
+
+
+FeaturesOf = Callable[[torch.Tensor], torch.Tensor]
+"""Preprocessed (N, C, H, W) images -> (N, h, w, feature_dim) patch features: `PatchCore.patch_features`, or the
+same computed elsewhere."""
 
 
 def greedy_coreset(features: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -203,8 +223,10 @@ def fit_patchcore(
     seed: int = 0,
     max_patches: int = DEFAULT_MAX_PATCHES,
     advance: Callable[[int], None] | None = None,
+    features_of: FeaturesOf | None = None,
 ) -> torch.Tensor:
-    """Fill `model.memory_bank` with at most `memory_bank_size` coreset rows of the good images' patches.
+    """Fill `model.memory_bank` with at most `memory_bank_size` coreset rows of the good images' patches
+    (their features from `features_of`, by default the model's own `patch_features`).
 
     Memory stays bounded however many images come: patches are kept as a uniform random sample of at most
     `max_patches` rows (smallest random keys win) before the coreset is taken from them.
@@ -214,10 +236,11 @@ def fit_patchcore(
         raise ValueError(f"need 1 <= memory_bank_size <= max_patches, got {bound} and {max_patches}")
     generator = torch.Generator().manual_seed(seed)
     device = model.memory_bank.device
+    features_of = model.patch_features if features_of is None else features_of
     kept = torch.zeros(0, model.feature_dim, device=device)
     keys = torch.zeros(0)
     for batch in batches:
-        features = model.patch_features(batch.to(device)).reshape(-1, model.feature_dim)
+        features = features_of(batch.to(device)).reshape(-1, model.feature_dim)
         kept = torch.cat([kept, features])
         keys = torch.cat([keys, torch.rand(features.shape[0], generator=generator)])
         if kept.shape[0] > max_patches:
@@ -246,14 +269,21 @@ def image_batches(images: Iterable[np.ndarray], spec: PreprocessSpec, batch_size
 
 @torch.inference_mode()
 def score_images(
-    model: PatchCore, images: Iterable[np.ndarray], spec: PreprocessSpec, batch_size: int = 16
+    model: PatchCore,
+    images: Iterable[np.ndarray],
+    spec: PreprocessSpec,
+    batch_size: int = 16,
+    features_of: FeaturesOf | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded images -> (anomaly scores (N,), anomaly maps (N, H, W) at the spec's input size) from PyTorch."""
+    """Decoded images -> (anomaly scores (N,), anomaly maps (N, H, W) at the spec's input size), the distances
+    from PyTorch and the patch features from `features_of` (by default the model's own `patch_features`)."""
+    features_of = model.patch_features if features_of is None else features_of
     scores: list[np.ndarray] = []
     maps: list[np.ndarray] = []
     device = model.memory_bank.device
+    map_size = (spec.image_size, spec.image_size)
     for batch in image_batches(images, spec, batch_size):
-        output = model(batch.to(device))
+        output = model.score_features(features_of(batch.to(device)), map_size)
         scores.append(output.anomaly_score.cpu().numpy())
         maps.append(output.anomaly_map[:, 0].cpu().numpy())
     if not scores:

@@ -30,6 +30,7 @@ from models.anomaly_export import (
 from models.onnx_export import OPSET
 from models.onnx_parity import ParityError
 from models.onnx_runtime import INPUT_NAME, read_onnx_metadata
+from training.kinds.anomaly import patch_features_runner
 
 # The classifier's preprocessing for a gray product, at the tests' small size.
 SPEC = PreprocessSpec(image_size=128, color_mode="gray")
@@ -76,6 +77,36 @@ def test_finds_and_localizes_defects_it_never_saw(fitted: PatchCore, records: li
     assert pixel is not None and pixel >= 0.9
     pro = pro_score(masks, maps)
     assert pro is not None and pro >= 0.8
+
+
+def test_training_fits_and_scores_on_onnx_runtime_as_eager_pytorch_does(
+    fitted: PatchCore, goods: list[np.ndarray], records: list[ImageRecord]
+) -> None:
+    features_of = patch_features_runner(fitted, SPEC)
+    assert patch_features_runner(fitted, SPEC) is features_of  # one session per model, not one per call
+    batch = next(image_batches(goods[N_TRAIN_GOODS : N_TRAIN_GOODS + 4], SPEC))
+    with torch.no_grad():
+        eager = fitted.patch_features(batch)
+    on_ort = features_of(batch)
+    assert on_ort.shape == eager.shape and on_ort.dtype == torch.float32
+    torch.testing.assert_close(on_ort, eager, rtol=0, atol=2e-4 * float(eager.abs().max()))
+    # Scores and maps of parts good and defective: the distances to the same bank agree.
+    held_out = [read_image(r.path) for r in records if r.is_defect][:6] + goods[N_TRAIN_GOODS : N_TRAIN_GOODS + 6]
+    eager_scores, eager_maps = score_images(fitted, held_out, SPEC)
+    ort_scores, ort_maps = score_images(fitted, held_out, SPEC, features_of=features_of)
+    np.testing.assert_allclose(ort_scores, eager_scores, rtol=1e-3)
+    np.testing.assert_allclose(ort_maps, eager_maps, rtol=0, atol=1e-3 * float(eager_maps.max()))
+    # A bank built from the session's features ranks the parts as the eager bank does.
+    on_ort_bank = PatchCore()
+    fit_patchcore(
+        on_ort_bank,
+        image_batches(goods[:N_TRAIN_GOODS], SPEC),
+        BANK_SIZE,
+        seed=0,
+        features_of=patch_features_runner(on_ort_bank, SPEC),
+    )
+    held_out_scores, _ = score_images(on_ort_bank, held_out, SPEC)
+    np.testing.assert_allclose(held_out_scores, eager_scores, rtol=0.02)
 
 
 def test_memory_bank_is_bounded_whatever_the_number_of_images(goods: list[np.ndarray]) -> None:
