@@ -76,14 +76,15 @@ def main() -> None:
         for r, label, score, p in zip(outcome.test_records, labels, scores, probabilities, strict=True)
     ]
     (args.workdir / f"{args.name}-test-scores.json").write_text(json.dumps(cells))
-    balanced = outcome.report["operating_points"]["max_validation_accuracy"]
+    # The hybrid reports no max-accuracy point (its fused scores are not in the served probability's units).
+    balanced = outcome.report["operating_points"].get("max_validation_accuracy")
     miss = miss_rate_at_false_detection(outcome.test_labels, outcome.test_scores, FDR_BUDGET).rate
     figures = {
         "name": args.name,
         "override": args.override,
         "ablation": args.ablation,
         "elpv_test_auroc": outcome.report["test"]["auroc"],
-        "elpv_test_balanced_accuracy": balanced_accuracy(balanced),
+        "elpv_test_balanced_accuracy": None if balanced is None else balanced_accuracy(balanced),
         "elpv_test_miss_rate_at_10pct_fdr": None if miss is None else round(miss, 4),
         "elpv_train_seconds": round(outcome.seconds, 1),
         "elpv_test_auroc_unanimous_cells": unanimous_auroc(probabilities, labels, scores),
