@@ -91,3 +91,27 @@ def test_with_a_weight_average_each_epoch_is_judged_by_the_average() -> None:
 def test_a_moderate_weight_average_still_learns() -> None:
     result = train_classifier(_model(), _data(), AVERAGED, seed=0, device=CPU)
     assert max(s.val_auroc for s in result.history[1:]) >= 0.95
+
+
+def test_the_cpu_fine_tune_runs_channels_last_and_hands_back_a_plain_layout() -> None:
+    model = _model()
+    layouts: list[bool] = []
+    # What the fine-tune's convolutions are given: their inputs in channels-last, the layout that is faster on CPUs.
+    first_conv = next(m for m in model.upper.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = first_conv.register_forward_pre_hook(
+        lambda _module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    try:
+        train_classifier(model, _data(), CONFIG, seed=0, device=CPU)
+    finally:
+        hook.remove()
+    assert layouts and all(layouts)
+    # Export, scoring and the saved weights get the layout they always had.
+    assert all(p.is_contiguous() for p in model.parameters())
+    # The layout changes the kernels, not the model: the same weights give the same logits either way.
+    features = _data().val_features[:8].float()
+    with torch.no_grad():
+        plain = model.logits(features)[0]
+        model.to(memory_format=torch.channels_last)
+        last = model.logits(features.contiguous(memory_format=torch.channels_last))[0]
+    torch.testing.assert_close(last, plain, rtol=1e-4, atol=1e-4)
