@@ -35,24 +35,25 @@ from training.predict import Predictions
 MIN_SCALE_FRACTION = 1e-3  # of the threshold: keeps the served sigmoid finite when good scores barely vary
 
 
-_feature_runners: WeakKeyDictionary[PatchCore, FeaturesOf] = WeakKeyDictionary()
+_feature_runners: WeakKeyDictionary[PatchCore, dict[int, FeaturesOf]] = WeakKeyDictionary()
 
 
 def patch_features_runner(model: PatchCore, spec: PreprocessSpec) -> FeaturesOf:
     """How PatchCore's frozen trunk runs while training fits and scores it: on a CPU by ONNX Runtime (several
     times faster than eager PyTorch there; models/trunk_runtime.py), on any other device by PyTorch. One session
-    per model, kept while the model lives: the features depend on the frozen trunk alone, never on the bank."""
+    per model and input size (the graph's pads are fixed for one), kept while the model lives: the features depend
+    on the frozen trunk alone, never on the bank."""
     if model.memory_bank.device.type != "cpu":
         return model.patch_features
-    runner = _feature_runners.get(model)
-    if runner is None:
+    by_size = _feature_runners.setdefault(model, {})
+    if spec.image_size not in by_size:
         run = trunk_on_onnx_runtime(PatchFeatures(model), spec.image_size, torch.get_num_threads())
 
         def runner(images: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(run(images.numpy()))
 
-        _feature_runners[model] = runner
-    return runner
+        by_size[spec.image_size] = runner
+    return by_size[spec.image_size]
 
 
 def score_records(
