@@ -129,7 +129,11 @@ def broadcast_module(module: nn.Module) -> None:
     if not is_distributed():
         return
     for tensor in module.state_dict().values():
-        dist.broadcast(tensor, src=0)
+        # A collective wants a plain contiguous tensor; the CPU fine-tune keeps its convolutions channels-last.
+        plain = tensor.contiguous()
+        dist.broadcast(plain, src=0)
+        if plain is not tensor:
+            tensor.copy_(plain)
 
 
 def batch_share(index: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:

@@ -88,10 +88,8 @@ def _class_weights(data: TrainingData, num_types: int, config: TrainConfig) -> d
 def _memory_format(device: torch.device) -> torch.memory_format:
     """The layout the fine-tune runs its convolutions in. On a CPU, channels-last: oneDNN's depthwise convolution
     backward, most of a fine-tune step's time, runs about 1.4x faster in it (README: issue 15, training time).
-    Elsewhere, and under torchrun (whose broadcasts and all-reduces want plain contiguous tensors), as before."""
-    if device.type == "cpu" and not distributed.is_distributed():
-        return torch.channels_last
-    return torch.contiguous_format
+    Under torchrun too, so that ranks compute what one process computes. Elsewhere (GPUs), as before."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
 def _to_device(features: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -101,7 +99,7 @@ def _to_device(features: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def _validate(
-    model: DefectClassifier, data: TrainingData, weights: dict, batch_size: int
+    model: DefectClassifier, data: TrainingData, weights: dict, batch_size: int, device: torch.device
 ) -> tuple[float, float | None]:
     model.eval()
     losses, scores = [], []
@@ -111,9 +109,10 @@ def _validate(
         batched(data.val_type, batch_size),
         strict=True,
     ):
-        features = _to_device(features, features.device)  # the cache is float16
+        # The cache is float16 and on the CPU, wherever the model is.
+        features, is_defect, types = _to_device(features, device), is_defect.to(device), types.to(device)
         losses.append(float(_losses(model, features, is_defect, types, weights)))
-        scores.append(torch.sigmoid(model.logits(features)[0]))
+        scores.append(torch.sigmoid(model.logits(features)[0]).cpu())
     score = torch.cat(scores).numpy() if scores else np.zeros(0)
     return float(np.mean(losses)) if losses else math.nan, auroc(data.val_is_defect.numpy(), score)
 
@@ -172,7 +171,7 @@ def fit_linear_probe(
     assert best is not None
     for head, state in zip(heads, best[1], strict=True):
         head.load_state_dict(state)
-    val_loss, val_auroc = _validate(model, data, weights, config.batch_size)
+    val_loss, val_auroc = _validate(model, data, weights, config.batch_size, device)
     return EpochStats(0, "probe", best[2], val_loss, val_auroc)
 
 
@@ -275,7 +274,9 @@ def train_classifier(
             # decision, not one per rank (a rank that stopped alone would hang the others' next all-reduce).
             with _judged(model, average):  # one set of weights is validated and, if best, kept
                 validated = (
-                    _validate(model, data, weights, config.batch_size) if distributed.is_main_process() else None
+                    _validate(model, data, weights, config.batch_size, device)
+                    if distributed.is_main_process()
+                    else None
                 )
                 validated = distributed.broadcast_object(validated)
                 judged_state = copy.deepcopy(model.state_dict())

@@ -115,3 +115,10 @@ def test_the_cpu_fine_tune_runs_channels_last_and_hands_back_a_plain_layout() ->
         model.to(memory_format=torch.channels_last)
         last = model.logits(features.contiguous(memory_format=torch.channels_last))[0]
     torch.testing.assert_close(last, plain, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on CI)")
+def test_the_loop_trains_on_a_gpu_from_the_cpu_cache() -> None:
+    # The cache stays on the CPU in float16 whatever the device: every batch, validation's included, is moved.
+    result = train_classifier(_model(), _data(), CONFIG, seed=0, device=torch.device("cuda"))
+    assert max(s.val_auroc for s in result.history) >= 0.95
