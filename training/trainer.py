@@ -94,7 +94,7 @@ def _memory_format(device: torch.device) -> torch.memory_format:
 
 def _to_device(features: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Cached float16 trunk features -> float32 on `device`, in the fine-tune's layout."""
-    return features.float().to(device, memory_format=_memory_format(device))
+    return features.to(device, torch.float32, memory_format=_memory_format(device))  # one copy, not two
 
 
 @torch.no_grad()
