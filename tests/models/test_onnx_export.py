@@ -175,22 +175,39 @@ def test_model_without_map_scores_and_passes_parity(
     assert result.passed and result.map_max_abs_diff is None
 
 
-def test_a_map_far_from_pytorch_fails_the_gate(
-    model: DefectClassifier, exported: Path, images: list[np.ndarray], tmp_path: Path
-) -> None:
-    """Parity covers the map: an export whose map is inverted (probabilities intact) is refused."""
+def _with_map_rewritten(exported: Path, path: Path, op: str, value: float, map_first: bool) -> Path:
+    """A copy of the export whose map output is `op` of the true map and the constant `value`."""
     proto = onnx.load(str(exported))
     tail = next(output for output in proto.graph.output if output.name == MAP_OUTPUT)
     inner = f"{MAP_OUTPUT}_raw"
     for node in proto.graph.node:
         node.output[:] = [inner if name == MAP_OUTPUT else name for name in node.output]
-    one = onnx.helper.make_tensor("one", onnx.TensorProto.FLOAT, [], [1.0])
-    proto.graph.initializer.append(one)
-    proto.graph.node.append(onnx.helper.make_node("Sub", ["one", inner], [tail.name]))
-    path = tmp_path / "inverted.onnx"
+    proto.graph.initializer.append(onnx.helper.make_tensor("constant", onnx.TensorProto.FLOAT, [], [value]))
+    operands = [inner, "constant"] if map_first else ["constant", inner]
+    proto.graph.node.append(onnx.helper.make_node(op, operands, [tail.name]))
     onnx.save(proto, str(path))
+    return path
+
+
+def test_a_map_far_from_pytorch_fails_the_gate(
+    model: DefectClassifier, exported: Path, images: list[np.ndarray], tmp_path: Path
+) -> None:
+    """Parity covers the map: an export whose map is inverted (probabilities intact) is refused."""
+    path = _with_map_rewritten(exported, tmp_path / "inverted.onnx", "Sub", 1.0, map_first=False)
     with pytest.raises(ParityError, match="anomaly maps"):
         check_parity(model, SPEC, path, images, tolerance=1e-4)
+
+
+def test_the_map_bar_is_one_gray_level_of_the_drawn_map(
+    model: DefectClassifier, exported: Path, images: list[np.ndarray], tmp_path: Path
+) -> None:
+    """Maps are drawn as 8-bit images: a difference under one gray level passes, one of two gray levels does not."""
+    unseen = _with_map_rewritten(exported, tmp_path / "unseen.onnx", "Add", 0.5 / 255, map_first=True)
+    result = check_parity(model, SPEC, unseen, images, tolerance=1e-4)
+    assert result.passed and result.map_max_abs_diff == pytest.approx(0.5 / 255, abs=1e-5)
+    visible = _with_map_rewritten(exported, tmp_path / "visible.onnx", "Add", 2 / 255, map_first=True)
+    with pytest.raises(ParityError, match="anomaly maps"):
+        check_parity(model, SPEC, visible, images, tolerance=1e-4)
 
 
 @pytest.mark.parametrize(
