@@ -2,7 +2,8 @@
 
 The classifier's training runs its frozen lower stages once per augmented view of every training image
 (training/features.py), and PatchCore runs its frozen trunk over every good training image and every validation
-and test image (training/kinds/anomaly.py); on a CPU those passes are most of what they cost. Eager PyTorch runs
+and test image (training/kinds/anomaly.py); on a CPU those passes are most of what they cost. The trained
+classifier's validation and test scoring runs the same way (training/predict.py). Eager PyTorch runs
 timm's TF-"same"-padded convolutions with a pad computed per call and no fused kernels; the same stages exported
 to an in-memory ONNX graph and run by ONNX Runtime take several times less CPU (README: issue 15, training time).
 The outputs agree to within float16's resolution, the precision the classifier's cache keeps.
@@ -25,8 +26,8 @@ from models.onnx_export import OPSET, quiet_legacy_exporter, static_same_padding
 _INPUT, _OUTPUT = "images", "features"
 
 
-def trunk_on_onnx_runtime(trunk: nn.Module, image_size: int, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """`trunk` (frozen, images in, one tensor out; its weights are copied now) as a function float32
+def frozen_on_onnx_runtime(trunk: nn.Module, image_size: int, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """`trunk` (any frozen module, images in, one tensor out; its weights are copied now) as a function float32
     (N, 3, S, S) -> float32 output, run by an ONNX Runtime session with `threads` intra-op threads."""
     # A copy: the caller's trunk keeps its modules (the static pads are only right for this image size).
     exportable = static_same_padding(copy.deepcopy(trunk).eval(), image_size)

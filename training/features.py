@@ -16,7 +16,7 @@ from datasets.layout import ImageRecord
 from inspection.batching import batched
 from inspection.preprocessing import PreprocessSpec, normalize
 from models.classifier import DefectClassifier
-from models.trunk_runtime import trunk_on_onnx_runtime
+from models.trunk_runtime import frozen_on_onnx_runtime
 from training.augment import Augmenter
 from training.data import load_prepared
 
@@ -29,7 +29,7 @@ def trunk_runner(model: DefectClassifier, spec: PreprocessSpec, device: torch.de
     eager PyTorch there; models/trunk_runtime.py), on any other device by PyTorch."""
     model.trunk.eval()
     if device.type == "cpu":
-        run = trunk_on_onnx_runtime(model.trunk, spec.image_size, torch.get_num_threads())
+        run = frozen_on_onnx_runtime(model.trunk, spec.image_size, torch.get_num_threads())
         # float16 halves the cache; the trunk output is post-BN activations of modest range, so nothing is lost
         # that the fine-tune could notice.
         return lambda inputs: torch.from_numpy(run(inputs)).to(torch.float16)

@@ -9,7 +9,7 @@ from timm.layers.conv2d_same import Conv2dSame
 
 from inspection.preprocessing import PreprocessSpec, normalize
 from models.classifier import DefectClassifier
-from models.trunk_runtime import trunk_on_onnx_runtime
+from models.trunk_runtime import frozen_on_onnx_runtime
 from training.features import trunk_runner
 
 
@@ -24,12 +24,12 @@ def _images(count: int, size: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("trainable_stages", "size"), [(3, 224), (4, 160)])
-def test_the_trunk_on_onnx_runtime_matches_eager_pytorch(trainable_stages: int, size: int) -> None:
+def test_the_frozen_on_onnx_runtime_matches_eager_pytorch(trainable_stages: int, size: int) -> None:
     model = DefectClassifier(2, trainable_stages).eval()  # the pretrained Lite0 weights
     inputs = _images(3, size)
     with torch.no_grad():
         eager = model.trunk(torch.from_numpy(inputs)).numpy()
-    on_ort = trunk_on_onnx_runtime(model.trunk, size, threads=1)(inputs)
+    on_ort = frozen_on_onnx_runtime(model.trunk, size, threads=1)(inputs)
     assert on_ort.shape == eager.shape and on_ort.dtype == np.float32
     np.testing.assert_allclose(on_ort, eager, atol=2e-4 * float(np.abs(eager).max()))
     assert float(np.abs(eager).max()) > 1.0  # real activations, not a zero map that any runtime would match

@@ -27,7 +27,7 @@ from models.artifacts import FP32_FILE, RAW_EXPORT_FILE
 from models.checkpoint import ANOMALY_KIND, AnomalyBundle
 from models.kinds import register_kind
 from models.onnx_export import optimize_onnx
-from models.trunk_runtime import trunk_on_onnx_runtime
+from models.trunk_runtime import frozen_on_onnx_runtime
 from training.calibration import max_accuracy_threshold
 from training.kinds.base import ExportedOnnx, Fitted, Scores, TrainingJob, decoded_batches
 from training.predict import Predictions
@@ -47,7 +47,7 @@ def patch_features_runner(model: PatchCore, spec: PreprocessSpec) -> FeaturesOf:
         return model.patch_features
     by_size = _feature_runners.setdefault(model, {})
     if spec.image_size not in by_size:
-        run = trunk_on_onnx_runtime(PatchFeatures(model), spec.image_size, torch.get_num_threads())
+        run = frozen_on_onnx_runtime(PatchFeatures(model), spec.image_size, torch.get_num_threads())
 
         def runner(images: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(run(images.numpy()))
