@@ -121,10 +121,12 @@ def classifier_training_block(result: TrainResult) -> dict[str, Any]:
     }
 
 
-def score_records(model: torch.nn.Module, records: Sequence[ImageRecord], spec: PreprocessSpec, name: str) -> Scores:
-    """Probabilities of the whole network (classifier or hybrid) on decoded records, with a progress bar."""
+def classifier_scores(
+    model: DefectClassifier, records: Sequence[ImageRecord], spec: PreprocessSpec, name: str
+) -> Scores:
+    """Probabilities of the whole classifier on decoded records (training/predict.py), with a progress bar."""
     with progress_task(f"scoring {name}", len(records)) as advance:
-        predictions = predict_records(model, records, spec, torch.device("cpu"), advance=advance)  # type: ignore[arg-type]
+        predictions = predict_records(model, records, spec, torch.device("cpu"), advance=advance)
     return Scores(predictions)
 
 
@@ -144,7 +146,7 @@ class ClassifierKind:
     def fit(self, job: TrainingJob) -> Fitted:
         defect_types = learnable_defect_types(job.parts)
         model, result = fit_classifier(job, defect_types)
-        val = score_records(model, job.parts["val"], job.spec, "validation")
+        val = classifier_scores(model, job.parts["val"], job.spec, "validation")
         return Fitted(
             parts=(model, defect_types),
             val_scores=val.predictions.defect_probability,
@@ -173,7 +175,7 @@ class ClassifierKind:
         )
 
     def score(self, bundle: ModelBundle, records: Sequence[ImageRecord], name: str) -> Scores:
-        return score_records(bundle.model, records, bundle.spec, name)
+        return classifier_scores(bundle.model, records, bundle.spec, name)
 
     def served_scores(self, bundle: ModelBundle, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores, dtype=np.float64)  # the classifier serves the probability it was calibrated on
