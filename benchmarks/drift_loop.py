@@ -73,7 +73,8 @@ def _server_env(**values: str) -> Any:
                 os.environ[key] = value
 
 
-def _stream(server: DemoServer, folder: Path) -> list[Any]:
+def _stream(server: DemoServer, folder: Path) -> tuple[list[Any], int]:
+    """Stream one phase's frames as the line camera does; (the answers, how many frames were dropped)."""
     from serving.camera_client import stream_frames
 
     summary = stream_frames(
@@ -88,9 +89,12 @@ def _stream(server: DemoServer, folder: Path) -> list[Any]:
         show_progress=False,
         keep_results=True,
     )
-    if summary.errors or summary.dropped:
-        raise RuntimeError(f"the line lost frames: {summary.errors} errors, {summary.dropped} dropped")
-    return summary.results
+    if summary.errors:
+        raise RuntimeError(f"the server answered {summary.errors} frames of the line with an error")
+    # A frame due while all 4 requests are in flight is dropped, as a real camera drops it. One stall of the shared
+    # cores (one frame of 360 in a whole `make bench` on 2026-12-06) must not void the scenario, whose figures count
+    # answered frames; the drops are reported beside them.
+    return summary.results, summary.dropped
 
 
 def _feedback(server: DemoServer, results: list[Any], labels: dict[str, str], n: int | None, seed: int) -> int:
@@ -173,15 +177,16 @@ def run(context: BenchContext) -> dict[str, Any]:
         _server_env(INSPECTION_ARCHIVE_PASS_FRACTION="1", INSPECTION_MODEL_POLL_SECONDS="1"),
         start_server(settings, "127.0.0.1", 0) as server,
     ):
+        dropped: dict[str, int] = {}
         drift_start = datetime.now(UTC)
-        drift = _stream(server, frames["drift"])
+        drift, dropped["drift"] = _stream(server, frames["drift"])
         reviewed = _feedback(server, drift, labels, QA_REVIEWED_BEFORE_RETRAINING, seed=0)
         imported = import_reviewed(settings, open_database(settings.resolved_database_url), PRODUCT)
         challenger_report = _train_and_export(settings)
         version = int(challenger_report["model_version"])
         _wait_for(lambda: _in_shadow(server, version), "load the challenger in shadow")
 
-        shadowed = _stream(server, frames["shadow"])
+        shadowed, dropped["shadow"] = _stream(server, frames["shadow"])
         _feedback(server, shadowed, labels, None, seed=1)
         shadow_end = datetime.now(UTC)
         time.sleep(2.0)  # the shadow worker answers after the line; let it finish the last frames
@@ -190,7 +195,7 @@ def run(context: BenchContext) -> dict[str, Any]:
         promotion = promote(settings, PRODUCT, version)
         _wait_for(lambda: _serving_version(server) == version, "serve the promoted challenger")
         promoted_start = datetime.now(UTC)
-        promoted = _stream(server, frames["promoted"])
+        promoted, dropped["promoted"] = _stream(server, frames["promoted"])
         _feedback(server, promoted, labels, None, seed=2)
         promoted_end = datetime.now(UTC)
 
@@ -199,6 +204,7 @@ def run(context: BenchContext) -> dict[str, Any]:
     champion, challenger = shadow["qa"]["champion"], shadow["qa"]["challenger"]
     return {
         "drift_scenario_seconds": round(time.perf_counter() - started, 1),
+        "drift_line_frames_dropped": sum(dropped.values()),
         "drift_qa_reviewed_frames": reviewed,
         "drift_reviewed_imported": imported.total_imported,
         "drift_champion_test_miss_rate": champion_report["test"]["miss_rate"],

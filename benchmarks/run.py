@@ -13,6 +13,7 @@ from rich.table import Table
 
 from benchmarks import anomaly_cost, drift_loop, elpv_training, few_shot, scale_out, untuned_defaults
 from benchmarks.context import BenchContext
+from inspection.atomic import write_atomic_text
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS: dict[str, Callable[[BenchContext], dict[str, float]]] = {
@@ -39,19 +40,28 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     figures: dict[str, float] = {}
+    failed: list[str] = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         context = BenchContext(configs_dir=REPO / "configs", workdir=Path(workdir), elpv_home=args.elpv_home)
         context.elpv_trained = args.elpv_home is not None
         for name in args.names or BENCHMARKS:
-            figures.update(BENCHMARKS[name](context))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+            # One benchmark's crash must not throw away the half hour of figures before it (a dropped frame in
+            # drift_loop once did): it is reported, the others run, and the run fails at the end.
+            try:
+                figures.update(BENCHMARKS[name](context))
+            except Exception:
+                Console(stderr=True).print_exception()
+                failed.append(name)
+            write_atomic_text(args.out, json.dumps({**figures, "failed": failed}, indent=2) + "\n")
     table = Table(title=f"benchmarks ({args.out})")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in figures.items():
         table.add_row(key, f"{value}")
     Console().print(table)
+    if failed:
+        raise SystemExit(f"benchmarks failed: {', '.join(failed)} (tracebacks above; the other figures: {args.out})")
 
 
 if __name__ == "__main__":
