@@ -24,7 +24,7 @@ def _images(count: int, size: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("trainable_stages", "size"), [(3, 224), (4, 160)])
-def test_the_frozen_on_onnx_runtime_matches_eager_pytorch(trainable_stages: int, size: int) -> None:
+def test_the_frozen_trunk_on_onnx_runtime_matches_eager_pytorch(trainable_stages: int, size: int) -> None:
     model = DefectClassifier(2, trainable_stages).eval()  # the pretrained Lite0 weights
     inputs = _images(3, size)
     with torch.no_grad():
