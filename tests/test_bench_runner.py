@@ -35,3 +35,17 @@ def test_a_crashing_benchmark_keeps_the_others_figures_and_fails_the_run(
     with pytest.raises(SystemExit, match="benchmarks failed: crashing"):
         run.main()
     assert json.loads(out.read_text()) == {"first_fps": 12.5, "last_ratio": 1.1, "failed": ["crashing"]}
+
+
+def test_a_refused_int8s_export_timing_does_not_pass_for_the_interleaved_speed_up(tmp_path: Path) -> None:
+    """A refused INT8 file is gone, so server_load can only quote the export's one-after-the-other timing; it must
+    name it as such, not overwrite `inference_speed`'s interleaved `int8_vs_fp32_bs1` in the same run."""
+    from benchmarks.server_load import _int8_figures
+    from models.artifacts import EXPORT_REPORT_FILE, onnx_dir
+
+    onnx_dir(tmp_path).mkdir()
+    report = {"int8": {"accepted": False}, "int8_path": None, "latency_ms_bs1": {"fp32": 9.0, "int8": 3.0}}
+    (onnx_dir(tmp_path) / EXPORT_REPORT_FILE).write_text(json.dumps(report))
+    figures = _int8_figures(tmp_path / "model.onnx", tmp_path, frames=[])
+    assert figures["int8_accepted"] == 0.0 and figures["int8_vs_fp32_bs1_at_export"] == 3.0
+    assert "int8_vs_fp32_bs1" not in figures
