@@ -26,11 +26,12 @@ from models.onnx_export import OPSET, quiet_legacy_exporter, static_same_padding
 _INPUT, _OUTPUT = "images", "features"
 
 
-def frozen_on_onnx_runtime(trunk: nn.Module, image_size: int, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """`trunk` (any frozen module, images in, one tensor out; its weights are copied now) as a function float32
-    (N, 3, S, S) -> float32 output, run by an ONNX Runtime session with `threads` intra-op threads."""
-    # A copy: the caller's trunk keeps its modules (the static pads are only right for this image size).
-    exportable = static_same_padding(copy.deepcopy(trunk).eval(), image_size)
+def frozen_on_onnx_runtime(module: nn.Module, image_size: int, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """`module` (frozen: a trunk, or a whole trained network; images in, one tensor out; its weights are copied now)
+    as a function float32 (N, 3, S, S) -> float32 output, run by an ONNX Runtime session with `threads` intra-op
+    threads."""
+    # A copy: the caller's module keeps its modules (the static pads are only right for this image size).
+    exportable = static_same_padding(copy.deepcopy(module).eval(), image_size)
     with tempfile.TemporaryDirectory(prefix="trunk-") as folder, quiet_legacy_exporter():
         path = Path(folder) / "trunk.onnx"
         torch.onnx.export(
