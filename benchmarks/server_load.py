@@ -327,10 +327,10 @@ def _side_by_side_fps(step: Callable[[int], int], runners: int, seconds: float) 
 
 def _int8_figures(served: Path, artifacts: Path, frames: list[bytes]) -> dict[str, float]:
     """INT8's gate decision (from the export report) and its batch-1 speed-up over fp32: timed now, interleaved,
-    when the INT8 file exists (it was accepted); else the export's own timing of the refused candidate, under
-    `*_at_export` names. Those are single timings taken one after the other, so they must not overwrite the
-    interleaved `int8_vs_fp32_bs1` of `inference_speed` in the same run (on 2026-12-06 they read 3.07 where the
-    interleaved figure was 2.23)."""
+    when the INT8 file exists (it was accepted), under `*_served` names; else the export's own timing of the
+    refused candidate, under `*_at_export` names. Neither overwrites the `int8_vs_fp32_bs1` of `inference_speed`
+    in the same run: the export's are single timings taken one after the other (on 2026-12-06 they read 3.07
+    where the interleaved figure was 2.23), and the served file's are of another quantization, the export's."""
     report = json.loads((onnx_dir(artifacts) / EXPORT_REPORT_FILE).read_text())
     decision = report.get("int8")
     figures = {"served_model_int8": float(served.name.endswith(".int8.onnx"))}
@@ -351,7 +351,7 @@ def _int8_figures(served: Path, artifacts: Path, frames: list[bytes]) -> dict[st
                     scorer.score_batch(single)
                     timings[name].append(time.perf_counter() - began)
         fp32_ms, int8_ms = (1000 * float(np.median(timings[name])) for name in ("fp32", "int8"))
-        suffix = ""
+        suffix = "_served"
     else:
         fp32_ms, int8_ms = report["latency_ms_bs1"]["fp32"], report["latency_ms_bs1"]["int8"]
         suffix = "_at_export"

@@ -49,3 +49,32 @@ def test_a_refused_int8s_export_timing_does_not_pass_for_the_interleaved_speed_u
     figures = _int8_figures(tmp_path / "model.onnx", tmp_path, frames=[])
     assert figures["int8_accepted"] == 0.0 and figures["int8_vs_fp32_bs1_at_export"] == 3.0
     assert "int8_vs_fp32_bs1" not in figures
+
+
+def test_an_accepted_int8s_interleaved_timing_is_named_for_the_served_file(tmp_path: Path) -> None:
+    """server_load times an accepted INT8 file against fp32 itself; that figure is of the served file, and
+    `inference_speed`'s `int8_vs_fp32_bs1` of the same run keeps its own name."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from benchmarks.server_load import _int8_figures
+    from inspection.preprocessing import PreprocessSpec
+    from models.artifacts import EXPORT_REPORT_FILE, FP32_FILE, onnx_dir
+    from models.classifier import DefectClassifier
+    from models.onnx_export import export_classifier
+
+    torch.manual_seed(0)
+    model = DefectClassifier(num_defect_types=1, trainable_stages=1, pretrained=False).eval()
+    fp32 = export_classifier(
+        model, PreprocessSpec(image_size=32, color_mode="gray"), onnx_dir(tmp_path) / FP32_FILE, {"threshold": 0.5}
+    )
+    int8 = onnx_dir(tmp_path) / "model.int8.onnx"
+    int8.write_bytes(fp32.read_bytes())  # stands in for the accepted file: only the figures' names are checked
+    report = {"int8": {"accepted": True}, "int8_path": str(int8), "latency_ms_bs1": {"fp32": 9.0, "int8": 3.0}}
+    (onnx_dir(tmp_path) / EXPORT_REPORT_FILE).write_text(json.dumps(report))
+    frame = cv2.imencode(".jpg", np.full((48, 48), 128, np.uint8))[1].tobytes()
+    figures = _int8_figures(int8, tmp_path, frames=[frame])
+    assert figures["int8_accepted"] == 1.0 and figures["served_model_int8"] == 1.0
+    assert figures["int8_vs_fp32_bs1_served"] > 0 and figures["int8_latency_ms_bs1_served"] > 0
+    assert "int8_vs_fp32_bs1" not in figures and "int8_vs_fp32_bs1_at_export" not in figures
