@@ -223,13 +223,19 @@ def patchcore_from_state(config: dict[str, Any], state_dict: dict[str, Any]) -> 
 
 
 def classifier_architecture(model: DefectClassifier) -> dict[str, Any]:
-    """What rebuilding a classifier needs besides its weights and stages: the backbone and the test-time flips."""
-    return {"backbone": model.backbone_name, "tta_flips": list(model.tta_flips)}
+    """What rebuilding a classifier needs besides its weights and stages: the backbone, the test-time flips and the
+    floor of its drawn map."""
+    return {"backbone": model.backbone_name, "tta_flips": list(model.tta_flips), "map_floor": model.map_floor}
 
 
 def architecture_of(state: dict[str, Any]) -> dict[str, Any]:
-    """A saved state's classifier architecture; files saved before these options were Lite0 without flips."""
-    return {"backbone": state.get("backbone", DEFAULT_BACKBONE), "tta_flips": tuple(state.get("tta_flips", ()))}
+    """A saved state's classifier architecture; files saved before these options were Lite0 without flips, whose
+    maps were each divided by their own peak (a floor of 0)."""
+    return {
+        "backbone": state.get("backbone", DEFAULT_BACKBONE),
+        "tta_flips": tuple(state.get("tta_flips", ())),
+        "map_floor": float(state.get("map_floor", 0.0)),
+    }
 
 
 def classifier_from_state(
@@ -238,10 +244,12 @@ def classifier_from_state(
     state_dict: dict[str, Any],
     backbone: str = DEFAULT_BACKBONE,
     tta_flips: Sequence[str] = (),
+    map_floor: float = 0.0,
 ) -> DefectClassifier:
     """A trained classifier rebuilt from its weights (no pretrained download: the file has them)."""
     model = DefectClassifier(
         n_types, trainable_stages=trainable_stages, pretrained=False, backbone=backbone, tta_flips=tta_flips
     )
     model.load_state_dict(state_dict)
+    model.map_floor = map_floor
     return model.eval()

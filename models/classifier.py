@@ -25,11 +25,15 @@ from models.backbone import DEFAULT_BACKBONE, N_STAGES, backbone_spec, create_ba
 # Test-time flips by name: the tensor dimensions each one reverses (images are N, C, H, W).
 FLIP_DIMS: dict[str, tuple[int, ...]] = {"h": (-1,), "v": (-2,), "hv": (-2, -1)}
 MAP_EPS = 1e-3  # keeps a map whose peak is ~0 (nothing raises the defect logit) at ~0, not amplified noise
+# The map's floor is this quantile of the validation defects' activation peaks: nine in ten defects of that kind
+# draw at full contrast, as if divided by their own peak, and a part with less evidence draws dimmer.
+MAP_FLOOR_QUANTILE = 0.1
 
 
 class ClassifierOutput(NamedTuple):
     """defect_probability: (N,) P(part is defective); type_probabilities: (N, K) P(type | defective);
-    anomaly_map: (N, 1, S, S) at the input size S, in [0, 1], where the defect logit is raised (higher = more)."""
+    anomaly_map: (N, 1, S, S) at the input size S, in [0, 1], where the defect logit is raised (higher = more):
+    divided by its own peak, or by the model's `map_floor` where the peak is lower."""
 
     defect_probability: torch.Tensor
     type_probabilities: torch.Tensor
@@ -86,6 +90,9 @@ class DefectClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.defect_head = nn.Linear(feature_dim, 1)
         self.type_head = nn.Linear(feature_dim, num_defect_types)
+        # The least peak a drawn map is divided by, in activation units; set after training (set_map_floor).
+        # At 0 each map is divided by its own peak, however small: a good part drew its noise at full contrast.
+        self.map_floor = 0.0
 
     def embed(self, trunk_features: torch.Tensor) -> torch.Tensor:
         """Trunk features -> pooled 1280-d embedding."""
@@ -100,17 +107,34 @@ class DefectClassifier(nn.Module):
         """Last feature map (N, C, h, w) -> class-activation map of the defect logit (N, 1, *size) in [0, 1].
 
         relu(sum_c w_c F_c(x, y)): the defect logit is the spatial mean of this sum (before relu) plus the bias,
-        so the map is exact for this head. Bilinearly upsampled to `size`, then divided by its per-image max.
+        so the map is exact for this head. Bilinearly upsampled to `size`, then divided by its per-image max, or by
+        `map_floor` where the max is lower.
         """
-        weights = self.defect_head.weight.reshape(1, -1, 1, 1)
-        cam = torch.relu((features * weights).sum(dim=1, keepdim=True))
+        cam = self._weighted_activation(features)
         # Bilinear upsampling (F.interpolate's, align_corners=False) as two constant matrix products: exports
         # as MatMuls on fixed weights, where a Resize to fixed sizes traces into Shape/Gather/Concat chains.
         rows = _linear_weights(int(features.shape[-2]), size[0]).to(cam)
         cols = _linear_weights(int(features.shape[-1]), size[1]).to(cam)
         cam = torch.matmul(torch.matmul(rows, cam), cols.transpose(0, 1))
-        peak = cam.amax(dim=(2, 3), keepdim=True)
+        peak = cam.amax(dim=(2, 3), keepdim=True).clamp(min=self.map_floor)
         return cam / (peak + MAP_EPS)
+
+    def _weighted_activation(self, features: torch.Tensor) -> torch.Tensor:
+        """Last feature map (N, C, h, w) -> relu of the defect head's weighted channel sum (N, 1, h, w)."""
+        weights = self.defect_head.weight.reshape(1, -1, 1, 1)
+        return torch.relu((features * weights).sum(dim=1, keepdim=True))
+
+    @torch.no_grad()
+    def activation_peaks(self, trunk_features: torch.Tensor) -> torch.Tensor:
+        """Trunk features -> each image's peak of its class-activation map before the division (N,)."""
+        return self._weighted_activation(self.upper(trunk_features)).amax(dim=(1, 2, 3))
+
+    def set_map_floor(self, peaks: torch.Tensor, is_defect: torch.Tensor) -> float:
+        """Set `map_floor` from validation images' activation peaks: MAP_FLOOR_QUANTILE of the defects' peaks
+        (0, each map to its own peak, when there is no defect to learn it from). Returns the floor."""
+        defect_peaks = peaks[is_defect > 0.5].double()
+        self.map_floor = float(torch.quantile(defect_peaks, MAP_FLOOR_QUANTILE)) if len(defect_peaks) else 0.0
+        return self.map_floor
 
     def outputs_and_logit(self, images: torch.Tensor) -> tuple[ClassifierOutput, torch.Tensor]:
         """The forward outputs plus the defect logit itself (N,), unsaturated where the probability is 0 or 1.

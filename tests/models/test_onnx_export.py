@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,7 +14,7 @@ import onnx
 import pytest
 import torch
 
-from inspection.preprocessing import PreprocessSpec
+from inspection.preprocessing import PreprocessSpec, preprocess
 from models.classifier import DefectClassifier
 from models.onnx_export import (
     INPUT_NAME,
@@ -140,6 +141,44 @@ def test_classifier_map_is_the_class_activation_map_of_the_defect_head(model: De
             peak_row, peak_col = divmod(int(cam[index, 0].argmax()), 64)
             assert (peak_row // 32, peak_col // 32) == (row, col)
             assert float(cam[index].max()) == pytest.approx(1.0, abs=1e-2)
+
+
+def test_a_map_whose_peak_is_under_the_floor_draws_dimmer_in_torch_and_in_the_export(
+    model: DefectClassifier, images: list[np.ndarray], metadata: dict[str, Any], tmp_path: Path
+) -> None:
+    base = copy.deepcopy(model)
+    with torch.no_grad():  # positive head weights on non-negative features: every image raises its logit somewhere
+        base.defect_head.weight.abs_()
+    floored = copy.deepcopy(base)
+    batch = torch.from_numpy(np.stack([preprocess(image, SPEC) for image in images]))
+    with torch.no_grad():
+        own_peak = base(batch).anomaly_map
+        peaks = base.activation_peaks(base.trunk(batch))
+        assert float(peaks.min()) > 0
+        floored.map_floor = 2 * float(peaks.max())
+        dimmed = floored(batch).anomaly_map
+        strong = copy.deepcopy(base)
+        strong.map_floor = 0.5 * float(peaks.min())  # every peak is above it: the maps are as before
+        torch.testing.assert_close(strong(batch).anomaly_map, own_peak)
+    torch.testing.assert_close(own_peak.amax(dim=(1, 2, 3)), torch.ones(len(images)), atol=1e-2, rtol=0)
+    # Under the floor a map keeps its shape and is drawn at its peak's share of the floor (<= 1/2 here).
+    scale = (peaks / floored.map_floor).reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(dimmed, own_peak * scale, atol=1e-4, rtol=1e-3)
+    assert float(dimmed.max()) <= 0.5 + 1e-3
+    exported = export_classifier(floored, SPEC, tmp_path / "floored.onnx", metadata)
+    parity = check_parity(floored, SPEC, exported, images)
+    assert parity.passed and parity.map_max_abs_diff is not None and parity.map_max_abs_diff <= 1e-4
+    maps = OnnxScorer(exported, threads=1).score_images_with_maps(images)[2]
+    assert maps is not None and float(maps.max()) <= 0.5 + 1e-3
+
+
+def test_the_map_floor_is_the_low_quantile_of_the_validation_defects_peaks(model: DefectClassifier) -> None:
+    floored = copy.deepcopy(model)
+    peaks = torch.tensor([0.0, 50.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0])
+    is_defect = torch.tensor([0.0, 0.0] + [1.0] * 10)  # the good images' peaks (0 and 50) play no part
+    assert floored.set_map_floor(peaks, is_defect) == pytest.approx(3.8)  # 10 % of the way from 2 to 20
+    assert floored.map_floor == pytest.approx(3.8)
+    assert floored.set_map_floor(peaks, torch.zeros(12)) == 0.0  # no defect to learn from: own peaks, as before
 
 
 def test_exported_map_is_in_unit_range_at_input_size(exported: Path, images: list[np.ndarray]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,13 @@ def test_saved_bundle_keeps_backbone_and_flips(with_flips, tmp_path: Path) -> No
     old = {k: v for k, v in state.items() if k not in ("backbone", "tta_flips")}
     assert ModelBundle.from_state(old).model.tta_flips == ()
     assert classifier_from_state(2, 2, state["state_dict"]).backbone_name == "lite0"
+
+
+def test_saved_bundle_keeps_the_map_floor(plain, tmp_path: Path) -> None:
+    model = copy.deepcopy(plain)
+    model.map_floor = 3.25
+    state = read_state(save_bundle(ModelBundle(model, SPEC, ["a", "b"], 0.5, 0.02), tmp_path / "model.pt"))
+    assert ModelBundle.from_state(state).model.map_floor == 3.25
+    # A file saved before the floor existed divided each map by its own peak: a floor of 0 does the same.
+    old = {k: v for k, v in state.items() if k != "map_floor"}
+    assert ModelBundle.from_state(old).model.map_floor == 0.0

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from datasets.layout import scan_dataset
 from datasets.splits import SPLITS_FILE
+from inspection.imaging import read_image
+from inspection.preprocessing import preprocess
 from models.artifacts import MODEL_FILE
+from models.classifier import MAP_FLOOR_QUANTILE
 from models.registry import champion, list_versions, mlflow_client
 from training.evaluate_product import evaluate_product
 from training.kinds import load_bundle
@@ -88,6 +93,32 @@ def test_frozen_split_is_written_and_test_images_were_not_trained_on(trained_pro
     logged = json.loads(Path(local).read_text())["splits"]
     assert not set(logged["train"]) & set(logged["test"])
     assert {p for side in logged.values() for p in side} == set(assignment)
+
+
+def _split_images(trained_product, side: str) -> tuple[torch.Tensor, np.ndarray]:
+    """The preprocessed images of one side of the frozen split, and their labels (1 = defective)."""
+    root = trained_product.settings.dataset_dir(trained_product.product)
+    assignment = json.loads((root / SPLITS_FILE).read_text())["assignment"]
+    records = [r for r in scan_dataset(root) if assignment[r.relpath] == side]
+    spec = load_bundle(champion(trained_product.settings, trained_product.product).artifacts / MODEL_FILE).spec
+    images = torch.from_numpy(np.stack([preprocess(read_image(r.path), spec) for r in records]))
+    return images, np.array([r.is_defect for r in records], dtype=np.int64)
+
+
+def test_the_map_floor_comes_from_the_validation_defects_and_defects_keep_full_contrast(trained_product) -> None:
+    model = load_bundle(champion(trained_product.settings, trained_product.product).artifacts / MODEL_FILE).model
+    val_images, val_labels = _split_images(trained_product, "val")
+    with torch.no_grad():
+        peaks = model.activation_peaks(model.trunk(val_images)).numpy()
+    # Training took the peaks from its float16 feature cache: the same quantile, to a rounding.
+    expected = np.quantile(peaks[val_labels == 1], MAP_FLOOR_QUANTILE)
+    assert model.map_floor == pytest.approx(expected, rel=2e-2) and model.map_floor > 0
+    test_images, test_labels = _split_images(trained_product, "test")
+    with torch.no_grad():
+        brightest = model(test_images[test_labels == 1]).anomaly_map.amax(dim=(1, 2, 3)).numpy()
+    # The floor sits under nearly every defect's peak, so defects keep their full-contrast maps; a floor at, say,
+    # the defects' median peak would dim half of them.
+    assert np.mean(brightest >= 0.99) >= 0.8, np.sort(brightest)
 
 
 def test_evaluate_reproduces_the_training_report(trained_product, tmp_path) -> None:

@@ -21,7 +21,7 @@ from inspection.product_config import ProductConfig
 from inspection.progress import console, progress_task
 from models.artifacts import FP32_FILE, RAW_EXPORT_FILE
 from models.checkpoint import CLASSIFIER_KIND, ModelBundle
-from models.classifier import DefectClassifier
+from models.classifier import MAP_FLOOR_QUANTILE, DefectClassifier
 from models.kinds import register_kind
 from models.onnx_export import export_classifier, optimize_onnx
 from models.onnx_parity import check_parity
@@ -108,8 +108,23 @@ def fit_classifier(job: TrainingJob, defect_types: list[str]) -> tuple[DefectCla
         result = train_classifier(
             model, data, config.train, config.seed, job.device, job.checkpoint, job.resume, on_epoch
         )
+    _set_map_floor(model, data, config.train.batch_size, job.device)
     del data
     return model.cpu(), result
+
+
+def _set_map_floor(model: DefectClassifier, data: TrainingData, batch_size: int, device: torch.device) -> None:
+    """The trained model's map floor, from the activation peaks of the validation images (cached trunk features)."""
+    model.eval()
+    peaks = [
+        model.activation_peaks(features.to(device, torch.float32)).cpu()  # the cache is float16, on the CPU
+        for features in data.val_features.split(batch_size)
+    ]
+    floor = model.set_map_floor(torch.cat(peaks) if peaks else torch.zeros(0), data.val_is_defect)
+    console.print(
+        f"anomaly maps: a peak under {floor:.3g} (the {MAP_FLOOR_QUANTILE:.0%} quantile of validation defects') "
+        "draws dimmer"
+    )
 
 
 def classifier_training_block(result: TrainResult) -> dict[str, Any]:
