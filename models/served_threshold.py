@@ -14,17 +14,22 @@ compares a part's `defect_probability` with.
 An export that changes the served file (an INT8 file accepted, or fp32 back in its place) changes the scores a
 threshold applies to. QA's choice then keeps its meaning: a rate rule is applied again to the new file's validation
 scores and the move is recorded (`follow_the_served_file`); a threshold given as a value stays, with what it now
-means said.
+means said. Each QA threshold names the file it was chosen on (`threshold_file`: the file's name and content
+digest), and a replica applies it only to that file: one that polls after an export put a new file in place but
+before the threshold followed it serves the new file at the new file's own threshold, never at one chosen on
+another file's scores.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -34,7 +39,7 @@ from inspection.operating_curve import TargetMetric, point_at, threshold_for_tar
 from inspection.report import EvaluationReport
 from inspection.settings import Settings
 from models import registry
-from models.artifacts import INT8_SERVED_SCORES_FILE, served_evidence_path
+from models.artifacts import INT8_SERVED_SCORES_FILE, served_evidence_path, serving_file
 from models.promotion import LOG_REASON_CHARS, MAX_REASON_CHARS, MAX_TAG_BYTES, registry_lock
 
 EXPORT_ACTOR = "inspection export"  # who a threshold move is recorded as when an export re-applies QA's rule
@@ -44,6 +49,10 @@ SET_BY_TAG = "threshold_set_by"
 REASON_TAG = "threshold_reason"
 RULE_TAG = "threshold_rule"
 LOG_TAG = "threshold_log"
+# The served file QA's threshold was chosen on ("<file name>:<16 hex of its SHA-256>"), written after the threshold
+# itself: a reader between the two writes sees a mismatch and serves the file's own threshold. Empty or missing (a
+# version not yet exported, or a threshold set before this tag existed): the threshold applies to any file.
+FILE_TAG = "threshold_file"
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +124,43 @@ def tagged_threshold(tags: Mapping[str, str]) -> float | None:
     return value if math.isfinite(value) else None
 
 
+_identities: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> identity: hashed once per file
+
+
+def served_file_identity(path: Path) -> str:
+    """A served file's name and content digest, the same on every machine that holds the file (a replica's
+    downloaded copy too). Hashed once per file: each poll asks again, and a 13 MB export takes ~15 ms to hash."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _identities:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _identities[key] = f"{path.name}:{digest.hexdigest()[:16]}"
+    return _identities[key]
+
+
+def threshold_applies(tags: Mapping[str, str], path: Path) -> bool:
+    """Whether QA's served threshold in `tags` was chosen on the file at `path` (or on no particular file)."""
+    chosen_on = tags.get(FILE_TAG)
+    if not chosen_on:
+        return True
+    try:
+        return chosen_on == served_file_identity(path)
+    except OSError:  # replaced by an export while being read: not the file it was chosen on, as far as is known
+        return False
+
+
+def _current_file_identity(info: registry.ModelVersionInfo) -> str:
+    """The identity of the file the version serves now, or "" when it is not exported."""
+    path = serving_file(info.artifacts)
+    try:
+        return "" if path is None else served_file_identity(path)
+    except OSError:  # replaced by an export while being read; that export moves the threshold onto its file
+        return ""
+
+
 @dataclass(frozen=True)
 class ServedThreshold:
     """The threshold a version serves and where it comes from: QA's tag, or training's calibration."""
@@ -146,10 +192,12 @@ def calibrated_served_threshold(info: registry.ModelVersionInfo, scores: ServedS
 
 
 def served_threshold(info: registry.ModelVersionInfo, scores: ServedScores | None = None) -> ServedThreshold | None:
-    """The threshold the version serves: QA's tag when set, else the calibrated one; None when neither is known
-    (a version trained before the curve was recorded serves its ONNX file's threshold)."""
+    """The threshold the version serves: QA's tag when set on the file that serves (as replicas apply it), else
+    the calibrated one; None when neither is known (a version trained before the curve was recorded serves its
+    ONNX file's threshold)."""
     tagged = tagged_threshold(info.tags)
-    if tagged is not None:
+    served = serving_file(info.artifacts)
+    if tagged is not None and (served is None or threshold_applies(info.tags, served)):
         tags = info.tags
         return ServedThreshold(
             tagged, "qa", tags.get(SET_AT_TAG), tags.get(SET_BY_TAG), tags.get(REASON_TAG), tags.get(RULE_TAG)
@@ -300,7 +348,8 @@ def record_threshold(settings: Settings, plan: ThresholdPlan, reason: str, by: s
         history = [*threshold_log(info), entry]
         while len(history) > 1 and len(json.dumps(history).encode()) > MAX_TAG_BYTES:
             history.pop(0)
-        # The threshold tag last: a reader that sees it sees its who / when / why too.
+        # The threshold after its who / when / why, so a reader that sees it sees them too; the file it was chosen
+        # on last (FILE_TAG says why).
         tags: dict[str, str] = {
             SET_AT_TAG: str(entry["at"]),
             SET_BY_TAG: by,
@@ -308,6 +357,7 @@ def record_threshold(settings: Settings, plan: ThresholdPlan, reason: str, by: s
             RULE_TAG: plan.request.rule,
             LOG_TAG: json.dumps(history),
             THRESHOLD_TAG: repr(float(plan.threshold)),
+            FILE_TAG: _current_file_identity(info),
         }
         registry.set_version_tags(settings, plan.product, plan.version, tags)
     return entry
@@ -316,19 +366,32 @@ def record_threshold(settings: Settings, plan: ThresholdPlan, reason: str, by: s
 def follow_the_served_file(settings: Settings, product: str, version: int, served_as: str) -> str | None:
     """After an export of `version` (now served as `served_as`, 'fp32' or 'int8'), keep QA's threshold meaning
     what QA chose on the file that now serves. A rate rule is applied again to that file's validation scores and
-    the move recorded, by EXPORT_ACTOR; a threshold given as a value stays. Returns what happened, for the
-    export's output, or None when QA never set a threshold or the rule gives the same one (the same file)."""
+    the move recorded, by EXPORT_ACTOR; a threshold given as a value stays. Either way the threshold then names the
+    new file (FILE_TAG), which replicas wait for before applying it. Returns what happened, for the export's
+    output, or None when QA never set a threshold or the rule gives the same one (the same file)."""
     info = registry.resolve_version(settings, product, version)
     before = tagged_threshold(info.tags)
     if before is None:
         return None
+    note, recorded = _threshold_on_the_new_file(settings, info, before, served_as)
+    if not recorded:  # QA's threshold stays as it was: now on the new file
+        registry.set_version_tags(settings, product, version, {FILE_TAG: _current_file_identity(info)})
+    return note
+
+
+def _threshold_on_the_new_file(
+    settings: Settings, info: registry.ModelVersionInfo, before: float, served_as: str
+) -> tuple[str | None, bool]:
+    """follow_the_served_file's decision about QA's threshold `before`: (what happened, whether a new threshold
+    was recorded)."""
+    product, version = info.product, info.version
     rule = info.tags.get(RULE_TAG, "value")
     scores = read_served_scores(info)
     if scores is None:
         return (
             f"QA's served threshold {before:g} ({rule}) stays, unchecked: the {served_as} file's validation scores "
             f"could not be read"
-        )
+        ), False
     request = ThresholdRequest.from_rule(rule)
     if request is None:
         point = scores.validation.point(before)
@@ -337,13 +400,13 @@ def follow_the_served_file(settings: Settings, product: str, version: int, serve
             f"QA's served threshold {before:g} was given as a value and stays; on the {served_as} file's validation "
             f"scores it misses {missed:.1f}% of defects and flags {flagged:.1f}% of good parts. Move it with "
             f"`inspection models threshold {product} --version {version}`"
-        )
+        ), False
     try:
         plan = plan_threshold(settings, product, request, version)
     except ThresholdRefused as exc:
-        return f"QA's served threshold {before:g} stays: its rule {rule} could not be applied again ({exc})"
+        return f"QA's served threshold {before:g} stays: its rule {rule} could not be applied again ({exc})", False
     if plan.threshold == before:
-        return None
+        return None, False
     record_threshold(
         settings,
         plan,
@@ -353,7 +416,7 @@ def follow_the_served_file(settings: Settings, product: str, version: int, serve
     return (
         f"QA's rule {rule} applied again to the {served_as} file's validation scores: served threshold "
         f"{before:g} -> {plan.threshold:g} (recorded by '{EXPORT_ACTOR}')"
-    )
+    ), True
 
 
 def report_curve(info: registry.ModelVersionInfo) -> Any:

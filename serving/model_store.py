@@ -1,6 +1,6 @@
 """Which ONNX file serves each product (the champion's accepted INT8 export if there is one, else its fp32 export)
-with which threshold (QA's `served_threshold` tag when set, else the file's own), and which one scores in its
-shadow (the challenger's, chosen the same way)."""
+with which threshold (QA's `served_threshold` tag when set on that file, else the file's own), and which one scores
+in its shadow (the challenger's, chosen the same way)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from inspection.settings import Settings
 from models import registry
 from models.artifacts import serving_file
-from models.served_threshold import tagged_threshold
+from models.served_threshold import tagged_threshold, threshold_applies
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,11 @@ def _exported(product: str, info: registry.ModelVersionInfo | None) -> ServedMod
     if info is None:
         return None
     path = serving_file(info.artifacts)
-    return ServedModel(product, info.version, path, tagged_threshold(info.tags)) if path else None
+    if path is None:
+        return None
+    # QA's threshold only on the file it was chosen on; between an export and its threshold, the file's own.
+    threshold = tagged_threshold(info.tags) if threshold_applies(info.tags, path) else None
+    return ServedModel(product, info.version, path, threshold)
 
 
 def champion_model(settings: Settings, product: str) -> ServedModel | None:

@@ -134,14 +134,16 @@ async def sync_engines(state: ServingState) -> list[str]:
 async def _sync_engine(state: ServingState, product: str, served: ServedModel) -> str | None:
     """Bring `product`'s engine to its champion `served`; a line when something changed."""
     engine = state.engines.get(product)
-    if engine is not None and engine.model_version == served.version:
+    stamp = file_stamp(served.path)
+    same_version = engine is not None and engine.model_version == served.version
+    if engine is not None and same_version and state.engine_files.get(product) == stamp:
         if engine.threshold_override == served.threshold:
             return None
         engine.set_threshold(served.threshold)
         source = "the model's own" if served.threshold is None else "set by QA"
         return f"{product}: v{served.version} now judged at threshold {engine.threshold:.4f} ({source})"
     failed = state.unloadable.get(product)
-    if failed is not None and failed.stamp == file_stamp(served.path):
+    if failed is not None and failed.stamp == stamp:
         return None  # this very file failed already; retried when the champion or its file changes
     try:
         if engine is None:
@@ -151,11 +153,16 @@ async def _sync_engine(state: ServingState, product: str, served: ServedModel) -
     except Exception as error:
         log.exception("loading %s v%d failed; the product's other models are unaffected", product, served.version)
         reason = f"{type(error).__name__}: {error}"
-        state.unloadable[product] = UnloadableModel(served.version, file_stamp(served.path), reason)
+        state.unloadable[product] = UnloadableModel(served.version, stamp, reason)
         kept = f"still serving v{engine.model_version}" if engine is not None else "not served"
         return f"{product}: v{served.version} could not be loaded ({kept})"
     state.unloadable.pop(product, None)
-    return f"{product}: now serving v{served.version}" if engine is None else f"{product}: v{served.version} swapped in"
+    state.engine_files[product] = stamp
+    if engine is None:
+        return f"{product}: now serving v{served.version}"
+    if same_version:
+        return f"{product}: v{served.version} re-exported, now serving {served.path.name}"
+    return f"{product}: v{served.version} swapped in"
 
 
 async def stop_shadows(state: ServingState, timeout: float) -> None:

@@ -48,6 +48,9 @@ class ServingState:
     shadows: dict[str, ShadowScorer] = field(default_factory=dict)  # product -> its challenger in shadow
     # product -> its champion that failed to load (the product keeps its older engine, if it had one)
     unloadable: dict[str, UnloadableModel] = field(default_factory=dict)
+    # product -> file_stamp() of the file its engine scores with: an export of the same version (INT8 accepted,
+    # or fp32 back in its place) changes the served file without moving the champion alias
+    engine_files: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     rejects: RejectPublisher | None = None  # None: MQTT reject messages are off
     metrics: ServingMetrics | None = None  # the app's, so the shadow threads can count what they do
     # ARCHIVE_OK, ARCHIVE_UNCHECKED (the startup check has not answered yet), or why frames cannot be archived
