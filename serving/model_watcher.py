@@ -83,27 +83,35 @@ async def _sync_shadow(state: ServingState, product: str, challenger: ServedMode
     if challenger is not None and (engine is None or engine.model_version == challenger.version):
         challenger = None  # a challenger that is the champion has nothing to be compared with
     current = state.shadows.get(product)
+    stamp = None if challenger is None else file_stamp(challenger.path)
+    same_version = current is not None and challenger is not None and current.model_version == challenger.version
     if (
         current is not None
         and challenger is not None
-        and (current.model_version, current.threshold_override) == (challenger.version, challenger.threshold)
+        and same_version
+        and (current.threshold_override, state.shadow_files.get(product)) == (challenger.threshold, stamp)
     ):
-        return None  # QA moving the challenger's served threshold restarts its shadow at the new point
+        return None  # QA moving the challenger's threshold, or an export its file, restarts its shadow
     change = None
+    new_file = same_version and state.shadow_files.get(product) != stamp  # the same challenger, re-exported
     if current is not None:
         # Removed from the map first, so new frames stop going to it; it finishes its queue within its budget.
         del state.shadows[product]
+        state.shadow_files.pop(product, None)
         current.stop()
         change = f"{product}: v{current.model_version} no longer in shadow"
-    if challenger is not None:
+    if challenger is not None and stamp is not None:
         try:
             state.shadows[product] = await run_in_threadpool(new_shadow, state, challenger)
         except Exception:  # a broken challenger must never stop the champion's serving: logged, retried next poll
             log.exception("loading challenger %s v%d for shadow scoring failed", product, challenger.version)
             return change
+        state.shadow_files[product] = stamp
         change = f"{product}: v{challenger.version} scoring in shadow" + (
-            "" if challenger.threshold is None else f" at QA's threshold {challenger.threshold:.4f}"
+            f" from its new file {challenger.path.name}" if new_file else ""
         )
+        if challenger.threshold is not None:
+            change += f" at QA's threshold {challenger.threshold:.4f}"
     return change
 
 

@@ -51,6 +51,7 @@ class ServingState:
     # product -> file_stamp() of the file its engine scores with: an export of the same version (INT8 accepted,
     # or fp32 back in its place) changes the served file without moving the champion alias
     engine_files: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    shadow_files: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # the same for the shadows
     rejects: RejectPublisher | None = None  # None: MQTT reject messages are off
     metrics: ServingMetrics | None = None  # the app's, so the shadow threads can count what they do
     # ARCHIVE_OK, ARCHIVE_UNCHECKED (the startup check has not answered yet), or why frames cannot be archived
