@@ -121,10 +121,11 @@ def _set_map_floor(model: DefectClassifier, data: TrainingData, batch_size: int,
         for features in data.val_features.split(batch_size)
     ]
     floor = model.set_map_floor(torch.cat(peaks) if peaks else torch.zeros(0), data.val_is_defect)
-    console.print(
-        f"anomaly maps: a peak under {floor:.3g} (the {MAP_FLOOR_QUANTILE:.0%} quantile of validation defects') "
-        "draws dimmer"
-    )
+    quantile = f"the {MAP_FLOOR_QUANTILE:.0%} quantile of validation defects' peaks"
+    if floor > 0:
+        console.print(f"anomaly maps: a peak under {floor:.3g} ({quantile}) draws dimmer")
+    else:  # no validation defect, or too few raise the logit anywhere: no floor to learn
+        console.print(f"anomaly maps: each drawn to its own peak ({quantile} is 0)")
 
 
 def classifier_training_block(result: TrainResult) -> dict[str, Any]:
