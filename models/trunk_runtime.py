@@ -3,7 +3,8 @@
 The classifier's training runs its frozen lower stages once per augmented view of every training image
 (training/features.py), and PatchCore runs its frozen trunk over every good training image and every validation
 and test image (training/kinds/anomaly.py); on a CPU those passes are most of what they cost. The trained
-classifier's validation and test scoring runs the same way (training/predict.py). Eager PyTorch runs
+classifier's validation and test scoring runs the same way (training/predict.py), and so does the
+hybrid's (training/kinds/hybrid.py, through models/hybrid_export.py). Eager PyTorch runs
 timm's TF-"same"-padded convolutions with a pad computed per call and no fused kernels; the same stages exported
 to an in-memory ONNX graph and run by ONNX Runtime take several times less CPU (README: issue 15, training time).
 The outputs agree to within float16's resolution, the precision the classifier's cache keeps.
@@ -45,6 +46,16 @@ def frozen_on_onnx_runtime(module: nn.Module, image_size: int, threads: int) -> 
             dynamic_axes={_INPUT: {0: "batch"}, _OUTPUT: {0: "batch"}},
         )
         graph = path.read_bytes()
+    session = training_session(graph, threads)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run([_OUTPUT], {_INPUT: np.ascontiguousarray(images, dtype=np.float32)})[0])
+
+    return run
+
+
+def training_session(graph: bytes, threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session for a pass training makes over many images, with `threads` intra-op threads."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -52,9 +63,4 @@ def frozen_on_onnx_runtime(module: nn.Module, image_size: int, threads: int) -> 
     # Between runs the caller decodes and augments the next batch on the same cores; spinning ORT threads would
     # take them. The classifier's 3-view pass over 768 ELPV cells: 8.8-9.4 s without spinning, 9.3-10.4 with.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-
-    def run(images: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run([_OUTPUT], {_INPUT: np.ascontiguousarray(images, dtype=np.float32)})[0])
-
-    return run
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])

@@ -44,7 +44,8 @@ def _scorer(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Preprocessed batch -> (N, 1 + K) probabilities. A classifier on a CPU runs on ONNX Runtime, the engine that
     will serve it (on ELPV its validation and test passes took 12 + 16 s in eager PyTorch; models/trunk_runtime.py).
-    On another device, and for the hybrid (whose kNN head ONNX reproduces only to a looser tolerance), PyTorch."""
+    On another device, and for a hybrid passed here (the hybrid kind scores its own outputs on ONNX Runtime,
+    training/kinds/hybrid.py), PyTorch."""
     probabilities = _Probabilities(model)
     if device.type == "cpu" and isinstance(model, DefectClassifier):
         return frozen_on_onnx_runtime(probabilities, spec.image_size, torch.get_num_threads())

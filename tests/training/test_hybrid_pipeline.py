@@ -6,15 +6,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 
 from datasets.importers.folder import import_folder
 from datasets.layout import scan_dataset
 from datasets.synth import DEFECT_TYPES, generate_synthetic_product
 from inspection.errors import InspectionError
 from inspection.imaging import read_image
+from inspection.preprocessing import preprocess
 from inspection.settings import Settings
 from models.artifacts import MODEL_FILE, serving_file
 from models.checkpoint import HybridBundle
+from models.hybrid import HybridOutput
+from models.hybrid_export import HYBRID_PARITY_TOLERANCE
 from models.onnx_runtime import OnnxScorer
 from models.registry import resolve_version
 from tests.conftest import make_configs_dir
@@ -27,7 +31,7 @@ from tests.training.curve_checks import (
 from training.evaluate_product import evaluate_product
 from training.export_pipeline import export_product
 from training.kinds import load_bundle as load_any_bundle
-from training.kinds.hybrid import hybrid_outputs
+from training.kinds.hybrid import classifier_logits, hybrid_outputs
 from training.pipeline import TrainOutcome, train_product
 
 PRODUCT = "gadget"
@@ -92,6 +96,36 @@ def test_bundle_round_trips_with_its_fusion(trained: Trained) -> None:
     assert report["test"]["auroc"] == pytest.approx(trained.outcome.report["test"]["auroc"], abs=1e-6)
 
 
+def _eager(bundle: HybridBundle, records: list) -> HybridOutput:
+    """The hybrid's outputs in eager PyTorch, the reference for ONNX Runtime."""
+    images = np.stack([preprocess(read_image(r.path), bundle.spec) for r in records])
+    with torch.no_grad():
+        return bundle.model.eval()(torch.from_numpy(images))
+
+
+def test_training_scores_the_hybrid_on_onnx_runtime_as_eager_pytorch_would(trained: Trained) -> None:
+    """Validation logits and test outputs come from ONNX Runtime (the served engine), within the export's parity
+    tolerance of eager PyTorch; the caller's model itself never runs."""
+    info = resolve_version(trained.settings, PRODUCT, trained.outcome.version)
+    bundle = load_any_bundle(info.artifacts / MODEL_FILE)
+    assert isinstance(bundle, HybridBundle)
+    records = scan_dataset(trained.settings.dataset_dir(PRODUCT))[::8]
+    eager = _eager(bundle, records)
+    originals = (bundle.model, bundle.model.classifier.upper)  # the logit pass calls the classifier by method
+    runs_of_the_callers_model = []
+    for module in originals:  # the exports trace copies, whose hooks see themselves, not these
+        module.register_forward_hook(
+            lambda hooked, *_: runs_of_the_callers_model.append(any(hooked is m for m in originals))
+        )
+    outputs = hybrid_outputs(bundle.model, records, bundle.spec, "test", batch_size=4)
+    logits = classifier_logits(bundle.model.classifier, records, bundle.spec, "validation", batch_size=4)
+    for field in HybridOutput._fields:
+        np.testing.assert_allclose(outputs[field], getattr(eager, field).numpy(), atol=HYBRID_PARITY_TOLERANCE)
+    np.testing.assert_allclose(logits, eager.classifier_logit.numpy(), atol=1e-4)
+    assert float(np.ptp(outputs["anomaly_score"])) > 1e-3 and float(np.ptp(logits)) > 1e-3  # not constants
+    assert not any(runs_of_the_callers_model)
+
+
 def test_export_serves_the_fused_verdicts_with_a_map(trained: Trained) -> None:
     settings = trained.settings
     with pytest.raises(InspectionError, match="INT8"):
@@ -107,8 +141,8 @@ def test_export_serves_the_fused_verdicts_with_a_map(trained: Trained) -> None:
     assert isinstance(bundle, HybridBundle)
     records = scan_dataset(settings.dataset_dir(PRODUCT))[::8]
     probability, types, maps = scorer.score_images_with_maps([read_image(r.path) for r in records], batch_size=4)
-    expected = hybrid_outputs(bundle.model, records, bundle.spec, "torch")
-    np.testing.assert_allclose(probability, expected["defect_probability"], atol=1e-3)
+    expected = _eager(bundle, records)
+    np.testing.assert_allclose(probability, expected.defect_probability.numpy(), atol=1e-3)
     assert types.shape == (len(records), len(scorer.defect_types))
     assert maps is not None and maps.shape == (len(records), 128, 128)
     assert (probability >= 0.5).any() and (probability < 0.5).any()
