@@ -22,14 +22,12 @@ another file's scores.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +39,7 @@ from inspection.settings import Settings
 from models import registry
 from models.artifacts import INT8_SERVED_SCORES_FILE, served_evidence_path, serving_file
 from models.promotion import LOG_REASON_CHARS, MAX_REASON_CHARS, MAX_TAG_BYTES, registry_lock
+from models.served_file import FILE_TAG, current_file_identity, threshold_applies
 
 EXPORT_ACTOR = "inspection export"  # who a threshold move is recorded as when an export re-applies QA's rule
 THRESHOLD_TAG = "served_threshold"
@@ -49,10 +48,6 @@ SET_BY_TAG = "threshold_set_by"
 REASON_TAG = "threshold_reason"
 RULE_TAG = "threshold_rule"
 LOG_TAG = "threshold_log"
-# The served file QA's threshold was chosen on ("<file name>:<16 hex of its SHA-256>"), written after the threshold
-# itself: a reader between the two writes sees a mismatch and serves the file's own threshold. Empty or missing (a
-# version not yet exported, or a threshold set before this tag existed): the threshold applies to any file.
-FILE_TAG = "threshold_file"
 
 log = logging.getLogger(__name__)
 
@@ -122,43 +117,6 @@ def tagged_threshold(tags: Mapping[str, str]) -> float | None:
         log.warning("ignoring served_threshold tag %r: not a number", text)
         return None
     return value if math.isfinite(value) else None
-
-
-_identities: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> identity: hashed once per file
-
-
-def served_file_identity(path: Path) -> str:
-    """A served file's name and content digest, the same on every machine that holds the file (a replica's
-    downloaded copy too). Hashed once per file: each poll asks again, and a 13 MB export takes ~15 ms to hash."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _identities:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _identities[key] = f"{path.name}:{digest.hexdigest()[:16]}"
-    return _identities[key]
-
-
-def threshold_applies(tags: Mapping[str, str], path: Path) -> bool:
-    """Whether QA's served threshold in `tags` was chosen on the file at `path` (or on no particular file)."""
-    chosen_on = tags.get(FILE_TAG)
-    if not chosen_on:
-        return True
-    try:
-        return chosen_on == served_file_identity(path)
-    except OSError:  # replaced by an export while being read: not the file it was chosen on, as far as is known
-        return False
-
-
-def _current_file_identity(info: registry.ModelVersionInfo) -> str:
-    """The identity of the file the version serves now, or "" when it is not exported."""
-    path = serving_file(info.artifacts)
-    try:
-        return "" if path is None else served_file_identity(path)
-    except OSError:  # replaced by an export while being read; that export moves the threshold onto its file
-        return ""
 
 
 @dataclass(frozen=True)
@@ -357,7 +315,7 @@ def record_threshold(settings: Settings, plan: ThresholdPlan, reason: str, by: s
             RULE_TAG: plan.request.rule,
             LOG_TAG: json.dumps(history),
             THRESHOLD_TAG: repr(float(plan.threshold)),
-            FILE_TAG: _current_file_identity(info),
+            FILE_TAG: current_file_identity(info),
         }
         registry.set_version_tags(settings, plan.product, plan.version, tags)
     return entry
@@ -375,7 +333,7 @@ def follow_the_served_file(settings: Settings, product: str, version: int, serve
         return None
     note, recorded = _threshold_on_the_new_file(settings, info, before, served_as)
     if not recorded:  # QA's threshold stays as it was: now on the new file
-        registry.set_version_tags(settings, product, version, {FILE_TAG: _current_file_identity(info)})
+        registry.set_version_tags(settings, product, version, {FILE_TAG: current_file_identity(info)})
     return note
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from inspection.settings import Settings
 from models import registry
 from models.artifacts import serving_file
-from models.served_threshold import tagged_threshold, threshold_applies
+from models.served_file import threshold_applies
+from models.served_threshold import tagged_threshold
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ import logging
 from starlette.concurrency import run_in_threadpool
 
 from models.onnx_runtime import OnnxScorer
+from models.served_file import file_stamp
 from serving.engine import InferenceEngine, engine_runners
 from serving.model_store import ServedModel, challenger_model, champion_model, registered_products
 from serving.shadow import ShadowScorer
-from serving.state import ServingState, UnloadableModel, file_stamp
+from serving.state import ServingState, UnloadableModel
 
 log = logging.getLogger("serving")
 # The shadow's session gets one core: on a 2-core line PC the champion keeps the other one to itself.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,17 +25,8 @@ class UnloadableModel:
     """A champion the server tried to load and could not: which, from where, and why."""
 
     version: int
-    stamp: tuple[str, int, int]  # file_stamp() of the file that failed
+    stamp: tuple[str, int, int]  # models.served_file.file_stamp() of the file that failed
     error: str
-
-
-def file_stamp(path: Path) -> tuple[str, int, int]:
-    """Path, size and modification time: a re-exported file at the same path is a new file worth a new try."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return str(path), -1, -1
-    return str(path), stat.st_size, stat.st_mtime_ns
 
 
 @dataclass
@@ -48,8 +38,8 @@ class ServingState:
     shadows: dict[str, ShadowScorer] = field(default_factory=dict)  # product -> its challenger in shadow
     # product -> its champion that failed to load (the product keeps its older engine, if it had one)
     unloadable: dict[str, UnloadableModel] = field(default_factory=dict)
-    # product -> file_stamp() of the file its engine scores with: an export of the same version (INT8 accepted,
-    # or fp32 back in its place) changes the served file without moving the champion alias
+    # product -> models.served_file.file_stamp() of the file its engine scores with: an export of the same version
+    # (INT8 accepted, or fp32 back in its place) changes the served file without moving the champion alias
     engine_files: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     shadow_files: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # the same for the shadows
     rejects: RejectPublisher | None = None  # None: MQTT reject messages are off
