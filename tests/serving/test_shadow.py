@@ -28,8 +28,7 @@ from inspection.storage.database import open_database
 from inspection.storage.schema import ShadowScore
 from inspection.storage.shadow import shadow_comparison
 from models import registry
-from models.artifacts import FP32_FILE, INT8_FILE, onnx_dir, serving_file
-from models.onnx_export import update_onnx_metadata
+from models.artifacts import serving_file
 from models.onnx_runtime import METADATA_KEY_PREFIX, OnnxScorer
 from serving.frames import frame_to_inputs
 from serving.metrics import ServingMetrics
@@ -340,43 +339,6 @@ def test_the_shadow_follows_the_challenger_alias_to_a_newer_version(
     assert second == [f"{product}: v3 scoring in shadow"]
     rows = _shadow_rows(settings)
     assert [row.model_version for row in rows["after-the-move"]] == [3]
-
-
-def test_the_shadow_follows_a_re_export_of_the_challenger(trained_product, tmp_path: Path) -> None:
-    """An export of the challenger that changes its served file (an accepted INT8 file) moves no alias: the
-    shadow restarts on the new file."""
-    from serving.model_watcher import stop_shadows, sync_engines
-    from serving.row_writer import InspectionRowWriter
-    from serving.state import ServingState
-
-    settings = _home_with_two_exported_versions(trained_product, tmp_path)
-    product = trained_product.product
-    onnx = onnx_dir(registry.resolve_version(settings, product, 2).artifacts)
-    sessions = open_database(settings.resolved_database_url)
-
-    async def main() -> list[str]:
-        state = ServingState(settings=settings, sessions=sessions, rows=InspectionRowWriter(sessions))
-        state.metrics = ServingMetrics(lambda: state.engines, lambda: state.shadows)
-        try:
-            await sync_engines(state)
-            old = state.shadows[product]
-            assert old._scorer.path.name == FP32_FILE
-            # As an export's accepted INT8 file arrives: another file, with its own threshold inside.
-            update_onnx_metadata(shutil.copy(onnx / FP32_FILE, onnx / INT8_FILE), {"threshold": 0.375})
-            moved = await sync_engines(state)
-            new = state.shadows[product]
-            assert new is not old and new._scorer.path.name == INT8_FILE and new.model_version == 2
-            assert old.join(timeout=10), "the replaced shadow's worker must stop"
-            assert await sync_engines(state) == []
-        finally:
-            await stop_shadows(state, timeout=10)
-            for engine in state.engines.values():
-                await engine.close()
-            await state.rows.close()
-        return moved
-
-    moved = asyncio.run(main())
-    assert moved == [f"{product}: v2 scoring in shadow from its new file {INT8_FILE}"]
 
 
 def test_the_shadow_judges_at_qas_served_threshold_of_the_challenger(
