@@ -33,8 +33,9 @@ def file_stamp(path: Path) -> tuple[str, int, int]:
 
 
 def served_file_identity(path: Path) -> str:
-    """The file's name and 16 hex of its SHA-256. Hashed once per stamp: replicas ask at every poll, and a 13 MB
-    export takes ~15 ms to hash. Raises OSError when the file cannot be read (replaced while being read)."""
+    """The file's name and 16 hex of its SHA-256. Hashed once per stamp, since replicas ask at every poll:
+    hashing ELPV's 13.5 MB export took 9-15 ms, a cached answer 0.014 ms (2026-12-06, five timings). Raises
+    OSError when the file cannot be read (replaced while being read)."""
     stamp = file_stamp(path)
     if stamp not in _identities:
         digest = hashlib.sha256()
