@@ -2,8 +2,9 @@
 
 Import the ELPV solar cells, train a short schedule, export, start a server, stream the held-out cells through
 the camera client as two simulated lines, give QA feedback for a sample of them, and print the miss and
-false-detection rates the server measured. Each step reuses what an earlier run left, so a second run starts
-streaming within a minute.
+false-detection rates the server measured. Then QA moves the operating point to a false-detection budget
+(cli.demo_operating_point), the cells pass the line again, and the two points' live rates are shown side by side.
+Each step reuses what an earlier run left, so a second run starts streaming within a minute.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +20,14 @@ import typer
 from rich.table import Table
 
 from cli.common import console, pct, print_report, settings_from_env
+from cli.demo_operating_point import (
+    DEFAULT_FALSE_DETECTION_BUDGET,
+    comparison_table,
+    move_operating_point,
+    served_threshold_now,
+    start_at_calibrated_point,
+    wait_until_served,
+)
 from cli.demo_server import DemoServer, start_server
 from inspection.errors import InspectionError
 from inspection.names import validate_product_name
@@ -163,13 +173,15 @@ def _give_feedback(server: DemoServer, results: list[Any], labels: dict[str, str
     return len(sample)
 
 
-def _print_live_rates(server: DemoServer, product: str) -> dict[str, Any]:
+def _print_live_rates(server: DemoServer, product: str, since: datetime, point: str) -> dict[str, Any]:
+    """The rates /v1/stats measured from QA's feedback on the frames answered since `since` (this pass only)."""
     import httpx
 
     headers = {"X-API-Key": server.keys["manager"]}
-    stats = httpx.get(f"{server.url}/v1/stats", params={"product": product}, headers=headers, timeout=30).json()
+    params = {"product": product, "since": since.isoformat()}
+    stats = httpx.get(f"{server.url}/v1/stats", params=params, headers=headers, timeout=30).json()
     block = stats["totals"]
-    table = Table(title=f"{product}: what the server measured from QA feedback")
+    table = Table(title=f"{product} at {point}: what the server measured from QA feedback")
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("95% interval", justify="right")
@@ -192,6 +204,9 @@ def demo_cmd(
     feedback_fraction: Annotated[float, typer.Option(help="Share of the streamed frames QA labels.")] = 0.5,
     host: Annotated[str, typer.Option(help="Interface the demo server listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the demo server (a free one if taken).")] = 8000,
+    false_detection_budget: Annotated[
+        float, typer.Option(help="QA's false-detection budget for the second pass, a fraction of good parts.")
+    ] = DEFAULT_FALSE_DETECTION_BUDGET,
     hold: Annotated[
         bool | None, typer.Option(help="Keep the server up for the dashboard (default: when run in a terminal).")
     ] = None,
@@ -200,21 +215,37 @@ def demo_cmd(
     started = time.perf_counter()
     settings = settings_from_env()
     validate_product_name(product)
-    if not 0 < feedback_fraction <= 1 or fps <= 0 or epochs < 1:
-        raise InspectionError("need 0 < feedback-fraction <= 1, fps > 0 and epochs >= 1")
-    _step("1/5 data: the ELPV solar cells (Deitsch et al. 2019), 2,624 real electroluminescence images")
+    if not 0 < feedback_fraction <= 1 or fps <= 0 or epochs < 1 or not 0 <= false_detection_budget < 1:
+        raise InspectionError(
+            "need 0 < feedback-fraction <= 1, fps > 0, epochs >= 1 and 0 <= false-detection-budget < 1"
+        )
+    _step("1/6 data: the ELPV solar cells (Deitsch et al. 2019), 2,624 real electroluminescence images")
     _ensure_dataset(settings, product)
-    _step(f"2/5 model: train ({epochs} fine-tune epochs, no augmented copies), calibrate, evaluate, export")
+    _step(f"2/6 model: train ({epochs} fine-tune epochs, no augmented copies), calibrate, evaluate, export")
     _ensure_model(settings, product, epochs)
+    start_at_calibrated_point(settings, product)
     frames = held_out_frames(settings, product)
     labels = {path.name: label for path, label in frames}
-    _step(f"3/5 server: FastAPI + ONNX Runtime for {settings.home}")
+    _step(f"3/6 server: FastAPI + ONNX Runtime for {settings.home}")
     with start_server(settings, host, port) as server:
-        _step(f"4/5 cameras: {len(frames)} held-out frames as {len(LINES)} lines at {fps:g} frames/s each")
-        results = _stream(server, product, _line_folders(settings, frames), fps)
+        manager = server.keys["manager"]
+        folders = _line_folders(settings, frames)
+        _step(f"4/6 cameras: {len(frames)} held-out frames as {len(LINES)} lines at {fps:g} frames/s each")
+        calibrated, since = served_threshold_now(server.url, manager, product), datetime.now(UTC)
+        results = _stream(server, product, folders, fps)
         reviewed = _give_feedback(server, results, labels, feedback_fraction, seed=0)
-        _step(f"5/5 live rates from {reviewed} QA-labelled frames")
-        _print_live_rates(server, product)
+        _step(f"5/6 live rates from {reviewed} QA-labelled frames")
+        points = [("training's calibration", calibrated, _print_live_rates(server, product, since, "its calibration"))]
+        _step(f"6/6 QA moves the operating point: at most {false_detection_budget:.0%} of good parts flagged")
+        plan = move_operating_point(settings, product, false_detection_budget)
+        if plan is not None:
+            wait_until_served(server.url, manager, product, plan.threshold)
+            since = datetime.now(UTC)
+            results = _stream(server, product, folders, fps)
+            _give_feedback(server, results, labels, feedback_fraction, seed=1)
+            point = f"QA's budget of {false_detection_budget:.0%}"
+            points.append((point, plan.threshold, _print_live_rates(server, product, since, point)))
+            console.print(comparison_table(product, points))
         console.print(f"demo finished its measurements in {time.perf_counter() - started:.0f} s")
         console.print(f"dashboard: [bold]{server.url}/products/{product}[/]   review: {server.url}/review")
         for role in ("manager", "qa"):

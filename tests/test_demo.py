@@ -1,6 +1,7 @@
 """`inspection demo` end to end on the session's synthetic product: a real server process, two camera lines,
-QA feedback, and live rates that match what the database holds. (ELPV import and training are what `make demo`
-adds; here the product is already trained, which the demo detects and reuses.)"""
+QA feedback, live rates that match what the database holds, then QA's move of the operating point and a second
+pass served at it. (ELPV import and training are what `make demo` adds; here the product is already trained,
+which the demo detects and reuses.)"""
 
 from __future__ import annotations
 
@@ -11,27 +12,46 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.demo import held_out_frames
+from cli.demo_operating_point import DEMO_ACTOR, start_at_calibrated_point
 from cli.main import app
+from inspection.settings import Settings
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from inspection.storage.stats import compute_stats
+from models import registry
+from models.home_copy import copy_home
+from models.served_threshold import (
+    ThresholdRequest,
+    calibrated_served_threshold,
+    plan_threshold,
+    read_served_scores,
+    record_threshold,
+    served_threshold,
+)
 
 pytestmark = pytest.mark.slow
 
 
-def _camera_counts(output: str, line: str) -> list[int]:
-    """sent, answered, errors, dropped of one line, from the demo's camera table."""
+def _camera_counts(output: str, line: str) -> list[list[int]]:
+    """sent, answered, errors, dropped of one line in each pass, from the demo's camera tables."""
     cell = r"[\s│]+(\d+)"  # rich draws the table's column rules with │
-    found = re.search(line + cell * 4, output)
-    assert found is not None, output
-    return [int(n) for n in found.groups()]
+    found = re.findall(line + cell * 4, output)
+    assert found, output
+    return [[int(n) for n in counts] for counts in found]
+
+
+def _private_home(trained_product, tmp_path: Path) -> Settings:
+    """A copy of the trained home: the demo records served thresholds, which other tests must not see."""
+    settings = trained_product.settings.model_copy(update={"home": tmp_path / "var"})
+    copy_home(trained_product.settings, settings)
+    return settings
 
 
 def test_demo_streams_the_held_out_frames_and_reports_the_rates_the_server_measured(
     trained_product, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, product = trained_product.settings, trained_product.product
-    database = f"sqlite:///{tmp_path / 'demo.db'}"  # its own rows: other tests share the trained home
+    settings, product = _private_home(trained_product, tmp_path), trained_product.product
+    database = f"sqlite:///{tmp_path / 'demo.db'}"
     monkeypatch.setenv("INSPECTION_HOME", str(settings.home))
     monkeypatch.setenv("INSPECTION_CONFIGS_DIR", str(settings.configs_dir))
     monkeypatch.setenv("INSPECTION_DATABASE_URL", database)
@@ -45,22 +65,62 @@ def test_demo_streams_the_held_out_frames_and_reports_the_rates_the_server_measu
     frames = held_out_frames(settings, product)
     sessions = open_database(database)
     rows, total = list_inspections(sessions, InspectionFilter(product=product), limit=500)
-    # Every frame is sent, answered or dropped (when the server falls behind, as a camera would); every
-    # answered frame is one row.
+    assert len(rows) == total  # one page holds both passes of the tiny product's test split
+    # QA's move is recorded on the champion: the lowest threshold within a 10 % validation false-detection budget.
+    info = registry.champion(settings, product)
+    assert info is not None
+    scores = read_served_scores(info)
+    moved, calibrated = served_threshold(info, scores), calibrated_served_threshold(info, scores)
+    assert moved is not None and calibrated is not None
+    assert (moved.source, moved.rule, moved.set_by) == ("qa", "false_detection_rate<=0.1", DEMO_ACTOR)
+    assert moved.value == plan_threshold(settings, product, ThresholdRequest(false_detection_rate=0.1)).threshold
+    assert moved.value != calibrated  # else the two passes could not be told apart below
+
+    # Two passes: every frame is sent, answered or dropped (when the server falls behind, as a camera would) in
+    # each; every answered frame is one row, served at its pass's threshold.
     counts = {line: _camera_counts(result.output, line) for line in ("line-1", "line-2")}
-    assert sum(sent + dropped for sent, _, _, dropped in counts.values()) == len(frames)
-    assert total == sum(answered for _, answered, _, _ in counts.values()) > len(frames) / 2
+    passes = {threshold: [row for row in rows if row.threshold == threshold] for threshold in (calibrated, moved.value)}
+    for index, threshold in enumerate((calibrated, moved.value)):
+        assert sum(counts[line][index][0] + counts[line][index][3] for line in counts) == len(frames)
+        answered = sum(counts[line][index][1] for line in counts)
+        assert len(passes[threshold]) == answered > len(frames) / 2
+        assert all((row.verdict == "defect") == (row.defect_probability >= threshold) for row in passes[threshold])
+    assert total == sum(len(rows_of_pass) for rows_of_pass in passes.values())
     assert {row.line_id for row in rows} == {"line-1", "line-2"}
     assert {row.frame_id for row in rows} <= {path.name for path, _ in frames}
     labels = {path.name: label for path, label in frames}
-    reviewed = [row for row in rows if row.feedback_label is not None]
-    assert len(reviewed) == round(0.5 * total)
-    assert all(row.feedback_label == labels[row.frame_id] for row in reviewed)  # QA gave the true labels
+    for rows_of_pass in passes.values():
+        reviewed = [row for row in rows_of_pass if row.feedback_label is not None]
+        assert len(reviewed) == round(0.5 * len(rows_of_pass))
+        assert all(row.feedback_label == labels[row.frame_id] for row in reviewed)  # QA gave the true labels
 
-    qa = compute_stats(sessions, product=product)["totals"]["qa"]
-    for name, key in (("miss rate", "miss_rate"), ("false-detection rate", "false_detection_rate")):
-        rate = qa[key]
-        printed = re.search(rf"{name}\s.*?(\d+)/(\d+)", result.output)
-        assert printed is not None, result.output
-        assert (int(printed.group(1)), int(printed.group(2))) == (rate["k"], rate["n"])
+    # Each pass's printed rates are what the database holds for that pass alone (the second pass's window starts
+    # at its first row), in its own table and side by side at the end.
+    second_pass = min(row.received_at for row in passes[moved.value])
+    for index, (since, until) in enumerate(((None, second_pass), (second_pass, None))):
+        qa = compute_stats(sessions, product=product, since=since, until=until)["totals"]["qa"]
+        for name, key in (("miss rate", "miss_rate"), ("false-detection rate", "false_detection_rate")):
+            printed = re.findall(rf"│ {name} +│.*?(\d+)/(\d+)", result.output)  # the rows of each pass's table
+            assert len(printed) == 2, result.output
+            assert tuple(map(int, printed[index])) == (qa[key]["k"], qa[key]["n"])
+    assert "the two operating points on the line" in result.output
     assert "dashboard: http://127.0.0.1:" in result.output
+
+
+def test_a_rerun_of_the_demo_starts_at_the_calibrated_threshold(trained_product, tmp_path: Path) -> None:
+    settings, product = _private_home(trained_product, tmp_path), trained_product.product
+    plan = plan_threshold(settings, product, ThresholdRequest(false_detection_rate=0.1))
+    record_threshold(settings, plan, "an earlier demo's move", DEMO_ACTOR)
+    info = registry.champion(settings, product)
+    assert info is not None
+    scores = read_served_scores(info)
+    calibrated, before = calibrated_served_threshold(info, scores), served_threshold(info, scores)
+    assert before is not None and before.source == "qa" and before.value == plan.threshold != calibrated
+
+    start_at_calibrated_point(settings, product)
+    info = registry.champion(settings, product)
+    assert info is not None
+    after = served_threshold(info, scores)
+    assert after is not None and after.value == calibrated
+    start_at_calibrated_point(settings, product)  # already there: nothing more is recorded
+    assert registry.resolve_version(settings, product, info.version).tags == info.tags

@@ -1,0 +1,108 @@
+"""The demo's last step: QA moves the line's operating point on evidence, and the live rates move with it.
+
+The first pass runs at training's calibrated threshold (the product's target miss rate), which on ELPV flags about
+four good cells in ten: the price of missing almost no defect on these labels. QA answers as a plant would, with
+a false-detection budget: the lowest threshold whose validation false-detection rate stays within it, shown with
+what it costs on validation and test, recorded with who and why (what `inspection models threshold` does), and
+applied by the server at its next registry poll. The held-out frames then pass the line again, and the rates
+measured from QA's feedback say what the move bought and what it cost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+from rich.table import Table
+
+from cli.common import console, pct
+from cli.models import threshold_table
+from inspection.errors import InspectionError
+from inspection.settings import Settings
+from models import registry
+from models.served_threshold import (
+    ThresholdPlan,
+    ThresholdRefused,
+    ThresholdRequest,
+    calibrated_served_threshold,
+    plan_threshold,
+    read_served_scores,
+    record_threshold,
+    served_threshold,
+)
+
+DEMO_ACTOR = "inspection demo"  # who the threshold log says moved it
+DEFAULT_FALSE_DETECTION_BUDGET = 0.10  # issue 15's operating point: at most one good part in ten flagged
+SERVED_WAIT_S = 60.0  # a few registry polls (5 s by default)
+
+
+def start_at_calibrated_point(settings: Settings, product: str) -> None:
+    """Serve training's calibrated threshold again if an earlier demo left QA's there, so every run shows the
+    same two points (the move back is recorded like any other)."""
+    info = registry.champion(settings, product)
+    if info is None:
+        return
+    scores = read_served_scores(info)
+    current, calibrated = served_threshold(info, scores), calibrated_served_threshold(info, scores)
+    if current is None or current.source != "qa" or calibrated is None or current.value == calibrated:
+        return
+    plan = plan_threshold(settings, product, ThresholdRequest(value=calibrated))
+    record_threshold(settings, plan, "demo: each run starts at training's calibrated threshold", DEMO_ACTOR)
+    console.print(f"an earlier demo left QA's threshold {current.value:.4f}: back to the calibrated {calibrated:.4f}")
+
+
+def move_operating_point(settings: Settings, product: str, budget: float) -> ThresholdPlan | None:
+    """Record the champion's threshold for a validation false-detection rate within `budget`, after showing what
+    it costs; None (and why, printed) when the validation split cannot support the budget."""
+    try:
+        plan = plan_threshold(settings, product, ThresholdRequest(false_detection_rate=budget))
+    except ThresholdRefused as refused:
+        console.print(f"[yellow]QA cannot move the operating point:[/] {refused}")
+        return None
+    console.print(threshold_table(plan))
+    reason = f"demo: a false-detection budget of {budget:.0%}, the point a plant can run; misses rise, as shown"
+    record_threshold(settings, plan, reason, DEMO_ACTOR)
+    console.print(
+        f"recorded: {product} v{plan.version} serves {plan.threshold:.4f} from each server's next poll, and keeps it "
+        f"after the demo (`inspection models threshold {product} --miss-rate R --reason ...` moves it again)",
+        markup=False,
+        highlight=False,
+    )
+    return plan
+
+
+def served_threshold_now(url: str, key: str, product: str) -> float | None:
+    """The threshold the server applies to `product`'s frames now (GET /v1/products)."""
+    response = httpx.get(f"{url}/v1/products", headers={"X-API-Key": key}, timeout=30)
+    response.raise_for_status()
+    served = {entry["product"]: entry["threshold"] for entry in response.json()}
+    return served.get(product)
+
+
+def wait_until_served(url: str, key: str, product: str, threshold: float, timeout: float = SERVED_WAIT_S) -> None:
+    """Block until the server applies `threshold` to `product` (its registry poll), or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        served = served_threshold_now(url, key, product)
+        if served is not None and abs(served - threshold) < 1e-9:
+            return
+        time.sleep(0.5)
+    raise InspectionError(f"the server did not apply the threshold {threshold:.4f} within {timeout:.0f} s")
+
+
+def comparison_table(product: str, points: list[tuple[str, float | None, dict[str, Any]]]) -> Table:
+    """The live rates of each pass side by side: (operating point, served threshold, that pass's /v1/stats)."""
+    table = Table(title=f"{product}: the two operating points on the line (QA-checked frames, Wilson 95%)")
+    for column in ("operating point", "threshold", "miss rate", "false-detection rate", "flagged"):
+        table.add_column(column, justify="left" if column == "operating point" else "right")
+    for name, threshold, stats in points:
+        block = stats["totals"]
+        cells = []
+        for key in ("miss_rate", "false_detection_rate"):
+            rate = block["qa"][key]
+            low, high = rate["ci95"]
+            cells.append(f"{pct(rate['rate'])} ({pct(low)}–{pct(high)}), {rate['k']}/{rate['n']}")
+        shown = "-" if threshold is None else f"{threshold:.4f}"
+        table.add_row(name, shown, *cells, f"{pct(block['defect_rate'])} of {block['n']}")
+    return table
