@@ -15,11 +15,15 @@ that did not earn its place.
   local equalization could make a faint crack stand out wherever it lies.
 - `contrast-stretch`: every gray image stretched linearly so its 1st and 99th percentiles become 0 and 255: the
   brightness differences between modules removed, the local contrast left as it is.
+- `training-half`, `training-quarter`: the classifier trains on a random half (a quarter) of the training split,
+  drawn per label with the run's seed; validation and test stay whole. Points of a learning curve: how much the
+  figures move with the amount of labeled data, and so how much more data a goal would need at that rate.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -78,20 +82,39 @@ def unanimous(record: ImageRecord) -> bool:
 
 
 @contextmanager
-def unanimous_training() -> Iterator[None]:
+def training_records(choose: Callable[[list[ImageRecord], int], list[ImageRecord]], name: str) -> Iterator[None]:
+    """The classifier trains on `choose(the training split's records, the run's seed)`; validation and test stay
+    whole, so the figures compare with the other runs."""
     original = classifier_kind._prepare_data
 
-    def prepare_unanimous(model: Any, job: Any, defect_types: list[str], device: torch.device) -> Any:
-        kept = [record for record in job.parts["train"] if unanimous(record)]
-        console.print(f"ablation unanimous-training: training on {len(kept)} of {len(job.parts['train'])} images")
+    def prepare_chosen(model: Any, job: Any, defect_types: list[str], device: torch.device) -> Any:
+        kept = choose(job.parts["train"], job.config.seed)
+        console.print(f"ablation {name}: training on {len(kept)} of {len(job.parts['train'])} images")
         job = dataclasses.replace(job, parts={**job.parts, "train": kept})
         return original(model, job, defect_types, device)
 
-    classifier_kind._prepare_data = prepare_unanimous
+    classifier_kind._prepare_data = prepare_chosen
     try:
         yield
     finally:
         classifier_kind._prepare_data = original
+
+
+def unanimous_training() -> AbstractContextManager[None]:
+    return training_records(lambda records, _seed: [r for r in records if unanimous(r)], "unanimous-training")
+
+
+def label_stratified_share(records: list[ImageRecord], fraction: float, seed: int) -> list[ImageRecord]:
+    """`fraction` of each label's records (rounded, at least one), drawn with `seed`, in their original order."""
+    drawn: set[int] = set()
+    for label in sorted({record.label for record in records}):
+        indices = [i for i, record in enumerate(records) if record.label == label]
+        drawn.update(random.Random(f"{seed}:{label}").sample(indices, max(1, round(fraction * len(indices)))))
+    return [record for i, record in enumerate(records) if i in drawn]
+
+
+def training_share(fraction: float, name: str) -> AbstractContextManager[None]:
+    return training_records(lambda records, seed: label_stratified_share(records, fraction, seed), name)
 
 
 def mixed(
@@ -178,6 +201,8 @@ ABLATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
     "feature-mixup": feature_mixup,
     "clahe": clahe,
     "contrast-stretch": contrast_stretch,
+    "training-half": lambda: training_share(0.5, "training-half"),
+    "training-quarter": lambda: training_share(0.25, "training-quarter"),
 }
 
 

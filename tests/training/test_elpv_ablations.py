@@ -12,7 +12,15 @@ from torch import nn
 import inspection.preprocessing as preprocessing
 import training.kinds.classifier as classifier_kind
 import training.trainer as trainer
-from benchmarks.elpv_ablations import MIXUP_ALPHA, GeneralizedMeanPool, ablation, mixed, stretched, unanimous
+from benchmarks.elpv_ablations import (
+    MIXUP_ALPHA,
+    GeneralizedMeanPool,
+    ablation,
+    label_stratified_share,
+    mixed,
+    stretched,
+    unanimous,
+)
 from datasets.layout import ImageRecord
 from inspection.preprocessing import PreprocessSpec, prepare_image, preprocess
 from models.classifier import DefectClassifier
@@ -47,6 +55,19 @@ def test_unanimous_keeps_only_cells_every_annotator_agreed_on() -> None:
     assert kept == [0.0, 1.0]
 
 
+def test_a_training_share_keeps_each_labels_proportion_and_changes_with_the_seed() -> None:
+    records = [ImageRecord(f"{label}/{i}.png", label, Path("x.png")) for label in ("good", "defect") for i in range(40)]
+    records += [ImageRecord(f"crack/{i}.png", "crack", Path("x.png")) for i in range(3)]
+    half = label_stratified_share(records, 0.5, seed=0)
+    counts = {label: sum(r.label == label for r in half) for label in ("good", "defect", "crack")}
+    assert counts == {"good": 20, "defect": 20, "crack": 2}
+    assert half == [r for r in records if r in half]  # the original order kept
+    assert half == label_stratified_share(records, 0.5, seed=0)
+    assert half != label_stratified_share(records, 0.5, seed=1)
+    quarter = label_stratified_share(records, 0.25, seed=0)
+    assert {label: sum(r.label == label for r in quarter) for label in counts} == {"good": 10, "defect": 10, "crack": 1}
+
+
 def test_feature_mixup_mixes_features_and_defect_targets_by_one_dominant_lambda() -> None:
     features = torch.rand(8, 3, 4, 4)
     is_defect = (torch.arange(8) % 2).float()
@@ -69,8 +90,9 @@ def test_patching_ablations_restore_what_they_replaced() -> None:
     batch, prepare = trainer._batch, classifier_kind._prepare_data
     with ablation("feature-mixup"):
         assert trainer._batch is not batch
-    with ablation("unanimous-training"):
-        assert classifier_kind._prepare_data is not prepare
+    for name in ("unanimous-training", "training-half", "training-quarter"):
+        with ablation(name):
+            assert classifier_kind._prepare_data is not prepare
     assert trainer._batch is batch and classifier_kind._prepare_data is prepare
 
 
