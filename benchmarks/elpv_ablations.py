@@ -26,6 +26,7 @@ import dataclasses
 import random
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import cv2
@@ -201,9 +202,10 @@ ABLATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
     "feature-mixup": feature_mixup,
     "clahe": clahe,
     "contrast-stretch": contrast_stretch,
-    "training-half": lambda: training_share(0.5, "training-half"),
-    "training-quarter": lambda: training_share(0.25, "training-quarter"),
 }
+# The learning curve's points: the share of the training split each of these ablations trains on.
+TRAINING_SHARES = {"training-half": 0.5, "training-quarter": 0.25}
+ABLATIONS.update({name: partial(training_share, share, name) for name, share in TRAINING_SHARES.items()})
 
 
 def ablation(name: str | None) -> AbstractContextManager[None]:
