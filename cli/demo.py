@@ -235,7 +235,8 @@ def demo_cmd(
         results = _stream(server, product, folders, fps)
         reviewed = _give_feedback(server, results, labels, feedback_fraction, seed=0)
         _step(f"5/6 live rates from {reviewed} QA-labelled frames")
-        points = [("training's calibration", calibrated, _print_live_rates(server, product, since, "its calibration"))]
+        point = "training's calibration"
+        points = [(point, calibrated, _print_live_rates(server, product, since, point))]
         _step(f"6/6 QA moves the operating point: at most {false_detection_budget:.0%} of good parts flagged")
         plan = move_operating_point(settings, product, false_detection_budget)
         if plan is not None:
