@@ -26,6 +26,7 @@ from inspection.metrics import auroc
 from inspection.product_config import TrainConfig
 from models.classifier import DefectClassifier
 from training import distributed
+from training.schedule import learning_rate_factor, stops_early
 from training.weight_average import WeightAverage
 
 
@@ -175,14 +176,6 @@ def fit_linear_probe(
     return EpochStats(0, "probe", best[2], val_loss, val_auroc)
 
 
-def _learning_rate_factor(epoch: int, progress: float, config: TrainConfig) -> float:
-    """Linear warm-up through fine-tune epoch 1 (the probed heads must not be knocked off by the first, noisiest
-    steps), then cosine decay so the last epochs settle. `progress` is the fraction of the epoch done."""
-    if epoch == 1:
-        return max(progress, 0.05)
-    return 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(config.epochs, 1)))
-
-
 def train_classifier(
     model: DefectClassifier,
     data: TrainingData,
@@ -261,7 +254,7 @@ def train_classifier(
                 if len(index) < 2:  # batch-norm cannot train on a single sample
                     continue
                 for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
-                    group["lr"] = rate * _learning_rate_factor(epoch, start / n_train, config)
+                    group["lr"] = rate * learning_rate_factor(epoch, start / n_train, config)
                 if distributed.is_distributed():
                     step_loss = _shared_step(model, optimizer, trainable, data, index, chosen_view, weights, device)
                 else:
@@ -293,7 +286,7 @@ def train_classifier(
             _save_checkpoint(checkpoint_path, epoch, model, optimizer, result, best_key, best_state, stale, average)
         if on_epoch and distributed.is_main_process():
             on_epoch(stats)
-        if stale >= config.patience:
+        if stops_early(epoch, stale, config):
             result.stopped_early = True
             break
     if best_state is not None:

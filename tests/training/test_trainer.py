@@ -7,6 +7,7 @@ import torch
 
 from inspection.product_config import TrainConfig
 from models.classifier import DefectClassifier
+from training.schedule import learning_rate_factor, stops_early
 from training.trainer import EpochStats, TrainingData, train_classifier
 
 CPU = torch.device("cpu")
@@ -41,12 +42,23 @@ def test_loop_learns_a_separable_signal() -> None:
     assert max(s.val_auroc for s in result.history) >= 0.95
 
 
-def test_early_stopping_keeps_the_best_epoch() -> None:
+def test_early_stopping_keeps_the_best_epoch_and_waits_for_the_schedules_second_half() -> None:
     config = TrainConfig(epochs=8, batch_size=16, probe_steps=40, patience=1)
     result = train_classifier(_model(), _data(), config, seed=0, device=CPU)
     assert result.stopped_early or len(result.history) == 9
+    # The probe, then at least epochs 1-5: epoch 5 is the first at half the peak learning rate.
+    assert len(result.history) >= 6
     best = max(result.history, key=lambda s: (s.val_auroc, -s.val_loss))
     assert result.best_epoch == best.epoch
+
+
+def test_a_stale_run_stops_only_once_the_learning_rate_has_halved() -> None:
+    config = TrainConfig(epochs=10, patience=4)
+    assert not stops_early(4, stale=4, config=config)  # the first epochs may trail the probe, then pass it
+    assert not stops_early(5, stale=4, config=config)
+    assert stops_early(6, stale=4, config=config)  # cosine factor 0.5 from epoch 6 of 10
+    assert not stops_early(9, stale=3, config=config)
+    assert learning_rate_factor(6, 0.0, config) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("config", [CONFIG, AVERAGED], ids=["raw weights", "weight average"])
