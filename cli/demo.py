@@ -23,9 +23,9 @@ from cli.common import console, pct, print_report, settings_from_env
 from cli.demo_operating_point import (
     DEFAULT_FALSE_DETECTION_BUDGET,
     comparison_table,
+    first_operating_point,
     move_operating_point,
     served_threshold_now,
-    start_at_calibrated_point,
     wait_until_served,
 )
 from cli.demo_server import DemoServer, start_server
@@ -223,7 +223,7 @@ def demo_cmd(
     _ensure_dataset(settings, product)
     _step(f"2/6 model: train ({epochs} fine-tune epochs, no augmented copies), calibrate, evaluate, export")
     _ensure_model(settings, product, epochs)
-    start_at_calibrated_point(settings, product)
+    first_point = first_operating_point(settings, product)
     frames = held_out_frames(settings, product)
     labels = {path.name: label for path, label in frames}
     _step(f"3/6 server: FastAPI + ONNX Runtime for {settings.home}")
@@ -231,12 +231,11 @@ def demo_cmd(
         manager = server.keys["manager"]
         folders = _line_folders(settings, frames)
         _step(f"4/6 cameras: {len(frames)} held-out frames as {len(LINES)} lines at {fps:g} frames/s each")
-        calibrated, since = served_threshold_now(server.url, manager, product), datetime.now(UTC)
+        served, since = served_threshold_now(server.url, manager, product), datetime.now(UTC)
         results = _stream(server, product, folders, fps)
         reviewed = _give_feedback(server, results, labels, feedback_fraction, seed=0)
         _step(f"5/6 live rates from {reviewed} QA-labelled frames")
-        point = "training's calibration"
-        points = [(point, calibrated, _print_live_rates(server, product, since, point))]
+        points = [(first_point, served, _print_live_rates(server, product, since, first_point))]
         _step(f"6/6 QA moves the operating point: at most {false_detection_budget:.0%} of good parts flagged")
         plan = move_operating_point(settings, product, false_detection_budget)
         if plan is not None:

@@ -37,19 +37,27 @@ DEFAULT_FALSE_DETECTION_BUDGET = 0.10  # issue 15's operating point: at most one
 SERVED_WAIT_S = 60.0  # a few registry polls (5 s by default)
 
 
-def start_at_calibrated_point(settings: Settings, product: str) -> None:
-    """Serve training's calibrated threshold again if an earlier demo left QA's there, so every run shows the
-    same two points (the move back is recorded like any other)."""
+def first_operating_point(settings: Settings, product: str) -> str:
+    """Where the first pass runs, named for its table: training's calibrated threshold, served again if an earlier
+    demo left its own there (so every run shows the same two points; the move back is recorded like any other).
+    A threshold a person set is theirs: the first pass runs at it."""
+    calibration = "training's calibration"
     info = registry.champion(settings, product)
     if info is None:
-        return
+        return calibration
     scores = read_served_scores(info)
     current, calibrated = served_threshold(info, scores), calibrated_served_threshold(info, scores)
     if current is None or current.source != "qa" or calibrated is None or current.value == calibrated:
-        return
+        return calibration
+    if current.set_by != DEMO_ACTOR:
+        console.print(
+            f"{product} serves QA's threshold {current.value:.4f} (set by {current.set_by}): the first pass runs at it"
+        )
+        return f"QA's threshold set by {current.set_by}"
     plan = plan_threshold(settings, product, ThresholdRequest(value=calibrated))
     record_threshold(settings, plan, "demo: each run starts at training's calibrated threshold", DEMO_ACTOR)
-    console.print(f"an earlier demo left QA's threshold {current.value:.4f}: back to the calibrated {calibrated:.4f}")
+    console.print(f"an earlier demo left its threshold {current.value:.4f}: back to the calibrated {calibrated:.4f}")
+    return calibration
 
 
 def move_operating_point(settings: Settings, product: str, budget: float) -> ThresholdPlan | None:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.demo import held_out_frames
-from cli.demo_operating_point import DEMO_ACTOR, start_at_calibrated_point
+from cli.demo_operating_point import DEMO_ACTOR, first_operating_point
 from cli.main import app
 from inspection.settings import Settings
 from inspection.storage.database import open_database
@@ -107,7 +107,9 @@ def test_demo_streams_the_held_out_frames_and_reports_the_rates_the_server_measu
     assert "dashboard: http://127.0.0.1:" in result.output
 
 
-def test_a_rerun_of_the_demo_starts_at_the_calibrated_threshold(trained_product, tmp_path: Path) -> None:
+def test_a_rerun_of_the_demo_starts_at_the_calibrated_threshold_but_keeps_a_persons(
+    trained_product, tmp_path: Path
+) -> None:
     settings, product = _private_home(trained_product, tmp_path), trained_product.product
     plan = plan_threshold(settings, product, ThresholdRequest(false_detection_rate=0.1))
     record_threshold(settings, plan, "an earlier demo's move", DEMO_ACTOR)
@@ -117,10 +119,15 @@ def test_a_rerun_of_the_demo_starts_at_the_calibrated_threshold(trained_product,
     calibrated, before = calibrated_served_threshold(info, scores), served_threshold(info, scores)
     assert before is not None and before.source == "qa" and before.value == plan.threshold != calibrated
 
-    start_at_calibrated_point(settings, product)
+    assert first_operating_point(settings, product) == "training's calibration"
     info = registry.champion(settings, product)
     assert info is not None
     after = served_threshold(info, scores)
     assert after is not None and after.value == calibrated
-    start_at_calibrated_point(settings, product)  # already there: nothing more is recorded
+    assert first_operating_point(settings, product) == "training's calibration"  # already there: nothing recorded
     assert registry.resolve_version(settings, product, info.version).tags == info.tags
+
+    record_threshold(settings, plan, "the line's own choice", "qa-alice")  # a person's threshold is theirs
+    assert first_operating_point(settings, product) == "QA's threshold set by qa-alice"
+    kept = served_threshold(registry.resolve_version(settings, product, info.version), scores)
+    assert kept is not None and (kept.value, kept.set_by) == (plan.threshold, "qa-alice")
