@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from models import registry
 from models.artifacts import serving_file
 from models.promotion import PromotionRefused, promote
+from models.served_threshold import read_served_scores, served_threshold
 from serving.auth import QaKey, ReaderKey
 from serving.deps import ProductDep, ServingStateDep, SettingsDep
 from serving.model_store import registered_products
@@ -42,12 +43,16 @@ async def list_products(key: ReaderKey, state: ServingStateDep) -> list[dict[str
 
 @router.get("/v1/products/{product}/models")
 async def list_models(key: ReaderKey, product: ProductDep, settings: SettingsDep) -> list[dict[str, Any]]:
-    """Versions with aliases, whether they are exported, and their frozen-test miss and false-detection rates."""
+    """Versions with aliases, whether they are exported, their frozen-test miss and false-detection rates at
+    training's calibration, and (`test_at_served_threshold`) at the threshold each serves now."""
 
     def describe() -> list[dict[str, Any]]:
         rows = []
         for info in registry.list_versions(settings, product):
             test = (registry.read_report(info) or {}).get("test", {})
+            # QA may have moved the served threshold since training: the test point there, from the recorded scores.
+            scores = read_served_scores(info)
+            served = served_threshold(info, scores)
             rows.append(
                 {
                     "version": info.version,
@@ -55,6 +60,11 @@ async def list_models(key: ReaderKey, product: ProductDep, settings: SettingsDep
                     "exported": serving_file(info.artifacts) is not None,
                     **{k: test.get(k) for k in ("n_good", "n_defect", "miss_rate", "miss_rate_ci95")},
                     **{k: test.get(k) for k in ("false_detection_rate", "false_detection_rate_ci95")},
+                    "served_threshold": None if served is None else served.value,
+                    "served_threshold_source": None if served is None else served.source,
+                    "test_at_served_threshold": (
+                        None if scores is None or served is None else scores.test.point(served.value)
+                    ),
                 }
             )
         return rows

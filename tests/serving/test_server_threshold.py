@@ -157,6 +157,7 @@ def test_the_threshold_command_moves_served_verdicts_and_live_stats(
             line = manager.get("/v1/stats", params={"product": product, "line": "line-after"}).json()["totals"]
             totals_after = manager.get("/v1/stats", params={"product": product}).json()["totals"]
             curve = manager.get(f"/v1/products/{product}/operating-curve").json()
+            (version,) = manager.get(f"/v1/products/{product}/models").json()
         assert line["n_defect"] == expected.count("defect") and line["n"] == len(frames)
         _, streamed_defects = list_inspections(sessions, InspectionFilter(line_id="line-stream", verdict="defect"))
         assert totals_after["n_defect"] == totals_before["n_defect"] + line["n_defect"] + streamed_defects
@@ -169,6 +170,11 @@ def test_the_threshold_command_moves_served_verdicts_and_live_stats(
         assert curve["current"]["test"] == point_at(scores.test.labels, scores.test.scores, value)
         assert any(p["threshold"] == value for p in curve["curve"])
         assert [row["target_miss_rate"] for row in curve["costs"]] == [0.01, 0.02, 0.05, 0.10]
+        # The models list gives the frozen-test point at the threshold served now, beside training's calibration.
+        assert (version["served_threshold"], version["served_threshold_source"]) == (value, "qa")
+        assert version["test_at_served_threshold"] == curve["current"]["test"]
+        calibrated_point = point_at(scores.test.labels, scores.test.scores, scores.calibrated_threshold)
+        assert version["miss_rate"] == pytest.approx(calibrated_point["miss_rate"])
         assert all(("refused" in row) != ("threshold" in row) for row in curve["costs"])
         for row in curve["costs"]:  # refused exactly when validation holds fewer defects than one expected miss needs
             assert ("refused" in row) == (scores.validation.n_defect * row["target_miss_rate"] < 1)

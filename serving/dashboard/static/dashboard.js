@@ -273,7 +273,10 @@ async function loadModels(force) {
         if (!(error instanceof ApiError && error.status === 404)) throw error; // 404: no trained model yet
       }
       const champion = versions.find((v) => v.aliases.includes("champion"));
-      const rate = (r, ci) => (champion ? `${pct(champion[r])} (${interval(champion[ci])})` : "—");
+      // The frozen-test figures at the threshold the champion serves now (QA may have moved it since training);
+      // a version trained before served scores were recorded has only its calibrated figures.
+      const figures = champion ? champion.test_at_served_threshold ?? champion : null;
+      const rate = (r, ci) => (figures ? `${pct(figures[r])} (${interval(figures[ci])})` : "—");
       return el("tr", { "data-product": p.product },
         el("td", {}, el("a", { href: `/products/${encodeURIComponent(p.product)}` }, p.product)),
         el("td", { "data-testid": "served-version" }, p.served_version ?? "not served"),
