@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
 
 from inspection.settings import Settings
 from inspection.storage.database import make_engine, open_database, session_factory
 from serving.archive_check import check_archive_until_ok
 from serving.errors import install_error_handlers
-from serving.fast_path import answer_inspect, inspect_product
+from serving.fast_path import PlainFrameRoute
 from serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.model_watcher import stop_shadows, sync_engines, watch_champions
 from serving.reject_publisher import RejectPublisher
@@ -23,21 +22,6 @@ from serving.row_writer import InspectionRowWriter
 from serving.state import ServingState
 
 SHADOW_STOP_GRACE_S = 10.0  # beyond the delay budget: one batch still being scored and written
-
-
-class InspectionApp(FastAPI):
-    """FastAPI, with the camera's plain frame answered by serving.fast_path (same functions, less machinery).
-
-    Middleware added to the app does not see those requests: anything that must apply to every frame belongs in
-    the functions both paths call (serving.routes.inspect.answer_frame and below), or in fast_path itself."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        product = inspect_product(scope)
-        if product is None or not hasattr(self.state, "serving"):  # before the lifespan has run: the full stack
-            await super().__call__(scope, receive, send)
-            return
-        scope["app"] = self  # as Starlette sets it: Request.app, hence the handlers' request.app.state
-        await answer_inspect(self, product, scope, receive, send)
 
 
 def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
@@ -73,7 +57,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         if state.rejects is not None:  # after the engines: the last answered defects still get their message
             await asyncio.to_thread(state.rejects.stop)
 
-    app = InspectionApp(title="Line inspection", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Line inspection", version="0.1.0", lifespan=lifespan)
     app.state.auth_cache = {}
     install_error_handlers(app)
     # Engines exist only once the lifespan has run; the queue-depth gauge reads them at scrape time.
@@ -82,6 +66,8 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         lambda: getattr(getattr(app.state, "serving", None), "shadows", {}),
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    # Matched before every other route, inside the middleware and exception handlers like any route.
+    app.router.routes.insert(0, PlainFrameRoute())
     for module in (inspect, inspections, products, operating_curve, shadow, stats, me, health, metrics):
         app.include_router(module.router)
     install_dashboard(app)

@@ -48,7 +48,7 @@ def require_role(*roles: str) -> Callable[[Request, str | None], Awaitable[ApiKe
 
 
 AnyKey = Annotated[ApiKey, Depends(require_role("camera", "qa", "manager"))]
-# Named: serving.fast_path calls it directly for the frames it answers without FastAPI's dependency resolution.
+# Named: serving.fast_path's route calls it directly for the frames it answers without dependency resolution.
 check_camera_key = require_role("camera", "qa")
 CameraKey = Annotated[ApiKey, Depends(check_camera_key)]
 QaKey = Annotated[ApiKey, Depends(require_role("qa"))]

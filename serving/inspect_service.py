@@ -1,7 +1,10 @@
-"""Inspecting one camera frame: score it, archive it when policy says so, store its row, then tell the rest.
+"""Inspecting one camera frame: read it from the request, score it, archive it when policy says so, store its row,
+answer, then tell the rest.
 
 The order is the contract: the row is committed before the verdict is returned ("nothing answered is lost");
 metrics, the reject message and the challenger in shadow come after it and never delay or change the answer.
+Both ways in (the documented route and the camera's plain-frame route in serving.fast_path) call `answer_frame`, so
+reading, checking and answering a frame is written once, here.
 """
 
 from __future__ import annotations
@@ -12,13 +15,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
+from inspection.errors import InspectionError
 from inspection.storage.inspections import needs_review
 from serving.archive import archive_with_map, should_archive
 from serving.engine import InferenceEngine, Verdict
-from serving.frames import decodes_quickly, frame_size, frame_to_inputs
+from serving.frames import check_content_type, decodes_quickly, frame_size, frame_to_inputs
 from serving.state import ServingState
+
+FRAME_FIELDS = ("camera_id", "line_id", "frame_id", "captured_at")
+# The columns' sizes: a longer value is refused with a clear 400 before scoring, rather than failing the
+# insert on PostgreSQL (SQLite would silently store it) after the frame was scored.
+FIELD_MAX_LENGTHS = {"camera_id": 64, "line_id": 64, "frame_id": 128, "captured_at": 64}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +62,95 @@ class InspectionResult:
         return self.verdict.label
 
 
-async def inspect_frame(
+async def read_frame(request: Request, limit: int) -> tuple[bytes, str]:
+    """The image bytes and their content type, from a raw body or a multipart 'file' field; 413 past the limit."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, "multipart request without a 'file' field")
+        data = await upload.read(limit + 1)
+        content_type = upload.content_type or ""
+    else:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                break
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        if size > limit:
+            data = data + b"x"  # over the limit: reported below
+    if len(data) > limit:
+        raise HTTPException(413, f"frame larger than {limit:,} bytes")
+    check_content_type(content_type)
+    return data, content_type
+
+
+def frame_fields(request: Request) -> dict[str, str | None]:
+    """camera_id, line_id, frame_id and captured_at as sent; 400 for one longer than its column."""
+    # Query parameters win; headers (camera_id or X-Camera-Id style) serve cameras that cannot change URLs.
+    fields: dict[str, str | None] = {}
+    for name in FRAME_FIELDS:
+        header = "x-" + name.replace("_", "-")
+        value = request.query_params.get(name) or request.headers.get(name) or request.headers.get(header)
+        if value is not None and len(value) > FIELD_MAX_LENGTHS[name]:
+            raise InspectionError(f"{name} is longer than {FIELD_MAX_LENGTHS[name]} characters")
+        fields[name] = value
+    return fields
+
+
+def parse_captured_at(value: str | None) -> datetime | None:
+    """The camera's capture time (ISO 8601; without an offset it is UTC), or None when not sent."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InspectionError(f"captured_at {value!r} is not an ISO 8601 time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def answer_frame(
+    request: Request, state: ServingState, engine: InferenceEngine, product: str, heatmap: bool
+) -> JSONResponse:
+    """A request's whole work once its key, product and engine are known: read, score, store, answer."""
+    started = time.perf_counter()
+    fields = frame_fields(request)
+    captured_at = parse_captured_at(fields["captured_at"])
+    data, content_type = await read_frame(request, state.settings.max_body_bytes)
+    frame = FrameSubmission(
+        product=product,
+        data=data,
+        content_type=content_type,
+        line_id=fields["line_id"],
+        camera_id=fields["camera_id"],
+        frame_id=fields["frame_id"],
+        captured_at=captured_at,
+        want_heatmap=heatmap,
+    )
+    result = await inspect_submission(state, engine, frame, started)
+    verdict = result.verdict
+    # A plain dict in a JSONResponse: FastAPI passes a Response through as it is, where returning the model would
+    # have it dumped, validated again against response_model and serialized, on every frame. The fields are
+    # serving.routes.inspect.InspectResponse's, which documents the answer in OpenAPI; a test pins the two together.
+    return JSONResponse(
+        {
+            "inspection_id": result.inspection_id,
+            "product": product,
+            "verdict": result.label,
+            "defect_probability": verdict.defect_probability,
+            "defect_type": verdict.defect_type,
+            "threshold": verdict.threshold,
+            "model_version": verdict.model_version,
+            "latency_ms": round(result.latency_ms, 3),
+            "heatmap_url": f"/v1/inspections/{result.inspection_id}/heatmap" if result.has_heatmap else None,
+        }
+    )
+
+
+async def inspect_submission(
     state: ServingState, engine: InferenceEngine, frame: FrameSubmission, started: float
 ) -> InspectionResult:
     """Score `frame` on `engine`, archive it per policy, commit its row, then count it, publish a reject and offer

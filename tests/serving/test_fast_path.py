@@ -1,13 +1,25 @@
-"""The camera's plain frame skips FastAPI's machinery (serving.fast_path): it must answer exactly as the route does,
-errors included, and leave every other request to the full stack."""
+"""The camera's plain frame skips FastAPI's dependency resolution (serving.fast_path): it must answer exactly as the
+route does, errors included, pass through every middleware and exception handler of the app, and leave every other
+request to the documented route."""
 
 from __future__ import annotations
 
+import threading
+
 import cv2
+import httpx
 import numpy as np
 import pytest
+import uvicorn
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.fast_path import inspect_product
+from inspection.errors import ImageDecodeError
+from serving.app import create_app
+from serving.fast_path import PlainFrameRoute, inspect_product
+from tests.conftest import free_port
+from tests.serving.conftest import wait_until_started
 from tests.serving.test_server import _frame, _png_bomb, _stored
 
 pytestmark = pytest.mark.slow
@@ -78,3 +90,55 @@ def test_the_fast_path_answers_as_the_route_does(live_server, name, who, body, c
     assert fast_body["inspection_id"] != route_body["inspection_id"]
     for field in ("product", "verdict", "defect_probability", "defect_type", "threshold", "model_version"):
         assert fast_body[field] == route_body[field], field
+
+
+class _StampingMiddleware:
+    """A middleware added after the app was built: stamps every answer and notes the route each request took."""
+
+    def __init__(self, app: ASGIApp, seen: list[str]) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-stamped", b"yes")]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+        self.seen.append(type(scope.get("route")).__name__)
+
+
+def test_middleware_and_exception_handlers_added_later_apply_to_the_fast_path(live_server) -> None:
+    app = create_app(live_server.settings)
+    seen: list[str] = []
+    app.add_middleware(_StampingMiddleware, seen=seen)
+
+    @app.exception_handler(ImageDecodeError)  # replaces the app's own mapping for corrupt frames
+    async def teapot(_request: Request, exc: ImageDecodeError) -> JSONResponse:
+        return JSONResponse({"detail": f"custom: {exc}"}, status_code=418)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until_started(server, thread)
+        headers = {"X-API-Key": live_server.keys["camera"], "Content-Type": "image/png"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+            good = client.post(f"/v1/inspect/{live_server.product}", content=_frame(3))
+            corrupt = client.post(f"/v1/inspect/{live_server.product}", content=b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+            metrics = client.get("/metrics").text
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert good.status_code == 200 and good.headers["x-stamped"] == "yes"
+    assert corrupt.status_code == 418 and corrupt.json()["detail"].startswith("custom: ")
+    assert corrupt.headers["x-stamped"] == "yes"
+    assert seen[:2] == [PlainFrameRoute.__name__, PlainFrameRoute.__name__]  # both took the fast path
+    # The app's request metrics (a middleware) counted them under the documented route's template.
+    assert 'route="/v1/inspect/{product}",status="200"' in metrics
+    assert 'route="/v1/inspect/{product}",status="418"' in metrics
