@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, Index, Integer, String
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -35,12 +35,36 @@ class Inspection(Base):
     feedback_label: Mapped[str | None] = mapped_column(String(64))
     feedback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     feedback_by: Mapped[str | None] = mapped_column(String(64))
+    # The audit sample, drawn when the frame was answered (inspection.audit): the probability the frame had of
+    # being selected (None: answered before audit sampling existed), whether it was, and the design stratum
+    # ("pass", "defect" or a pass score band) that probability came from. The live estimates weight by these.
+    audit_probability: Mapped[float | None] = mapped_column(Float)
+    audit_selected: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    audit_stratum: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         Index("ix_inspections_product_received", "product", "received_at"),
         Index("ix_inspections_line_received", "line_id", "received_at"),
         Index("ix_inspections_received", "received_at"),
+        Index("ix_inspections_audit_queue", "product", "audit_selected", "received_at"),
     )
+
+
+class AuditPolicyRecord(Base):
+    """One setting of a product's audit sampling rates, with who set it and why; the newest row is in force."""
+
+    __tablename__ = "audit_policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    product: Mapped[str] = mapped_column(String(64))
+    pass_rate: Mapped[float] = mapped_column(Float)
+    defect_rate: Mapped[float] = mapped_column(Float)
+    pass_bands: Mapped[str | None] = mapped_column(Text)  # JSON list of {lo, hi, rate}, or None
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    set_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(500))
+
+    __table_args__ = (Index("ix_audit_policies_product", "product", "id"),)
 
 
 class ShadowScore(Base):
