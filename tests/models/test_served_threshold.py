@@ -21,7 +21,6 @@ from inspection.operating_curve import (
 from inspection.settings import Settings
 from models import registry
 from models.artifacts import INT8_FILE, onnx_dir
-from models.home_copy import copy_home
 from models.served_threshold import (
     EXPORT_ACTOR,
     LOG_TAG,
@@ -33,6 +32,7 @@ from models.served_threshold import (
     record_threshold,
 )
 from tests.test_cli import assert_clean_error, run_cli
+from tools.home_copy import copy_home
 
 pytestmark = pytest.mark.slow
 
