@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, or_, select
+from sqlalchemy import ColumnElement, Table, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
@@ -41,6 +41,7 @@ class InspectionFilter:
     until: datetime | None = None
     has_feedback: bool | None = None
     review: bool = False  # only frames that need_review()
+    audit: bool = False  # QA's audit queue: frames drawn for the audit and not yet labelled, oldest first
 
 
 def add_inspection(sessions: sessionmaker[Session], **fields: Any) -> Inspection:
@@ -108,13 +109,50 @@ def list_inspections(
                 Inspection.defect_probability >= LOW_CONFIDENCE_FRACTION * Inspection.threshold,
             )
         )
+    if where.audit:
+        conditions.extend([Inspection.audit_selected.is_(True), Inspection.feedback_label.is_(None)])
     query = select(Inspection).where(*conditions)
+    # The audit queue is worked oldest first, so no selected frame waits forever behind newer ones (and the backlog
+    # stays a random subset of the selection, which the estimates assume); every other list is newest first.
+    order = (Inspection.received_at, Inspection.id) if where.audit else (Inspection.received_at.desc(), Inspection.id)
     with sessions() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(
-            query.order_by(Inspection.received_at.desc(), Inspection.id).limit(limit).offset(offset)
-        ).all()
+        rows = session.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
     return list(rows), int(total)
+
+
+@dataclass(frozen=True)
+class AuditProgress:
+    """How far QA has got through the audit sample of a filter's frames."""
+
+    n_selected: int
+    n_audited: int
+
+    @property
+    def backlog(self) -> int:
+        return self.n_selected - self.n_audited
+
+    @property
+    def share_done(self) -> float | None:
+        return self.n_audited / self.n_selected if self.n_selected else None
+
+
+def audit_progress(sessions: sessionmaker[Session], where: InspectionFilter) -> AuditProgress:
+    """Frames drawn for the audit among those `where` matches (ignoring its audit and review flags), and how many of
+    them QA has labelled."""
+    conditions: list[ColumnElement[bool]] = [Inspection.audit_selected.is_(True)]
+    for column in ("product", "line_id", "camera_id", "verdict"):
+        value = getattr(where, column)
+        if value is not None:
+            conditions.append(getattr(Inspection, column) == value)
+    if where.since is not None:
+        conditions.append(Inspection.received_at >= where.since)
+    if where.until is not None:
+        conditions.append(Inspection.received_at < where.until)
+    labelled = func.count(Inspection.feedback_label)  # COUNT(column) skips NULLs: the labelled ones
+    with sessions() as session:
+        selected, audited = session.execute(select(func.count(), labelled).where(*conditions)).one()
+    return AuditProgress(int(selected), int(audited))
 
 
 def record_feedback(sessions: sessionmaker[Session], inspection_id: str, label: str, by: str | None) -> Inspection:

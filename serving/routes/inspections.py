@@ -12,7 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from inspection.archive_paths import archived_media_type
 from inspection.names import validate_label
-from inspection.storage.inspections import InspectionFilter, get_inspection, list_inspections, record_feedback
+from inspection.storage.inspections import (
+    InspectionFilter,
+    audit_progress,
+    get_inspection,
+    list_inspections,
+    record_feedback,
+)
 from inspection.storage.schema import Inspection
 from serving.auth import QaKey, ReaderKey
 from serving.deps import ServingStateDep, SessionsDep
@@ -42,6 +48,11 @@ class InspectionOut(BaseModel):
     archive_path: str | None
     feedback_label: str | None
     feedback_at: datetime | None
+    audit_selected: bool = Field(default=False, description="Drawn for QA's audit when it was answered")
+    audit_probability: float | None = Field(
+        default=None, description="The probability it had of being drawn (None: answered before audit sampling)"
+    )
+    audit_stratum: str | None = Field(default=None, description="The audit design's stratum it was drawn in")
     image_url: str | None = Field(default=None, description="The archived frame, when it was archived")
     heatmap_url: str | None = Field(default=None, description="Where the defect is, when the model gives a map")
 
@@ -57,11 +68,19 @@ class InspectionOut(BaseModel):
         return out
 
 
+class AuditQueueProgress(BaseModel):
+    n_selected: int = Field(description="Frames drawn for the audit among the filtered ones")
+    n_audited: int = Field(description="Of those, labelled by QA")
+    backlog: int = Field(description="Drawn and not yet labelled: the audit queue's length")
+    share_done: float | None = Field(description="n_audited / n_selected")
+
+
 class InspectionPage(BaseModel):
     total: int
     limit: int
     offset: int
     items: list[InspectionOut]
+    audit: AuditQueueProgress | None = Field(default=None, description="With audit=true: the audit's progress")
 
 
 @router.post("/v1/inspections/{inspection_id}/feedback", response_model=InspectionOut)
@@ -84,14 +103,25 @@ async def list_all(
     since: datetime | None = None,
     until: datetime | None = None,
     has_feedback: bool | None = None,
-    review: Annotated[bool, Query(description="Only defects and low-confidence passes (QA's queue)")] = False,
+    review: Annotated[bool, Query(description="Only defects and low-confidence passes: worth a look")] = False,
+    audit: Annotated[
+        bool, Query(description="QA's audit queue: frames drawn for the audit, not yet labelled, oldest first")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> InspectionPage:
-    """Inspections newest first, filtered by product, line, camera, verdict, time window, QA feedback, review."""
-    where = InspectionFilter(product, line_id, camera_id, verdict, since, until, has_feedback, review)
+    """Inspections newest first (the audit queue oldest first), filtered by product, line, camera, verdict, time
+    window, QA feedback, review or audit."""
+    where = InspectionFilter(product, line_id, camera_id, verdict, since, until, has_feedback, review, audit)
     rows, total = await run_in_threadpool(list_inspections, sessions, where, limit, offset)
-    return InspectionPage(total=total, limit=limit, offset=offset, items=[InspectionOut.from_row(r) for r in rows])
+    progress = None
+    if audit:
+        done = await run_in_threadpool(audit_progress, sessions, where)
+        progress = AuditQueueProgress(
+            n_selected=done.n_selected, n_audited=done.n_audited, backlog=done.backlog, share_done=done.share_done
+        )
+    items = [InspectionOut.from_row(r) for r in rows]
+    return InspectionPage(total=total, limit=limit, offset=offset, items=items, audit=progress)
 
 
 @router.get("/v1/inspections/{inspection_id}/image", response_class=Response)
