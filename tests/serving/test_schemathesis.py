@@ -41,8 +41,11 @@ def run_schemathesis(server: LiveServer, role: str, report: Path) -> dict[str, o
         "-H",
         f"X-API-Key: {server.keys[role]}",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    # In tmp_path: the CLI keeps a cache folder in its working directory.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=report.parent)
     assert done.returncode == 0, f"schemathesis with the {role} key:\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
+    counts = [line.strip() for line in done.stdout.splitlines() if " generated, " in line]
+    print(f"{role}: {counts[-1] if counts else '?'}")  # shown with -s: the run's numbers
     return json.loads(report.read_text())
 
 
