@@ -22,6 +22,7 @@ from inspection.errors import InspectionError
 from inspection.report import EvaluationReport
 from inspection.settings import Settings
 from models import registry
+from models.load_check import check_version_serves
 from models.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, ModelVersionInfo
 
 HISTORY_TAG = "champion_history"
@@ -200,6 +201,8 @@ def promote(
         if current is not None and current.version == candidate.version:
             text = comparison_text([(f"champion v{version}", new_evidence)])
             return PromotionResult(product, version, version, False, None, text, changed=False)
+        # Before the gate's verdict is recorded: a file no replica could load must never become the champion.
+        check_version_serves(candidate)
         old_evidence = None if current is None else evidence(current)
         rows = [(f"candidate v{version}", new_evidence)]
         if current is not None:

@@ -219,6 +219,10 @@ def challenger(settings: Settings, product: str) -> ModelVersionInfo | None:
     return version_with_alias(settings, product, CHALLENGER)
 
 
+class UnknownModelVersion(InspectionError):  # noqa: N818 (reads as the outcome at call sites)
+    """No registered version with that number (HTTP answers 404)."""
+
+
 def resolve_version(settings: Settings, product: str, version: int | None = None) -> ModelVersionInfo:
     """A given version, or the champion; a clear error when the product has no trained model."""
     if version is None:
@@ -229,7 +233,7 @@ def resolve_version(settings: Settings, product: str, version: int | None = None
     try:
         return _info(mlflow_client(settings), settings, product, version)
     except MlflowException as exc:
-        raise InspectionError(f"product {product!r} has no model version {version}") from exc
+        raise UnknownModelVersion(f"product {product!r} has no model version {version}") from exc
 
 
 def set_alias(settings: Settings, product: str, alias: str, version: int) -> None:

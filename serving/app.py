@@ -15,6 +15,7 @@ from serving.errors import install_error_handlers
 from serving.fast_path import PlainFrameRoute
 from serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.model_watcher import stop_shadows, sync_engines, watch_champions
+from serving.orphan_sweep import sweep_orphans_forever
 from serving.reject_publisher import RejectPublisher
 from serving.routes import (
     audit,
@@ -53,7 +54,9 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         app.state.serving = state
         watcher = asyncio.create_task(watch_champions(state, settings.model_poll_seconds))
         archive_checker = asyncio.create_task(check_archive_until_ok(state, settings.model_poll_seconds))
+        orphan_sweeper = asyncio.create_task(sweep_orphans_forever(state))
         yield
+        orphan_sweeper.cancel()
         archive_checker.cancel()
         watcher.cancel()
         with suppress(asyncio.CancelledError):  # a poll cut short must not start a shadow after the stop below

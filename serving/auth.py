@@ -47,9 +47,16 @@ def require_role(*roles: str) -> Callable[[Request, str | None], Awaitable[ApiKe
     return check
 
 
-AnyKey = Annotated[ApiKey, Depends(require_role("camera", "qa", "manager"))]
+# Who may do what, decided here once, as DESIGN.md states it: cameras post frames (and only they: a frame is a
+# part on the line); QA engineers see the frames and their images, label them, set thresholds and promote models;
+# plant managers read the aggregates (statistics, products, models, operating curves, the shadow comparison) and
+# the dashboard. tests/serving/test_roles.py holds the role x route table.
+CAMERA, QA, MANAGER = "camera", "qa", "manager"
+ROLES = (CAMERA, QA, MANAGER)
+
+AnyKey = Annotated[ApiKey, Depends(require_role(*ROLES))]
 # Named: serving.fast_path's route calls it directly for the frames it answers without dependency resolution.
-check_camera_key = require_role("camera", "qa")
+check_camera_key = require_role(CAMERA)
 CameraKey = Annotated[ApiKey, Depends(check_camera_key)]
-QaKey = Annotated[ApiKey, Depends(require_role("qa"))]
-ReaderKey = Annotated[ApiKey, Depends(require_role("qa", "manager"))]
+QaKey = Annotated[ApiKey, Depends(require_role(QA))]
+ReaderKey = Annotated[ApiKey, Depends(require_role(QA, MANAGER))]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from inspection.names import validate_product_name
+from inspection.names import PRODUCT_PATTERN, validate_product_name
 from inspection.settings import Settings
 from serving.engine import InferenceEngine
 from serving.metrics import ServingMetrics
@@ -43,8 +43,11 @@ async def get_metrics(request: Request) -> ServingMetrics:
     return metrics
 
 
-async def get_product(product: str) -> str:
-    """The `product` path parameter, checked to be a valid product name (400 otherwise)."""
+async def get_product(
+    product: Annotated[str, Path(description="Product name", json_schema_extra={"pattern": PRODUCT_PATTERN})],
+) -> str:
+    """The `product` path parameter, checked to be a valid product name (400 otherwise: the same answer on the
+    camera's fast path, which calls this directly; the schema states the pattern)."""
     return validate_product_name(product)
 
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from inspection.errors import ImageDecodeError, ImageTooLargeError, InspectionError
 from inspection.storage.inspections import InspectionNotFound
+from models.registry import UnknownModelVersion
 from serving.engine import EngineClosed, EngineOverloaded
 from serving.frames import UnsupportedMediaType
 
@@ -31,7 +32,7 @@ def install_error_handlers(app: FastAPI) -> None:
             return _error(413, str(exc))
         if isinstance(exc, ImageDecodeError):
             return _error(400, str(exc))
-        if isinstance(exc, InspectionNotFound):
+        if isinstance(exc, InspectionNotFound | UnknownModelVersion):
             return _error(404, str(exc))
         return _error(400, str(exc))
 

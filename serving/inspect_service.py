@@ -21,8 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from inspection.audit import AuditDraw, draw_for_audit
-from inspection.errors import InspectionError
 from inspection.storage.inspections import needs_review
+from inspection.validation import check_text, parse_time
 from serving.archive import archive_with_map, should_archive
 from serving.audit_rates import audit_policy
 from serving.engine import InferenceEngine, Verdict
@@ -79,12 +79,10 @@ async def read_frame(request: Request, limit: int) -> tuple[bytes, str]:
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > limit:
-                break
+            if size > limit:  # refused here: the chunk that crosses the limit is never kept
+                raise HTTPException(413, f"frame larger than {limit:,} bytes")
             chunks.append(chunk)
         data = b"".join(chunks)
-        if size > limit:
-            data = data + b"x"  # over the limit: reported below
     if len(data) > limit:
         raise HTTPException(413, f"frame larger than {limit:,} bytes")
     check_content_type(content_type)
@@ -92,27 +90,20 @@ async def read_frame(request: Request, limit: int) -> tuple[bytes, str]:
 
 
 def frame_fields(request: Request) -> dict[str, str | None]:
-    """camera_id, line_id, frame_id and captured_at as sent; 400 for one longer than its column."""
+    """camera_id, line_id, frame_id and captured_at as sent; 400 for one longer than its column or with a control
+    character."""
     # Query parameters win; headers (camera_id or X-Camera-Id style) serve cameras that cannot change URLs.
     fields: dict[str, str | None] = {}
     for name in FRAME_FIELDS:
         header = "x-" + name.replace("_", "-")
         value = request.query_params.get(name) or request.headers.get(name) or request.headers.get(header)
-        if value is not None and len(value) > FIELD_MAX_LENGTHS[name]:
-            raise InspectionError(f"{name} is longer than {FIELD_MAX_LENGTHS[name]} characters")
-        fields[name] = value
+        fields[name] = None if value is None else check_text(value, name, FIELD_MAX_LENGTHS[name])
     return fields
 
 
 def parse_captured_at(value: str | None) -> datetime | None:
-    """The camera's capture time (ISO 8601; without an offset it is UTC), or None when not sent."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InspectionError(f"captured_at {value!r} is not an ISO 8601 time") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    """The camera's capture time as UTC (ISO 8601; without an offset it is UTC; years 1970-2199), or None."""
+    return parse_time(value, "captured_at") if value else None
 
 
 async def answer_frame(

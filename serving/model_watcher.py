@@ -148,6 +148,9 @@ async def _sync_engine(state: ServingState, product: str, served: ServedModel) -
     stamp = file_stamp(served.path)
     same_version = engine is not None and engine.model_version == served.version
     if engine is not None and same_version and state.engine_files.get(product) == stamp:
+        # The champion is what this engine serves (a rollback away from a version that failed to load): that
+        # failure is no longer wanted, so readiness must not keep reporting it.
+        state.unloadable.pop(product, None)
         if engine.threshold_override == served.threshold:
             return None
         engine.set_threshold(served.threshold)

@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, false
+from sqlalchemy import Boolean, DateTime, Dialect, Float, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A moment in time stored as UTC and read back as an aware UTC datetime, on every database.
+
+    SQLite has no time-zone type: a plain DateTime writes an aware value's wall clock and drops its offset, so
+    10:00+02:00 came back as 10:00 and a `since` with an offset compared against the wrong instant. Values bound
+    to queries (since/until) pass through here too, so both sides of a comparison are UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        utc = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -22,8 +47,8 @@ class Inspection(Base):
     line_id: Mapped[str | None] = mapped_column(String(64))
     camera_id: Mapped[str | None] = mapped_column(String(64))
     frame_id: Mapped[str | None] = mapped_column(String(128))
-    captured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    captured_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     verdict: Mapped[str] = mapped_column(String(16))  # "pass" or "defect"
     defect_probability: Mapped[float] = mapped_column(Float)
     defect_type: Mapped[str | None] = mapped_column(String(64))
@@ -33,7 +58,7 @@ class Inspection(Base):
     archive_path: Mapped[str | None] = mapped_column(String(512))
     anomaly_map_path: Mapped[str | None] = mapped_column(String(512))  # the model's map, for the heatmap
     feedback_label: Mapped[str | None] = mapped_column(String(64))
-    feedback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    feedback_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     feedback_by: Mapped[str | None] = mapped_column(String(64))
     # The audit sample, drawn when the frame was answered (inspection.audit): the probability the frame had of
     # being selected (None: answered before audit sampling existed), whether it was, and the design stratum
@@ -60,7 +85,7 @@ class AuditPolicyRecord(Base):
     pass_rate: Mapped[float] = mapped_column(Float)
     defect_rate: Mapped[float] = mapped_column(Float)
     pass_bands: Mapped[str | None] = mapped_column(Text)  # JSON list of {lo, hi, rate}, or None
-    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    set_at: Mapped[datetime] = mapped_column(UtcDateTime())
     set_by: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(String(500))
 
@@ -84,7 +109,7 @@ class ShadowScore(Base):
     defect_type: Mapped[str | None] = mapped_column(String(64))
     threshold: Mapped[float] = mapped_column(Float)
     latency_ms: Mapped[float] = mapped_column(Float)  # from the champion's answer to the shadow score
-    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    scored_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     __table_args__ = (
         Index("ix_shadow_scores_inspection", "inspection_id"),
@@ -101,5 +126,5 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))  # camera | qa | manager
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

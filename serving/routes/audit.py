@@ -13,8 +13,9 @@ from inspection.storage.audit_settings import audit_history, audit_setting_in_fo
 from serving.auth import QaKey, ReaderKey
 from serving.deps import ProductDep, ServingStateDep
 from serving.model_store import registered_products
+from serving.responses import KEYED, errors
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], responses=errors(400, *KEYED, 404))
 
 
 class AuditChange(BaseModel):

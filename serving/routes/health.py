@@ -20,7 +20,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "Not ready: the same object, with the reasons"}})
 async def readyz(state: ServingStateDep) -> JSONResponse:
     """Ready when at least one model is loaded and the database answers; 503 with the reasons otherwise.
     `archive` is "ok" or why frames cannot be archived (it does not change readiness: serving.archive_check).

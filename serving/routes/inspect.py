@@ -10,9 +10,11 @@ from pydantic import BaseModel, Field
 
 from serving.auth import CameraKey
 from serving.deps import EngineDep, ProductDep, ServingStateDep
+from serving.inspect_schema import FRAME_OPENAPI
 from serving.inspect_service import answer_frame
+from serving.responses import KEYED, errors
 
-router = APIRouter(tags=["inspect"])
+router = APIRouter(tags=["inspect"], responses=errors(400, *KEYED, 404, 413, 415, 503))
 
 
 class InspectResponse(BaseModel):
@@ -32,7 +34,7 @@ class InspectResponse(BaseModel):
     )
 
 
-@router.post("/v1/inspect/{product}", response_model=InspectResponse)
+@router.post("/v1/inspect/{product}", response_model=InspectResponse, openapi_extra=FRAME_OPENAPI)
 async def inspect_frame(
     request: Request,
     key: CameraKey,

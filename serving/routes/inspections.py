@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from inspection.archive_paths import archived_media_type
-from inspection.names import validate_label
+from inspection.names import LABEL_INPUT_PATTERN, check_known_label, validate_label
 from inspection.storage.inspections import (
     InspectionFilter,
     audit_progress,
@@ -20,15 +20,21 @@ from inspection.storage.inspections import (
     record_feedback,
 )
 from inspection.storage.schema import Inspection
-from serving.auth import QaKey, ReaderKey
+from serving.auth import QaKey
 from serving.deps import ServingStateDep, SessionsDep
 from serving.heatmaps import rendered_heatmap
+from serving.responses import KEYED, errors
+from serving.validation import InspectionIdPath, NameQuery, OffsetQuery, ProductQuery, TimeParam, time_query
 
-router = APIRouter(tags=["inspections"])
+router = APIRouter(tags=["inspections"], responses=errors(400, *KEYED, 404))
 
 
 class Feedback(BaseModel):
-    label: str = Field(description='"good" or the true defect type')
+    # The pattern is documented, and checked by validate_label (a 400 that says what a label may be).
+    label: str = Field(description='"good" or the true defect type', json_schema_extra={"pattern": LABEL_INPUT_PATTERN})
+    new_type: bool = Field(
+        default=False, description="The label is a defect type the product's model does not know yet (on purpose)"
+    )
 
 
 class InspectionOut(BaseModel):
@@ -84,10 +90,17 @@ class InspectionPage(BaseModel):
 
 
 @router.post("/v1/inspections/{inspection_id}/feedback", response_model=InspectionOut)
-async def give_feedback(inspection_id: str, feedback: Feedback, key: QaKey, sessions: SessionsDep) -> InspectionOut:
-    """Record QA's ground truth for an inspection ("good" or a defect type); a later call corrects it."""
+async def give_feedback(
+    inspection_id: InspectionIdPath, feedback: Feedback, key: QaKey, state: ServingStateDep
+) -> InspectionOut:
+    """Record QA's ground truth for an inspection ("good" or a defect type); a later call corrects it.
+
+    A defect type the product's served model does not know is refused unless `new_type` says it is meant."""
+    sessions = state.sessions
     label = validate_label(feedback.label.strip().lower())
-    await run_in_threadpool(get_inspection, sessions, inspection_id)
+    found = await run_in_threadpool(get_inspection, sessions, inspection_id)
+    engine = state.engines.get(found.product)
+    check_known_label(label, None if engine is None else engine.defect_types, new_type=feedback.new_type)
     row = await run_in_threadpool(record_feedback, sessions, inspection_id, label, key.name)
     return InspectionOut.from_row(row)
 
@@ -96,19 +109,19 @@ async def give_feedback(inspection_id: str, feedback: Feedback, key: QaKey, sess
 async def list_all(
     key: QaKey,
     sessions: SessionsDep,
-    product: str | None = None,
-    line_id: str | None = None,
-    camera_id: str | None = None,
+    product: ProductQuery = None,
+    line_id: NameQuery = None,
+    camera_id: NameQuery = None,
     verdict: Annotated[str | None, Query(pattern="^(pass|defect)$")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[TimeParam, time_query("Received at or after (ISO 8601; without an offset it is UTC)")] = None,
+    until: Annotated[TimeParam, time_query("Received before (ISO 8601; without an offset it is UTC)")] = None,
     has_feedback: bool | None = None,
     review: Annotated[bool, Query(description="Only defects and low-confidence passes: worth a look")] = False,
     audit: Annotated[
         bool, Query(description="QA's audit queue: frames drawn for the audit, not yet labelled, oldest first")
     ] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> InspectionPage:
     """Inspections newest first (the audit queue oldest first), filtered by product, line, camera, verdict, time
     window, QA feedback, review or audit."""
@@ -125,7 +138,7 @@ async def list_all(
 
 
 @router.get("/v1/inspections/{inspection_id}/image", response_class=Response)
-async def archived_image(inspection_id: str, _key: ReaderKey, state: ServingStateDep) -> Response:
+async def archived_image(inspection_id: InspectionIdPath, _key: QaKey, state: ServingStateDep) -> Response:
     """The archived frame of an inspection (defects, low-confidence passes and a sample of the other passes)."""
     row = await run_in_threadpool(get_inspection, state.sessions, inspection_id)
     data = await run_in_threadpool(state.archive.read, row.archive_path)
@@ -135,7 +148,7 @@ async def archived_image(inspection_id: str, _key: ReaderKey, state: ServingStat
 
 
 @router.get("/v1/inspections/{inspection_id}/heatmap", response_class=Response)
-async def heatmap_image(inspection_id: str, _key: ReaderKey, state: ServingStateDep) -> Response:
+async def heatmap_image(inspection_id: InspectionIdPath, _key: QaKey, state: ServingStateDep) -> Response:
     """Where the model saw the defect, drawn over the archived frame (PNG; defects, and frames sent with
     `heatmap=true`, of models with an anomaly map)."""
     row = await run_in_threadpool(get_inspection, state.sessions, inspection_id)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from serving.auth import AnyKey
+from serving.responses import errors
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], responses=errors(401))
 
 
 @router.get("/v1/me")

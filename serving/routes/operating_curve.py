@@ -12,8 +12,9 @@ from models import registry
 from models.operating_curve_view import operating_curve_view
 from serving.auth import ReaderKey
 from serving.deps import ProductDep, ServingStateDep
+from serving.responses import KEYED, errors
 
-router = APIRouter(tags=["products"])
+router = APIRouter(tags=["products"], responses=errors(400, *KEYED, 404))
 
 
 @router.get("/v1/products/{product}/operating-curve")

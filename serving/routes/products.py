@@ -10,14 +10,17 @@ from starlette.concurrency import run_in_threadpool
 
 from models import registry
 from models.artifacts import serving_file
+from models.load_check import UnloadableModelError
 from models.promotion import PromotionRefused, promote
 from models.served_threshold import read_served_scores, served_threshold
 from serving.auth import QaKey, ReaderKey
 from serving.deps import ProductDep, ServingStateDep, SettingsDep
 from serving.model_store import registered_products
 from serving.model_watcher import sync_engines
+from serving.responses import KEYED, errors
+from serving.validation import VersionPath
 
-router = APIRouter(tags=["products"])
+router = APIRouter(tags=["products"], responses=errors(400, *KEYED, 404))
 
 
 class PromoteRequest(BaseModel):
@@ -75,9 +78,9 @@ async def list_models(key: ReaderKey, product: ProductDep, settings: SettingsDep
     return rows
 
 
-@router.post("/v1/products/{product}/models/{version}/promote")
+@router.post("/v1/products/{product}/models/{version}/promote", responses=errors(409))
 async def promote_version(
-    key: QaKey, product: ProductDep, version: int, state: ServingStateDep, body: PromoteRequest | None = None
+    key: QaKey, product: ProductDep, version: VersionPath, state: ServingStateDep, body: PromoteRequest | None = None
 ) -> dict[str, Any]:
     """Promote a version to champion through the registry's gate; refused promotions answer 409."""
     body = body or PromoteRequest()
@@ -90,7 +93,7 @@ async def promote_version(
         result = await run_in_threadpool(
             lambda: promote(state.settings, product, version, force=body.force, reason=body.reason)
         )
-    except PromotionRefused as exc:
+    except (PromotionRefused, UnloadableModelError) as exc:
         raise HTTPException(409, str(exc)) from exc
     await sync_engines(state)
     return {

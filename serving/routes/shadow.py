@@ -11,9 +11,11 @@ from inspection.storage.shadow import ShadowComparison, shadow_comparison
 from models import registry
 from serving.auth import ReaderKey
 from serving.deps import ProductDep, ServingStateDep
+from serving.responses import KEYED, errors
 from serving.state import ServingState
+from serving.validation import VersionQuery
 
-router = APIRouter(tags=["products"])
+router = APIRouter(tags=["products"], responses=errors(400, *KEYED, 404))
 
 
 def _comparison(state: ServingState, product: str, version: int | None, champion: int | None) -> dict[str, Any]:
@@ -45,8 +47,8 @@ async def get_shadow(
     _key: ReaderKey,
     product: ProductDep,
     state: ServingStateDep,
-    version: Annotated[int | None, Query(description="Challenger version; default the current challenger")] = None,
-    champion: Annotated[int | None, Query(description="Only frames this champion version answered")] = None,
+    version: Annotated[VersionQuery, Query(description="Challenger version; default the current challenger")] = None,
+    champion: Annotated[VersionQuery, Query(description="Only frames this champion version answered")] = None,
 ) -> dict[str, Any]:
     """Agreement of the challenger in shadow with the served verdicts, and both models' QA-measured rates."""
     return await run_in_threadpool(_comparison, state, product, version, champion)

@@ -3,7 +3,6 @@ false-detection rates with Wilson intervals, by product, line and time bucket.""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -11,20 +10,23 @@ from starlette.concurrency import run_in_threadpool
 
 from inspection.storage.stats import Bucket, compute_stats
 from inspection.storage.throughput import MAX_WINDOW_MINUTES, compute_throughput
+from inspection.validation import TEXT_PATTERN
 from serving.auth import ReaderKey
 from serving.deps import SessionsDep
+from serving.responses import KEYED, errors
+from serving.validation import NAME_MAX_LENGTH, ProductQuery, TimeParam, time_query
 
-router = APIRouter(tags=["stats"])
+router = APIRouter(tags=["stats"], responses=errors(400, *KEYED))
 
 
 @router.get("/v1/stats")
 async def get_stats(
     _key: ReaderKey,
     sessions: SessionsDep,
-    product: str | None = None,
-    line: Annotated[str | None, Query(description="Line id")] = None,
-    since: Annotated[datetime | None, Query(description="Inclusive start; without an offset it is UTC")] = None,
-    until: Annotated[datetime | None, Query(description="Exclusive end; without an offset it is UTC")] = None,
+    product: ProductQuery = None,
+    line: Annotated[str | None, Query(description="Line id", max_length=NAME_MAX_LENGTH, pattern=TEXT_PATTERN)] = None,
+    since: Annotated[TimeParam, time_query("Inclusive start; without an offset it is UTC")] = None,
+    until: Annotated[TimeParam, time_query("Exclusive end; without an offset it is UTC")] = None,
     bucket: Annotated[Bucket | None, Query(description="Group by UTC hour, shift or day")] = None,
 ) -> dict[str, Any]:
     """Counts, defect rate, per-type counts and QA-measured miss / false-detection rates with 95% intervals."""
@@ -43,8 +45,8 @@ async def get_stats(
 async def get_throughput(
     _key: ReaderKey,
     sessions: SessionsDep,
-    product: str | None = None,
-    line: Annotated[str | None, Query(description="Line id")] = None,
+    product: ProductQuery = None,
+    line: Annotated[str | None, Query(description="Line id", max_length=NAME_MAX_LENGTH, pattern=TEXT_PATTERN)] = None,
     minutes: Annotated[int, Query(ge=1, le=MAX_WINDOW_MINUTES, description="Window length")] = 60,
 ) -> dict[str, Any]:
     """Frames per minute over the window, frames/s over the last minute, and p50/p95/p99 server latency."""

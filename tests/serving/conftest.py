@@ -61,3 +61,19 @@ def live_server(trained_product) -> Iterator[LiveServer]:
     yield LiveServer(f"http://127.0.0.1:{port}", settings, product, keys)
     server.should_exit = True
     thread.join(timeout=30)
+
+
+@pytest.fixture
+def postgres_server(live_server: LiveServer, postgres_url: str) -> Iterator[LiveServer]:
+    """The session's trained product served by a second server whose database is a fresh PostgreSQL one."""
+    settings = live_server.settings.model_copy(update={"database_url": postgres_url})
+    sessions = open_database(postgres_url)
+    keys = {role: create_api_key(sessions, role, f"postgres {role}") for role in ("camera", "qa", "manager")}
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until_started(server, thread)
+    yield LiveServer(f"http://127.0.0.1:{port}", settings, live_server.product, keys)
+    server.should_exit = True
+    thread.join(timeout=30)

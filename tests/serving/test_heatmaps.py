@@ -111,8 +111,8 @@ def test_defect_verdict_gets_a_heatmap_of_the_frame_size(live_server) -> None:
         assert frame.with_name(f"{frame.stem}{HEATMAP_SUFFIX}").read_bytes() == heatmap.content
         assert qa.get(defect["heatmap_url"]).content == heatmap.content  # served from the kept file
         assert qa.get(f"/v1/inspections/{uuid.uuid4()}/heatmap").status_code == 404
-    with live_server.client("manager") as manager:
-        assert manager.get(defect["heatmap_url"]).status_code == 200
+    with live_server.client("manager") as manager:  # frames and their heatmaps are QA's
+        assert manager.get(defect["heatmap_url"]).status_code == 403
 
 
 def test_heatmap_on_request_for_a_pass(live_server) -> None:
