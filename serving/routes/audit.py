@@ -8,8 +8,9 @@ from fastapi import APIRouter, Body, HTTPException
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from inspection.audit import MAX_BANDS, PassBand
 from inspection.audit_change import change_audit_rates
-from inspection.storage.audit_settings import audit_history, audit_setting_in_force
+from inspection.storage.audit_settings import MAX_REASON_CHARS, audit_history, audit_setting_in_force
 from serving.auth import QaKey, ReaderKey
 from serving.deps import ProductDep, ServingStateDep
 from serving.model_store import registered_products
@@ -22,14 +23,24 @@ class AuditChange(BaseModel):
     """New audit rates; a field left out keeps the rate in force. Checked as a whole: nothing is recorded when
     any part is impossible."""
 
-    pass_rate: float | None = Field(default=None, description="Probability a pass is drawn for the audit, in [0, 1]")
-    defect_rate: float | None = Field(default=None, description="Probability a defect verdict is drawn, in [0, 1]")
-    pass_bands: list[dict[str, float]] | None = Field(
+    pass_rate: float | None = Field(
+        default=None, ge=0, le=1, description="Probability a pass is drawn for the audit, in [0, 1]"
+    )
+    defect_rate: float | None = Field(
+        default=None, ge=0, le=1, description="Probability a defect verdict is drawn, in [0, 1]"
+    )
+    pass_bands: list[PassBand] | None = Field(
         default=None,
-        description="Optional [{lo, hi, rate}] over a pass's score / threshold, covering [0, 1] "
+        max_length=MAX_BANDS,
+        description="Optional [{lo, hi, rate}] over a pass's score / threshold, contiguous and covering [0, 1] "
         "(e.g. audit passes near the threshold more); replaces pass_rate for passes",
     )
-    reason: str = Field(description="Why the rates change; recorded with who changed them")
+    reason: str = Field(
+        min_length=1,
+        max_length=MAX_REASON_CHARS,
+        pattern=r"\S",
+        description="Why the rates change; recorded with who changed them",
+    )
 
 
 async def _known(state: ServingStateDep, product: str) -> None:
@@ -52,7 +63,7 @@ async def set_audit(
 ) -> dict[str, Any]:
     """Set a product's audit rates (QA); this replica draws at them at once, the others from their next poll."""
     await _known(state, product)
-    changes = change.model_dump(exclude={"reason"}, exclude_unset=True)
+    changes = change.model_dump(exclude={"reason"}, exclude_unset=True)  # bands as dicts: validated as a whole
     setting = await run_in_threadpool(
         change_audit_rates,
         state.sessions,

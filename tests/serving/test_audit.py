@@ -105,15 +105,15 @@ def test_qa_sets_the_rates_and_the_server_draws_at_them(audit_server: AuditServe
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
-        ({"pass_rate": 1.5, "reason": "x"}, 400, "pass_rate"),
-        ({"defect_rate": -0.1, "reason": "x"}, 400, "defect_rate"),
+        ({"pass_rate": 1.5, "reason": "x"}, 422, "pass_rate"),
+        ({"defect_rate": -0.1, "reason": "x"}, 422, "defect_rate"),
         ({"pass_bands": [{"lo": 0, "hi": 0.5, "rate": 0.1}], "reason": "x"}, 400, "cover [0, 1]"),
         (
             {"pass_bands": [{"lo": 0, "hi": 0.4, "rate": 0.1}, {"lo": 0.5, "hi": 1, "rate": 0.2}], "reason": "x"},
             400,
             "contiguous",
         ),
-        ({"pass_rate": 0.1, "reason": "  "}, 400, "say why"),
+        ({"pass_rate": 0.1, "reason": "  "}, 422, "reason"),
         ({"pass_rate": 0.1}, 422, "reason"),
     ],
 )
