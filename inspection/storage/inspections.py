@@ -11,9 +11,24 @@ from sqlalchemy import Table, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
+from inspection.storage.rollups import apply_deltas, count_rows, relabel_deltas, rollups_enabled
 from inspection.storage.schema import Inspection
 
 MAX_PAGE_SIZE = 500
+# What rollup_key reads of a stored row.
+ROLLUP_ROW_FIELDS = (
+    "product",
+    "line_id",
+    "camera_id",
+    "received_at",
+    "verdict",
+    "defect_type",
+    "feedback_label",
+    "audit_stratum",
+    "audit_probability",
+    "audit_selected",
+    "latency_ms",
+)
 # A pass scored at or above this fraction of its threshold is "low confidence": close enough to the line that
 # QA should see it, and worth keeping for retraining. Half the threshold keeps the review queue short on a
 # well-separated product while still catching the near misses.
@@ -71,6 +86,9 @@ def add_inspections(sessions: sessionmaker[Session], rows: list[dict[str, Any]])
         raise InspectionError("every inspection row needs an id and a received_at time")
     with sessions.kw["bind"].begin() as connection:
         connection.execute(insert(cast(Table, Inspection.__table__)), rows)
+        if rollups_enabled(sessions):
+            # Same transaction: a row is never stored without being counted, nor counted without being stored.
+            apply_deltas(connection, count_rows(rows))
 
 
 def get_inspection(sessions: sessionmaker[Session], inspection_id: str) -> Inspection:
@@ -123,6 +141,9 @@ def record_feedback(sessions: sessionmaker[Session], inspection_id: str, label: 
         row = session.get(Inspection, inspection_id, with_for_update=True)
         if row is None:
             raise InspectionNotFound(f"no inspection {inspection_id}")
+        moved = relabel_deltas({field: getattr(row, field) for field in ROLLUP_ROW_FIELDS}, row.feedback_label, label)
+        if rollups_enabled(sessions):
+            apply_deltas(session, moved)  # same transaction as the label: the counts follow it or neither changes
         row.feedback_label = label
         row.feedback_at = datetime.now(UTC)
         row.feedback_by = by
