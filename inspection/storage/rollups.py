@@ -225,3 +225,95 @@ def rollup_conditions(
     if end_hour is not None:
         conditions.append(ROLLUPS.c.hour < end_hour)
     return conditions
+
+
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_ceil(moment: datetime) -> datetime:
+    floor = _hour_floor(moment)
+    return floor if floor == moment else floor + timedelta(hours=1)
+
+
+def grouped_counts(
+    sessions: sessionmaker[Session],
+    *,
+    product: str | None = None,
+    line_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    hourly: bool = False,
+) -> list[Any]:
+    """Inspections counted per (product, line_id, verdict, defect_type, feedback_label, audit_stratum,
+    audit_probability, audit_selected[, hour]) as `n_rows`, with NULLs where the rows hold NULLs.
+
+    Whole UTC hours come from the rollups; only the partial hours at the edges of a window that does not start
+    or end on the hour are counted from the rows, so the cost is the cells shown plus at most two hours of rows.
+    `since` and `until` must be aware UTC times; `until` is exclusive.
+    """
+    dialect = sessions.kw["bind"].dialect.name
+    whole_start = _hour_ceil(since) if since is not None else None
+    whole_end = _hour_floor(until) if until is not None else None
+    if whole_start is not None and whole_end is not None and whole_start >= whole_end:
+        edges = [(since, until)]  # the window lies inside one or two partial hours: rows only
+        whole = False
+    else:
+        edges = []
+        if since is not None and whole_start is not None and since < whole_start:
+            edges.append((since, whole_start))
+        if until is not None and whole_end is not None and whole_end < until:
+            edges.append((whole_end, until))
+        whole = True
+    queries = []
+    if whole:
+        queries.append(_rollup_query(product, line_id, whole_start, whole_end, hourly))
+    for start, end in edges:
+        queries.append(_row_query(dialect, product, line_id, start, end, hourly))
+    groups: list[Any] = []
+    with sessions() as session:
+        for query in queries:
+            groups.extend(session.execute(query).all())
+    return groups
+
+
+def _rollup_query(
+    product: str | None, line_id: str | None, start: datetime | None, end: datetime | None, hourly: bool
+) -> Any:
+    keys: list[ColumnElement[Any]] = [
+        ROLLUPS.c.product,
+        func.nullif(ROLLUPS.c.line_id, ROLLUP_NONE).label("line_id"),
+        ROLLUPS.c.verdict,
+        func.nullif(ROLLUPS.c.defect_type, ROLLUP_NONE).label("defect_type"),
+        func.nullif(ROLLUPS.c.feedback_label, ROLLUP_NONE).label("feedback_label"),
+        func.nullif(ROLLUPS.c.audit_stratum, ROLLUP_NONE).label("audit_stratum"),
+        func.nullif(ROLLUPS.c.audit_probability, NO_PROBABILITY).label("audit_probability"),
+        ROLLUPS.c.audit_selected,
+    ]
+    if hourly:
+        keys.append(ROLLUPS.c.hour)
+    first = format_time_key(start, "hour") if start is not None else None
+    last = format_time_key(end, "hour") if end is not None else None
+    n_rows = func.sum(ROLLUPS.c.n)
+    return (
+        select(*keys, n_rows.label("n_rows"))
+        .where(*rollup_conditions(product, line_id, first, last))
+        .group_by(*keys)
+        .having(n_rows > 0)
+    )
+
+
+def _row_query(
+    dialect: str, product: str | None, line_id: str | None, start: datetime, end: datetime, hourly: bool
+) -> Any:
+    columns = ("product", "line_id", "verdict", "defect_type", "feedback_label", "audit_stratum")
+    keys: list[ColumnElement[Any]] = [INSPECTIONS.c[name] for name in columns]
+    keys += [INSPECTIONS.c.audit_probability, INSPECTIONS.c.audit_selected]
+    if hourly:
+        keys.append(dialect_time_key(dialect, "hour").label("hour"))
+    conditions = [INSPECTIONS.c.received_at >= start, INSPECTIONS.c.received_at < end]
+    if product is not None:
+        conditions.append(INSPECTIONS.c.product == product)
+    if line_id is not None:
+        conditions.append(INSPECTIONS.c.line_id == line_id)
+    return select(*keys, func.count().label("n_rows")).where(*conditions).group_by(*keys)

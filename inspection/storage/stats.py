@@ -9,14 +9,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
 from inspection.metrics import wilson_interval
 from inspection.spc import p_chart
-from inspection.storage.schema import Inspection
-from inspection.storage.time_keys import parse_time_key, time_key
+from inspection.storage.rollups import grouped_counts
+from inspection.storage.time_keys import parse_time_key
 
 Bucket = Literal["hour", "shift", "day"]
 BUCKETS: tuple[str, ...] = ("hour", "shift", "day")
@@ -125,22 +124,10 @@ def compute_stats(
     whole_hours = all(isinstance(s, int) and 0 <= s < 24 for s in shift_starts)
     if not shift_starts or not whole_hours or len(set(shift_starts)) != len(shift_starts):
         raise InspectionError("shift starts must be distinct whole hours in [0, 24)")
-    conditions = []
-    if product is not None:
-        conditions.append(Inspection.product == product)
-    if line_id is not None:
-        conditions.append(Inspection.line_id == line_id)
-    if since is not None:
-        conditions.append(Inspection.received_at >= since)
-    if until is not None:
-        conditions.append(Inspection.received_at < until)
-    columns = ("product", "line_id", "verdict", "defect_type", "feedback_label")
-    keys: list[ColumnElement[Any]] = [getattr(Inspection, name).expression for name in columns]
-    if bucket is not None:
-        keys.append(time_key(sessions, "hour").label("hour"))
-    query = select(*keys, func.count().label("n_rows")).where(*conditions).group_by(*keys)
-    with sessions() as session:
-        groups = session.execute(query).all()
+    # Whole hours are summed from the rollups; rows are read only for a window's partial first and last hour.
+    groups = grouped_counts(
+        sessions, product=product, line_id=line_id, since=since, until=until, hourly=bucket is not None
+    )
 
     totals = _Tally()
     by_product: defaultdict[str, _Tally] = defaultdict(_Tally)
