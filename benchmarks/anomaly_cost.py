@@ -1,7 +1,7 @@
 """CPU cost of anomaly scoring against the classifier: both exported to ONNX at 224x224, both through the
 server's own OnnxScorer, timed at batch 1 in interleaved blocks so the machine's noise hits both.
 
-The issue's bound: anomaly scoring of one 224x224 frame within 3x the classifier's latency on 2 cores. The
+The bound (docs/training.md): anomaly scoring of one 224x224 frame within 3x the classifier's latency on 2 cores. The
 PatchCore is fitted on synthetic good parts with the default memory-bank bound; the classifier is the same
 pretrained backbone with untrained heads (its cost does not depend on what the heads learned).
 """

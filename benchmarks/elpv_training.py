@@ -14,7 +14,7 @@ PRODUCT = "solar-cells"
 DEITSCH_CNN_ACCURACY = 0.8842
 
 
-# Issue 15's goals for ELPV on 2 CPU cores (README, "Better models with the same defaults").
+# The goals for ELPV on 2 CPU cores (docs/elpv.md).
 GOAL_AUROC = 0.97
 GOAL_BALANCED_ACCURACY = 0.93
 GOAL_MISS_AT_FDR = 0.10

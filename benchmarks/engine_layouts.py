@@ -1,5 +1,6 @@
 """The served ONNX file alone under different ways of using the cores: intra-op threads per session x runner threads
-side by side on that session x frames per run. Decides the engine's defaults (README, "Server load on ELPV").
+side by side on that session x frames per run. Decides the engine's defaults
+(docs/decisions/0004-engine-runners-per-core.md).
 
     python -m benchmarks.engine_layouts --home <INSPECTION_HOME> [--product solar-cells] [--seconds 5]
 
@@ -19,7 +20,7 @@ from models.onnx_runtime import OnnxScorer
 from serving.frames import frame_to_inputs
 from serving.model_store import champion_model
 
-# (intra-op threads, runner threads, frames per run): the issue's model-alone figure first, then the alternatives.
+# (intra-op threads, runner threads, frames per run): the bench's model-alone figure first, then the alternatives.
 LAYOUTS = ((2, 1, 8), (2, 1, 1), (2, 1, 4), (1, 1, 1), (1, 2, 1), (1, 2, 2), (1, 2, 4), (1, 2, 8))
 
 

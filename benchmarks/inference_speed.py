@@ -101,7 +101,7 @@ def _interleaved(engines: dict[str, Engine], batches: list[np.ndarray], rounds: 
 
 
 def run_speed(settings: Settings, product: str, workdir: Path) -> dict[str, float]:
-    """Figures: per-engine latency and throughput, and the ratios the README quotes."""
+    """Figures: per-engine latency and throughput, and the ratios docs/benchmarks.md quotes."""
     engines, figures = _engines(settings, product, workdir)
     inputs = _inputs(settings, product, 64)
     single = [inputs[i][None] for i in range(LATENCY_CALLS_PER_BLOCK)]

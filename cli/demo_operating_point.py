@@ -33,7 +33,7 @@ from models.served_threshold import (
 )
 
 DEMO_ACTOR = "inspection demo"  # who the threshold log says moved it
-DEFAULT_FALSE_DETECTION_BUDGET = 0.10  # issue 15's operating point: at most one good part in ten flagged
+DEFAULT_FALSE_DETECTION_BUDGET = 0.10  # the ELPV goals' operating point (docs/elpv.md): at most one good part in ten
 SERVED_WAIT_S = 60.0  # a few registry polls (5 s by default)
 
 

@@ -26,7 +26,7 @@ from inspection.errors import InspectionError
 from inspection.names import validate_product_name
 from inspection.progress import console as log_console
 
-# Measured on 2 cores (README, "Server load"): see there before changing it.
+# Measured on 2 cores (docs/decisions/0005-one-server-process-on-two-cores.md): see there before changing it.
 DEFAULT_WORKERS = 1
 
 app = typer.Typer(help="Defect inspection for production lines.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -145,7 +145,8 @@ def serve_cmd(
             min=1,
             envvar="INSPECTION_WORKERS",
             help="Server processes on the one port, each with its own models and its share of the cores "
-            "(INSPECTION_ENGINE_RUNNERS unless set). One was faster on 2 cores; see the README.",
+            "(INSPECTION_ENGINE_RUNNERS unless set). One was faster on 2 cores; see "
+            "docs/decisions/0005-one-server-process-on-two-cores.md.",
         ),
     ] = DEFAULT_WORKERS,
     access_log: Annotated[

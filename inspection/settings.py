@@ -20,9 +20,9 @@ class Settings(BaseSettings):
     num_threads: int = Field(default=0, description="Torch CPU threads; 0 means one per core.")
     max_body_bytes: int = Field(default=20_000_000, description="Largest accepted frame upload.")
     max_pixels: int = Field(default=50_000_000, description="Largest accepted frame, by its header.")
-    # Defaults measured on 2 cores (README, "Server load"): one single-threaded session run per core beat one
-    # 2-thread session on batches of 8; and each runner taking up to 2 frames of what is already waiting, never
-    # waiting for company, beat one frame a run (154 against 135-144 frames/s, 12.4 against 13.3-14.1 ms of CPU a
+    # Defaults measured on 2 cores (docs/decisions/0004-engine-runners-per-core.md): one single-threaded session run per
+    # core beat one 2-thread session on batches of 8; and each runner taking up to 2 frames of what is already waiting,
+    # never waiting for company, beat one frame a run (154 against 135-144 frames/s, 12.4 against 13.3-14.1 ms of CPU a
     # frame) and batches of up to 4 (148-150). A wait would only add latency at low load.
     batch_max: int = Field(default=2, ge=1, description="Largest micro-batch the engine forms.")
     batch_wait_ms: float = Field(

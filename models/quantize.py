@@ -11,10 +11,11 @@ Activations are quantized as unsigned 8 bit: on the x86 CPUs here ONNX Runtime's
 Weights are quantized to 7 bits (`reduce_range`). With 8-bit weights, ONNX Runtime's u8s8 kernels on CPUs
 without VNNI (AVX2, and AVX-512 without VNNI) add pairs of products into 16 bits with saturation, and the same
 file then scores differently there than on a VNNI CPU: on ELPV, on 2 AVX2 cores, 8-bit weights lost 0.022 test
-AUROC and flipped a quarter of the verdicts, where on AVX-512 VNNI cores they lost 0.002-0.006 (README). 7-bit
+AUROC and flipped a quarter of the verdicts, where on AVX-512 VNNI cores they lost 0.002-0.006 (docs/int8.md). 7-bit
 weights cannot saturate, so the gate's evidence holds on whichever CPU a replica runs. The price is paid on VNNI
 CPUs, where 8 bits would have been exact: on ELPV, on 2 AVX-512 VNNI cores, the same trained model lost 0.0068
-test AUROC with 7-bit weights against 0.0005 with 8-bit ones, and flipped 30 verdicts against 20 (README).
+test AUROC with 7-bit weights against 0.0005 with 8-bit ones, and flipped 30 verdicts against 20
+(docs/decisions/0002-seven-bit-int8-weights.md).
 
 The quantized model is only a candidate: the caller's accuracy gate decides.
 """

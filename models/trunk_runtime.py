@@ -6,7 +6,8 @@ and test image (training/kinds/anomaly.py); on a CPU those passes are most of wh
 classifier's validation and test scoring runs the same way (training/predict.py), and so does the
 hybrid's (training/kinds/hybrid.py, through models/hybrid_export.py). Eager PyTorch runs
 timm's TF-"same"-padded convolutions with a pad computed per call and no fused kernels; the same stages exported
-to an in-memory ONNX graph and run by ONNX Runtime take several times less CPU (README: issue 15, training time).
+to an in-memory ONNX graph and run by ONNX Runtime take several times less CPU
+(docs/decisions/0009-frozen-trunk-on-onnx-runtime.md).
 The outputs agree to within float16's resolution, the precision the classifier's cache keeps.
 """
 

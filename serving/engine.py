@@ -5,8 +5,8 @@ Frames wait in one bounded queue; each runner thread takes what is waiting (up t
 the cores: several runners on a single-threaded session (frames side by side, no intra-op synchronisation) or one
 runner with an intra-op thread per core. On 2 cores with EfficientNet-Lite0 at 224 px the first won: ORT alone
 ran 206-219 frames/s as two single-threaded runs of 1-2 frames against 160 as one 2-thread run of batches of 8
-(benchmarks/engine_layouts.py; README, "Server load on ELPV"); batches only pay where a call's fixed cost is large
-against the model's. Torch-free, as all of serving.
+(benchmarks/engine_layouts.py; docs/decisions/0004-engine-runners-per-core.md); batches only pay where a call's fixed
+cost is large against the model's. Torch-free, as all of serving.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from inspection.storage.stats import compute_stats
 from models import registry
-from models.home_copy import copy_home
 from models.served_threshold import (
     ThresholdRequest,
     calibrated_served_threshold,
@@ -28,6 +27,7 @@ from models.served_threshold import (
     record_threshold,
     served_threshold,
 )
+from tools.home_copy import copy_home
 
 pytestmark = pytest.mark.slow
 

@@ -30,7 +30,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "cli": frozenset({"inspection", "datasets", "models", "training", "serving"}),
 }
 # Project folders that are not installed: an installed package importing them breaks outside a checkout.
-NOT_INSTALLED = ("benchmarks", "tests")
+NOT_INSTALLED = ("benchmarks", "tools", "tests")
 # The serving path runs on onnxruntime, numpy and OpenCV only, so a replica starts fast and stays small.
 FORBIDDEN_THIRD_PARTY = {"serving": frozenset({"torch", "torchvision", "timm"})}
 

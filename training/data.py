@@ -14,7 +14,9 @@ from inspection.product_config import ProductConfig
 
 COLOR_SAMPLE_SIZE = 64
 SIZE_SAMPLE_SIZE = 64
-AUTO_SIZE_CAP = 320  # above this the CPU cost grows faster than what the measurements gained (README)
+# Above this the CPU cost grows faster than what the measurements gained
+# (docs/decisions/0012-image-size-224-auto-capped.md).
+AUTO_SIZE_CAP = 320
 AUTO_SIZE_STEP = 32  # the network's total stride: the last feature map gets whole cells
 
 

@@ -71,7 +71,8 @@ def seed_everything(seed: int) -> None:
 
 
 # `kind: auto` trains the hybrid below this many defective training images: in the few-shot benchmark (10 of
-# them) the hybrid out-ranked the classifier on every product (README); with hundreds the classifier carries it.
+# them) the hybrid out-ranked the classifier on every product; with hundreds the classifier carries it
+# (docs/decisions/0011-kind-auto-by-defect-count.md).
 AUTO_HYBRID_BELOW_DEFECTS = 100
 
 

@@ -17,5 +17,6 @@ def learning_rate_factor(epoch: int, progress: float, config: TrainConfig) -> fl
 
 def stops_early(epoch: int, stale: int, config: TrainConfig) -> bool:
     """After `patience` epochs without a better validation figure, once the cosine schedule is past its midpoint:
-    the first epochs, at the highest learning rate, may trail the probe before they pass it (README, issue 15)."""
+    the first epochs, at the highest learning rate, may trail the probe before they pass it
+    (docs/decisions/0003-early-stopping-waits-for-the-second-half.md)."""
     return stale >= config.patience and epoch - 1 >= config.epochs / 2

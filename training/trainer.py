@@ -88,8 +88,9 @@ def _class_weights(data: TrainingData, num_types: int, config: TrainConfig) -> d
 
 def _memory_format(device: torch.device) -> torch.memory_format:
     """The layout the fine-tune runs its convolutions in. On a CPU, channels-last: oneDNN's depthwise convolution
-    backward, most of a fine-tune step's time, runs about 1.4x faster in it (README: issue 15, training time).
-    Under torchrun too, so that ranks compute what one process computes. Elsewhere (GPUs), as before."""
+    backward, most of a fine-tune step's time, runs about 1.4x faster in it
+    (docs/decisions/0010-channels-last-fine-tune.md). Under torchrun too, so that ranks compute what one process
+    computes. Elsewhere (GPUs), as before."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 

@@ -104,7 +104,7 @@ def test_false_detection_rule_is_the_lowest_threshold_within_the_budget(budget: 
 
 
 def test_a_target_needs_one_expected_error_among_the_validation_parts() -> None:
-    # The example: a 1% miss target with 20 validation defects.
+    # The documented example (docs/operating-point.md): a 1% miss target with 20 validation defects.
     problem = unsupported_target("miss_rate", 0.01, 20)
     assert problem is not None
     assert "20 defective" in problem and "1/20 = 5.00%" in problem and "at least 100" in problem

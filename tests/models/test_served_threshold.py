@@ -21,7 +21,6 @@ from inspection.operating_curve import (
 from inspection.settings import Settings
 from models import registry
 from models.artifacts import INT8_FILE, onnx_dir
-from models.home_copy import copy_home
 from models.served_threshold import (
     EXPORT_ACTOR,
     LOG_TAG,
@@ -33,6 +32,7 @@ from models.served_threshold import (
     record_threshold,
 )
 from tests.test_cli import assert_clean_error, run_cli
+from tools.home_copy import copy_home
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def test_requests_validation_cannot_support_are_refused_and_record_nothing(home:
     for bad in ({"miss_rate": 0.1, "value": 0.5}, {}, {"value": 1.5}, {"miss_rate": 1.0}):
         with pytest.raises(ThresholdRefused):
             ThresholdRequest(**bad)
-    assert unsupported_target("miss_rate", 0.01, 20) is not None  # the example: 1% with 20 defects
+    assert unsupported_target("miss_rate", 0.01, 20) is not None  # docs/operating-point.md: 1% with 20 defects
 
 
 def test_a_budget_then_a_miss_rate_are_recorded_with_who_when_and_why(home: Settings, trained_product) -> None:

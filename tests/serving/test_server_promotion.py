@@ -19,10 +19,10 @@ from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from inspection.storage.schema import Inspection
 from models import registry
-from models.home_copy import copy_home
 from serving.app import create_app
 from tests.serving.conftest import LiveServer, _free_port, wait_until_started
 from tests.serving.test_server import _frame
+from tools.home_copy import copy_home
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,6 @@ from inspection.settings import Settings
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from models import registry
-from models.home_copy import copy_home
 from models.served_threshold import (
     THRESHOLD_TAG,
     read_served_scores,
@@ -25,6 +24,7 @@ from serving.metrics import ServingMetrics
 from serving.state import ServingState
 from tests.serving.test_shadow import _frames, _post_all, _serve, _wait_for
 from tests.test_cli import run_cli
+from tools.home_copy import copy_home
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 
 from inspection.settings import Settings
 from models import registry
-from models.home_copy import copy_home, rebase_artifact_locations
+from tools.home_copy import copy_home, rebase_artifact_locations
 
 pytestmark = pytest.mark.slow
 

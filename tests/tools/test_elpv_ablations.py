@@ -1,5 +1,5 @@
-"""The ELPV ablations the bench can run (benchmarks.elpv_ablations): each changes what it says, and only while
-it is in force."""
+"""The ELPV ablations an experiment can run (tools.experiments.elpv_ablations): each changes what it says, and only
+while it is in force."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from torch import nn
 import inspection.preprocessing as preprocessing
 import training.kinds.classifier as classifier_kind
 import training.trainer as trainer
-from benchmarks.elpv_ablations import (
+from datasets.layout import ImageRecord
+from inspection.preprocessing import PreprocessSpec, prepare_image, preprocess
+from models.classifier import DefectClassifier
+from tools.experiments.elpv_ablations import (
     MIXUP_ALPHA,
     GeneralizedMeanPool,
     ablation,
@@ -21,9 +24,6 @@ from benchmarks.elpv_ablations import (
     stretched,
     unanimous,
 )
-from datasets.layout import ImageRecord
-from inspection.preprocessing import PreprocessSpec, prepare_image, preprocess
-from models.classifier import DefectClassifier
 
 
 def test_generalized_mean_lies_between_the_average_and_the_maximum() -> None:

@@ -1,9 +1,9 @@
 """Is one ELPV run better than another, or did the test split's sampling move it? From saved scores, no training.
 
-    python -m benchmarks.elpv_compare /work/runs/defaults-s0-test-scores.json /work/runs/gem-test-scores.json
+    python -m tools.experiments.elpv_compare runs/defaults-s0-test-scores.json runs/gem-test-scores.json
 
-Both files are `<name>-test-scores.json` of `benchmarks.elpv_variant` runs on one source home's split. Prints the
-candidate's test AUROC minus the baseline's with a paired, label-stratified bootstrap 95 % interval (the same
+Both files are `<name>-test-scores.json` of `tools.experiments.elpv_variant` runs on one source home's split.
+Prints the candidate's test AUROC minus the baseline's with a paired, label-stratified bootstrap 95 % interval (the same
 resampled cells score both runs, the INT8 gate's method), the same over the cells all annotators agreed on, and
 the defects each run misses at 10 % false detections. An interval that holds 0 means the 525 test cells cannot
 tell the two runs apart.
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.elpv_ablations import unanimous_share
-from benchmarks.elpv_ensemble import aligned_runs
 from benchmarks.elpv_training import FDR_BUDGET
 from inspection.metrics import auroc, miss_rate_at_false_detection
+from tools.experiments.elpv_ablations import unanimous_share
+from tools.experiments.elpv_ensemble import aligned_runs
 from training.int8_gate import paired_bootstrap_auroc_loss
 
 RESAMPLES = 2000

@@ -1,12 +1,13 @@
-"""What averaging several ELPV models would give, from the test scores `benchmarks.elpv_variant` saved: no training.
+"""What averaging several ELPV models would give, from the test scores `elpv_variant` saved: no training.
 
-    python -m benchmarks.elpv_ensemble /work/runs/defaults-s0-test-scores.json /work/runs/defaults-s1-test-scores.json
+    python -m tools.experiments.elpv_ensemble runs/defaults-s0-test-scores.json runs/defaults-s1-test-scores.json
 
 Each file is one run's `<name>-test-scores.json` (every test cell's score, label and annotators' defect
 probability); the runs must share the split (the same source home). Prints, for each run and for the mean of
-their probabilities, the figures issue 15 judges a ranking by: test AUROC, AUROC over the cells all annotators
-agreed on, and the miss rate at 10 % false detections. An ensemble costs each run's training time and each
-model's inference, so it is worth building only if these move well beyond what a reseed moves.
+their probabilities, the figures the ELPV goals judge a ranking by (docs/elpv.md): test AUROC, AUROC over the
+cells all annotators agreed on, and the miss rate at 10 % false detections. An ensemble costs each run's
+training time and each model's inference, so it is worth building only if these move well beyond what a reseed
+moves.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.elpv_training import FDR_BUDGET
-from benchmarks.elpv_variant import unanimous_auroc
 from inspection.metrics import auroc, miss_rate_at_false_detection
+from tools.experiments.elpv_variant import unanimous_auroc
 
 
 def load_cells(path: Path) -> list[dict[str, Any]]:

@@ -1,10 +1,10 @@
-"""benchmarks.elpv_compare: the paired interval of an AUROC gain between two runs on the same cells."""
+"""tools.experiments.elpv_compare: the paired interval of an AUROC gain between two runs on the same cells."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.elpv_compare import auroc_gain
+from tools.experiments.elpv_compare import auroc_gain
 
 
 def test_same_scores_gain_nothing_and_a_clearly_better_run_clears_zero() -> None:

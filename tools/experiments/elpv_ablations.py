@@ -1,6 +1,6 @@
-"""Ablations of the ELPV classifier that are not product options (issue 15): each changes one thing for the length
-of one `benchmarks.elpv_variant` run (`--ablation NAME`), so a finding can be reproduced without shipping a knob
-that did not earn its place.
+"""Ablations of the ELPV classifier that are not product options (docs/elpv.md): each changes one thing for the
+length of one `tools.experiments.elpv_variant` run (`--ablation NAME`), so a finding can be reproduced without
+shipping a knob that did not earn its place.
 
 - `gem-pooling`: generalized-mean pooling (p = 3) instead of the global average before the heads. A small crack
   raises few positions of the last feature map, and GeM weighs those more than a mean does. Every classifier built

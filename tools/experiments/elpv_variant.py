@@ -1,8 +1,9 @@
 """One ELPV training run with a config override, on a copy of an imported home, scored as the bench scores ELPV
-(issue 15's figures: test AUROC, balanced accuracy, miss rate at 10 % false detections, training time).
+(the ELPV goals' figures, docs/elpv.md: test AUROC, balanced accuracy, miss rate at 10 % false detections,
+training time).
 
-    python -m benchmarks.elpv_variant --source-home <home> --name lite1 --override '{backbone: lite1}'
-    python -m benchmarks.elpv_variant --source-home <home> --name gem --ablation gem-pooling
+    python -m tools.experiments.elpv_variant --source-home <home> --name lite1 --override '{backbone: lite1}'
+    python -m tools.experiments.elpv_variant --source-home <home> --name gem --ablation gem-pooling
 
 The copy (datasets, registry, database; not the frame archive) keeps the source's frozen split, so runs of
 different overrides are judged on the same test cells. Prints the figures as JSON, and writes every test cell's
@@ -21,14 +22,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks.elpv_ablations import ABLATIONS, ablation, unanimous_share
 from benchmarks.elpv_training import FDR_BUDGET, PRODUCT, balanced_accuracy
 from inspection.metrics import auroc, miss_rate_at_false_detection
 from inspection.settings import Settings
-from models.home_copy import copy_home
+from tools.experiments.elpv_ablations import ABLATIONS, ablation, unanimous_share
+from tools.home_copy import copy_home
 from training.pipeline import train_product
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COPIED = ("datasets", "mlflow", "runs", "inspection.db")  # everything a training run reads or extends
 
 

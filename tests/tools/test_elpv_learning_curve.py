@@ -1,12 +1,12 @@
-"""The ELPV learning curve's arithmetic (benchmarks.elpv_learning_curve): which runs are its points, the power-law
-fit, and the share of the training split a goal would need."""
+"""The ELPV learning curve's arithmetic (tools.experiments.elpv_learning_curve): which runs are its points, the
+power-law fit, and the share of the training split a goal would need."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks.elpv_learning_curve import FIGURES, power_fit, share_for, training_share
+from tools.experiments.elpv_learning_curve import FIGURES, power_fit, share_for, training_share
 
 
 def test_the_curves_points_are_the_share_ablations_and_the_plain_run() -> None:

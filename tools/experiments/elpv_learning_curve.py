@@ -1,11 +1,12 @@
-"""The ELPV classifier's learning curve (issue 15): the bench's figures against the share of the training split.
+"""The ELPV classifier's learning curve (docs/elpv.md): the bench's figures against the share of the training split.
 
-Each point is one `benchmarks.elpv_variant` run, trained on a quarter, a half or all of the training split
+Each point is one `tools.experiments.elpv_variant` run, trained on a quarter, a half or all of the training split
 (`--ablation training-quarter`, `training-half`, none) with a seed; validation and test are the same cells in all.
 
-    python -m benchmarks.elpv_variant --source-home H --name quarter-s0 --ablation training-quarter > quarter-s0.json
-    python -m benchmarks.elpv_variant --source-home H --name full-s1 --override '{seed: 1}' > full-s1.json
-    python -m benchmarks.elpv_learning_curve quarter-s0.json half-s0.json full-s0.json ... --out curve.png
+    python -m tools.experiments.elpv_variant --source-home H --name quarter-s0 --ablation training-quarter \
+        > quarter-s0.json
+    python -m tools.experiments.elpv_variant --source-home H --name full-s1 --override '{seed: 1}' > full-s1.json
+    python -m tools.experiments.elpv_learning_curve quarter-s0.json half-s0.json full-s0.json ... --out curve.png
 
 Each figure's distance from perfect (1 - AUROC, 1 - balanced accuracy, the miss rate at 10 % false detections)
 is fitted as a power of the training share on the seeds' mean at each share (a straight line on log-log axes),
@@ -25,7 +26,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from benchmarks.elpv_ablations import TRAINING_SHARES
+from tools.experiments.elpv_ablations import TRAINING_SHARES
 
 matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt

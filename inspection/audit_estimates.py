@@ -1,0 +1,220 @@
+"""The line's miss rate, false-detection rate and escapes per million, estimated from the audit sample.
+
+Each answered frame was drawn into the audit with a known probability (inspection.audit). Within a design cell
+(verdict, stratum, probability), the audited frames are a simple random sample of the cell's frames, so the share
+of defective parts among them estimates the cell's share, and the cell's row count (known exactly: every answer is
+a row) scales it up. Selected frames that QA has not labelled yet (the backlog) are left out on the assumption that
+QA works through them in an order unrelated to what they show (oldest first). Summed over cells this is the
+stratified inverse-probability (Hájek) estimate of the defective parts among passes (escapes) and among defect
+verdicts; the rates are ratios of those totals, each corrected for the ratio's second-order bias (a ratio of
+noisy totals is biased low by about B Var(A) / (A + B)^3: a point at a 25 % miss rate and 2 % of passes audited).
+
+The 95 % interval is simulated: each cell's defective share is drawn from its Jeffreys posterior
+Beta(k + 1/2, m - k + 1/2) (k defective among m audited) and the unaudited frames of the cell from a binomial at
+that share, so a fully audited cell has no sampling error and zero escapes in m audited passes still bound the miss
+rate from above. Coverage is checked by simulation in tests/inspection/test_audit_estimates.py; the reasons are
+in docs/decisions/0014-audit-sampling.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inspection.audit import DEFECT_STRATUM
+
+METHOD = "stratified inverse-probability (Hájek) estimate; 95% interval from each cell's Jeffreys posterior"
+DRAWS = 4000
+PRIOR = 0.5  # Jeffreys
+WIDE_INTERVAL = 0.2  # a rate interval wider than this cannot tell a good line from a bad one: say so
+GOOD = "good"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCount:
+    """Rows that share a verdict, audit stratum, audit probability, selection and QA label, and how many."""
+
+    verdict: str
+    stratum: str | None
+    probability: float | None
+    selected: bool
+    label: str | None
+    n: int
+
+
+@dataclass
+class _Cell:
+    """One design cell's counts: rows, selected, audited (selected and labelled), defective among audited."""
+
+    n: int = 0
+    selected: int = 0
+    audited: int = 0
+    defective: int = 0
+
+
+def _cells(counts: Iterable[AuditCount]) -> tuple[dict[tuple[str, str, float], _Cell], int]:
+    cells: defaultdict[tuple[str, str, float], _Cell] = defaultdict(_Cell)
+    outside = 0
+    for count in counts:
+        if count.probability is None or count.stratum is None:
+            outside += count.n  # answered before audit sampling: not part of any design
+            continue
+        cell = cells[count.verdict, count.stratum, count.probability]
+        cell.n += count.n
+        if count.selected:
+            cell.selected += count.n
+            if count.label is not None:
+                cell.audited += count.n
+                cell.defective += count.n if count.label != GOOD else 0
+    return dict(cells), outside
+
+
+def _seed(cells: dict[tuple[str, str, float], _Cell]) -> int:
+    # The same counts give the same interval on every refresh and every replica.
+    text = repr(sorted((key, cell.n, cell.audited, cell.defective) for key, cell in cells.items()))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def _interval(draws: np.ndarray, estimate: float) -> list[float]:
+    low, high = np.quantile(draws, [0.025, 0.975])
+    # The point estimate lies inside its interval (with zero escapes the estimate is 0, the bound above is not).
+    return [float(min(low, estimate)), float(max(high, estimate))]
+
+
+def _ratio(a: float, var_a: float, b: float, var_b: float) -> float | None:
+    """A / (A + B) of two independent estimated totals, less its second-order (Jensen) bias; None when A + B = 0."""
+    total = a + b
+    if total <= 0:
+        return None
+    corrected = a / total + (b * var_a - a * var_b) / total**3
+    return min(max(corrected, 0.0), 1.0)
+
+
+def _shares(sims_a: np.ndarray, sims_b: np.ndarray) -> np.ndarray:
+    total = sims_a + sims_b
+    return np.divide(sims_a, total, out=np.zeros_like(sims_a), where=total > 0)
+
+
+def _rate(estimate: float | None, draws: np.ndarray | None) -> dict[str, Any]:
+    if estimate is None or draws is None:
+        return {"estimate": None, "ci95": None, "method": METHOD}
+    return {"estimate": estimate, "ci95": _interval(draws, estimate), "method": METHOD}
+
+
+def audit_estimates(counts: Iterable[AuditCount], draws: int = DRAWS) -> dict[str, Any]:
+    """The `audit` block of a group: the three estimates with intervals, the audit's size and backlog, a warning."""
+    cells, outside = _cells(counts)
+    n_selected = sum(cell.selected for cell in cells.values())
+    n_audited = sum(cell.audited for cell in cells.values())
+    n_pass = sum(cell.n for (verdict, _, _), cell in cells.items() if verdict != DEFECT_STRATUM)
+    n_flagged = sum(cell.n for (verdict, _, _), cell in cells.items() if verdict == DEFECT_STRATUM)
+    block: dict[str, Any] = {
+        "n_selected": n_selected,
+        "n_audited": n_audited,
+        "backlog": n_selected - n_audited,
+        "n_outside_design": outside,
+    }
+    problems = _unestimable(cells)
+    rng = np.random.default_rng(_seed(cells))
+    escapes = _defectives(cells, rng, draws, flagged=False) if not problems["pass"] else None
+    flagged_defects = _defectives(cells, rng, draws, flagged=True) if not problems["defect"] else None
+
+    miss: tuple[float | None, np.ndarray | None] = (None, None)
+    fdr: tuple[float | None, np.ndarray | None] = (None, None)
+    ppm: tuple[float | None, np.ndarray | None] = (None, None)
+    if escapes is not None:
+        point, sims, variance = escapes
+        if n_pass:
+            ppm = (1e6 * point / n_pass, 1e6 * sims / n_pass)
+        if flagged_defects is not None:
+            f_point, f_sims, f_variance = flagged_defects
+            miss = (_ratio(point, variance, f_point, f_variance), _shares(sims, f_sims))
+            # Good parts: flagged ones are the flagged less their defects, passed ones the passes less the escapes.
+            good_flagged, good_passed = n_flagged - f_point, n_pass - point
+            fdr = (
+                _ratio(good_flagged, f_variance, good_passed, variance),
+                _shares(n_flagged - f_sims, n_pass - sims),
+            )
+    block["miss_rate"] = _rate(*miss)
+    block["false_detection_rate"] = _rate(*fdr)
+    block["escaped_defects_ppm"] = _rate(*ppm)
+    block["warning"] = _warning(cells, block, problems, outside) or None
+    return block
+
+
+def _unestimable(cells: dict[tuple[str, str, float], _Cell]) -> dict[str, list[str]]:
+    """Per side (passes, defect verdicts), why their defective count cannot be estimated (empty when it can)."""
+    problems: dict[str, list[str]] = {"pass": [], "defect": []}
+    audited_in: defaultdict[tuple[str, str], int] = defaultdict(int)
+    for (verdict, stratum, _), cell in cells.items():
+        audited_in[verdict, stratum] += cell.audited
+    for (verdict, stratum, probability), cell in sorted(cells.items()):
+        side = "defect" if verdict == DEFECT_STRATUM else "pass"
+        noun = "defect verdicts" if side == "defect" else "passes"
+        where = "" if stratum in (DEFECT_STRATUM, "pass") else f" in band {stratum.split(':', 1)[-1]}"
+        if probability == 0 and cell.n:
+            problems[side].append(f"{cell.n} {noun}{where} had audit probability 0")
+        elif audited_in[verdict, stratum] == 0 and cell.n:
+            problems[side].append(f"none of {cell.n} {noun}{where} audited yet")
+    return problems
+
+
+def _defectives(
+    cells: dict[tuple[str, str, float], _Cell], rng: np.random.Generator, draws: int, *, flagged: bool
+) -> tuple[float, np.ndarray, float]:
+    """The estimated number of defective parts among passes (or among defect verdicts), simulated draws of it, and
+    its estimated sampling variance (the stratified formula with the finite-population correction)."""
+    pooled: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (verdict, stratum, _), cell in cells.items():
+        pooled[verdict, stratum][0] += cell.defective
+        pooled[verdict, stratum][1] += cell.audited
+    point, variance, sims = 0.0, 0.0, np.zeros(draws)
+    for (verdict, stratum, _), cell in sorted(cells.items()):
+        if (verdict == DEFECT_STRATUM) != flagged or cell.n == 0:
+            continue
+        # A cell with no audited frame of its own (its probability was in force only briefly) borrows the share
+        # of the rest of its stratum, which was drawn by the same rule at another rate.
+        k, m = (cell.defective, cell.audited) if cell.audited else tuple(pooled[verdict, stratum])
+        unaudited = cell.n - cell.audited
+        point += cell.defective + unaudited * k / m
+        if cell.audited > 1:
+            share_seen = cell.defective / cell.audited
+            variance += cell.n * unaudited * share_seen * (1 - share_seen) / (cell.audited - 1)
+        share = rng.beta(k + PRIOR, m - k + PRIOR, size=draws)
+        sims += cell.defective + rng.binomial(unaudited, share)
+    return point, sims, variance
+
+
+def _warning(
+    cells: dict[tuple[str, str, float], _Cell], block: dict[str, Any], problems: dict[str, list[str]], outside: int
+) -> str:
+    """Plain sentences for a plant manager: what the audit cannot say yet, and what would let it."""
+    notes: list[str] = []
+    for side, rate in (("pass", "miss rate"), ("defect", "false-detection rate")):
+        if problems[side]:
+            notes.append(f"{'; '.join(problems[side])}: the {rate} cannot be estimated")
+    audited_passes = sum(c.audited for (v, _, _), c in cells.items() if v != DEFECT_STRATUM)
+    escapes_seen = sum(c.defective for (v, _, _), c in cells.items() if v != DEFECT_STRATUM)
+    miss = block["miss_rate"]
+    if not problems["pass"] and audited_passes and escapes_seen == 0 and miss["ci95"] is not None:
+        notes.append(
+            f"0 escapes in {audited_passes} audited passes: miss rate below {miss['ci95'][1]:.1%} at 95 %; "
+            "audit more passes to say more"
+        )
+    for name, label in (("miss_rate", "miss rate"), ("false_detection_rate", "false-detection rate")):
+        interval = block[name]["ci95"]
+        if interval is not None and interval[1] - interval[0] > WIDE_INTERVAL:
+            notes.append(
+                f"the audit is too small to pin the {label} ({interval[0]:.1%} to {interval[1]:.1%}); audit more frames"
+            )
+    if block["backlog"]:
+        done = block["n_audited"] / block["n_selected"]
+        notes.append(f"{block['backlog']} selected frames await QA ({done:.0%} of the audit done)")
+    if outside:
+        notes.append(f"{outside} frames answered before audit sampling are not in these estimates")
+    return "; ".join(notes)

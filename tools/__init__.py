@@ -1,0 +1,1 @@
+"""Experiments and one-off studies beside the product: importable from a checkout, never installed."""
