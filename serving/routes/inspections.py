@@ -12,7 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from inspection.archive_paths import archived_media_type
 from inspection.names import validate_label
-from inspection.storage.inspections import InspectionFilter, get_inspection, list_inspections, record_feedback
+from inspection.storage.inspections import (
+    TOTAL_CAP,
+    InspectionFilter,
+    get_inspection,
+    list_inspection_page,
+    record_feedback,
+)
 from inspection.storage.schema import Inspection
 from serving.auth import QaKey, ReaderKey
 from serving.deps import ServingStateDep, SessionsDep
@@ -58,9 +64,15 @@ class InspectionOut(BaseModel):
 
 
 class InspectionPage(BaseModel):
-    total: int
+    total: int = Field(description=f"Matching inspections, counted up to {TOTAL_CAP:,}")
+    total_capped: bool = Field(
+        default=False, description=f"True when more than {TOTAL_CAP:,} match: `total` is then a lower bound"
+    )
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page (None on the last page)"
+    )
     items: list[InspectionOut]
 
 
@@ -87,11 +99,21 @@ async def list_all(
     review: Annotated[bool, Query(description="Only defects and low-confidence passes (QA's queue)")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
+    cursor: Annotated[
+        str | None, Query(description="A page's `next_cursor`: the next page at the same cost however deep")
+    ] = None,
 ) -> InspectionPage:
     """Inspections newest first, filtered by product, line, camera, verdict, time window, QA feedback, review."""
     where = InspectionFilter(product, line_id, camera_id, verdict, since, until, has_feedback, review)
-    rows, total = await run_in_threadpool(list_inspections, sessions, where, limit, offset)
-    return InspectionPage(total=total, limit=limit, offset=offset, items=[InspectionOut.from_row(r) for r in rows])
+    page = await run_in_threadpool(list_inspection_page, sessions, where, limit, offset, cursor)
+    return InspectionPage(
+        total=page.total,
+        total_capped=page.total_capped,
+        limit=limit,
+        offset=offset,
+        next_cursor=page.next_cursor,
+        items=[InspectionOut.from_row(r) for r in page.rows],
+    )
 
 
 @router.get("/v1/inspections/{inspection_id}/image", response_class=Response)

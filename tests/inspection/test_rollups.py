@@ -118,3 +118,43 @@ def test_migration_backfills_rollups_from_rows_already_stored(kind: str, tmp_pat
     with engine.connect() as connection:
         assert connection.scalar(select(func.sum(ROLLUPS.c.n))) == 500
     engine.dispose()
+
+
+def test_stats_over_a_window_with_partial_hours_equal_a_count_of_the_rows(sessions) -> None:
+    from inspection.storage.stats import compute_stats
+
+    rows = synthetic_rows(random.Random(11), 400)
+    add_inspections(sessions, rows)
+    for since, until in [
+        (START + timedelta(minutes=47), START + timedelta(hours=20, minutes=13)),  # partial hours at both edges
+        (START + timedelta(minutes=31), START + timedelta(minutes=50)),  # inside one hour
+        (START + timedelta(minutes=30), START + timedelta(hours=30, minutes=30)),  # whole hours only
+    ]:
+        stats = compute_stats(sessions, since=since, until=until, bucket="hour")
+        expected = [row for row in rows if since <= row["received_at"] < until]
+        assert stats["totals"]["n"] == len(expected)
+        assert stats["totals"]["n_defect"] == sum(row["verdict"] == "defect" for row in expected)
+        assert sum(b["n"] for b in stats["buckets"]) == len(expected)
+
+
+def test_keyset_pages_walk_every_row_once_and_the_total_is_capped(sessions, monkeypatch) -> None:
+    from inspection.storage import inspections
+    from inspection.storage.inspections import InspectionFilter, list_inspection_page
+
+    rows = synthetic_rows(random.Random(13), 230)
+    for row in rows[:40]:
+        row["received_at"] = START  # ties on received_at: the id breaks them
+    add_inspections(sessions, rows)
+    monkeypatch.setattr(inspections, "TOTAL_CAP", 100)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = list_inspection_page(sessions, InspectionFilter(), limit=17, cursor=cursor)
+        assert page.total == 100 and page.total_capped
+        seen += [row.id for row in page.rows]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == 230
+    offset_order = [row.id for row in list_inspection_page(sessions, InspectionFilter(), limit=500).rows]
+    assert seen == offset_order
