@@ -59,6 +59,7 @@ def db_rollups_cmd(
     """
     from inspection.progress import progress_task
     from inspection.storage.database import open_database
+    from inspection.storage.retention import rebuild_start
     from inspection.storage.rollups import rebuild_rollups, recount_differences
 
     if not rebuild and not check:
@@ -67,15 +68,63 @@ def db_rollups_cmd(
     try:
         if rebuild:
             start, end = _utc_moment(since, "since"), _utc_moment(until, "until")
+            pruned_until = rebuild_start(sessions)
+            if pruned_until is not None and (start is None or start < pruned_until):
+                # Before this, retention removed rows: their rollups are the only count left.
+                console.print(f"rebuilding from {pruned_until:%Y-%m-%d %H:%M} UTC (retention pruned the hours before)")
+                start = pruned_until
             with progress_task("rebuilding rollups (days)") as advance:
                 cells = rebuild_rollups(sessions, since=start, until=end, on_step=lambda *_: advance(1))
             console.print(f"rollups rebuilt: {cells} cells")
         if check:
-            differences = recount_differences(sessions)
+            differences = recount_differences(sessions, since=rebuild_start(sessions))
             for key, rolled, recounted in differences[:20]:
                 console.print(f"differs: {key}: rollups {rolled}, rows {recounted}")
             if differences:
                 raise typer.Exit(1)
             console.print("rollups equal a recount from the rows")
+    finally:
+        sessions.kw["bind"].dispose()
+
+
+@db_app.command("retention")
+def db_retention_cmd(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing")] = False,
+    product: Annotated[str | None, typer.Option(help="One product (default: every product with stored rows)")] = None,
+) -> None:
+    """Remove rows and archived frames past each product's `retention` (configs/products/<p>.yaml); the rollups,
+    and so every statistic, stay. Meant for a schedule (a CronJob, a timer); --dry-run first says what goes."""
+    from sqlalchemy import distinct, select
+
+    from inspection.frame_archive import open_archive
+    from inspection.product_config import load_product_config
+    from inspection.progress import progress_task
+    from inspection.storage.database import open_database
+    from inspection.storage.retention import apply_retention
+    from inspection.storage.schema import InspectionRollup
+
+    settings = settings_from_env()
+    sessions = open_database(settings.resolved_database_url)
+    archive = open_archive(settings)
+    try:
+        if product is not None:
+            products = [product]
+        else:
+            with sessions() as session:
+                products = sorted(session.scalars(select(distinct(InspectionRollup.product))))
+        for name in products:
+            policy = load_product_config(settings.configs_dir, name).retention
+            if policy.pass_days is None:
+                console.print(f"{name}: no retention set, everything kept")
+                continue
+            with progress_task(f"{name}: removing rows past retention") as advance:
+                outcome = apply_retention(sessions, name, policy, archive.delete, dry_run=dry_run, on_batch=advance)
+            verb = "would remove" if dry_run else "removed"
+            console.print(
+                f"{name}: {verb} {outcome.rows} rows and {outcome.frames} archived files"
+                f" (passes before {outcome.complete_from:%Y-%m-%d %H:%M} UTC; defects after {policy.defect_days} days,"
+                f" audited after {policy.audited_days} days, unlabelled audit picks kept {policy.unreviewed_audit_days}"
+                " days); rollups untouched"
+            )
     finally:
         sessions.kw["bind"].dispose()

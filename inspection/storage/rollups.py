@@ -192,17 +192,26 @@ def rebuild_rollups(
     return written
 
 
-def recount_differences(sessions: sessionmaker[Session]) -> list[tuple[RollupKey, int, int]]:
-    """Cells where the rollups and a recount from the rows disagree: (key, rolled up, recounted); [] when equal."""
+def recount_differences(
+    sessions: sessionmaker[Session], since: datetime | None = None
+) -> list[tuple[RollupKey, int, int]]:
+    """Cells where the rollups and a recount from the rows disagree: (key, rolled up, recounted); [] when equal.
+
+    `since` (an hour start) leaves out the hours before it: those retention pruned, whose rollups outlive the rows.
+    """
     engine = sessions.kw["bind"]
+    row_terms = [] if since is None else [INSPECTIONS.c.received_at >= since]
+    cell_terms = [] if since is None else [ROLLUPS.c.hour >= format_time_key(since, "hour")]
     with engine.connect() as connection:
         recount = {
             tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
-            for row in connection.execute(_grouped_source(engine.dialect.name, []))
+            for row in connection.execute(_grouped_source(engine.dialect.name, row_terms))
         }
         rolled = {
             tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
-            for row in connection.execute(select(*(ROLLUPS.c[name] for name in KEY_COLUMNS), ROLLUPS.c.n))
+            for row in connection.execute(
+                select(*(ROLLUPS.c[name] for name in KEY_COLUMNS), ROLLUPS.c.n).where(*cell_terms)
+            )
         }
     keys = {key for key, n in recount.items() if n} | {key for key, n in rolled.items() if n}
     return sorted(

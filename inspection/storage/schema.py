@@ -134,3 +134,20 @@ class InspectionRollup(Base):
         Index("ix_inspection_rollups_hour", "hour"),
         Index("ix_inspection_rollups_product_hour", "product", "hour"),
     )
+
+
+class RetentionRun(Base):
+    """One retention run over one product: the cutoffs it applied and what it removed.
+
+    `complete_from` is the oldest time whose rows retention has left whole: a rollup rebuild must start there,
+    because before it the rollups are the only count left.
+    """
+
+    __tablename__ = "retention_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    product: Mapped[str] = mapped_column(String(64))
+    ran_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    complete_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rows_deleted: Mapped[int] = mapped_column(Integer)
+    frames_deleted: Mapped[int] = mapped_column(Integer)

@@ -1,4 +1,4 @@
-"""Hourly rollups of the inspection rows, backfilled from the rows already stored.
+"""Hourly rollups of the inspection rows, backfilled from the rows already stored; the log of retention runs.
 
 The backfill counts one UTC day of rows per statement, so no statement reads the whole table; it runs inside the
 migration's transaction, so servers of the previous version must be stopped for it (a short stop: about a
@@ -45,6 +45,15 @@ def upgrade() -> None:
     )
     op.create_index("ix_inspection_rollups_hour", "inspection_rollups", ["hour"])
     op.create_index("ix_inspection_rollups_product_hour", "inspection_rollups", ["product", "hour"])
+    op.create_table(
+        "retention_runs",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("product", sa.String(64), nullable=False),
+        sa.Column("ran_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("complete_from", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("rows_deleted", sa.Integer, nullable=False),
+        sa.Column("frames_deleted", sa.Integer, nullable=False),
+    )
     _backfill(op.get_bind())
 
 
@@ -71,6 +80,7 @@ def _backfill(connection: sa.Connection) -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("retention_runs")
     op.drop_index("ix_inspection_rollups_product_hour", table_name="inspection_rollups")
     op.drop_index("ix_inspection_rollups_hour", table_name="inspection_rollups")
     op.drop_table("inspection_rollups")
