@@ -119,7 +119,6 @@ class InspectionRollup(Base):
 
     product: Mapped[str] = mapped_column(String(64), primary_key=True)
     line_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     hour: Mapped[str] = mapped_column(String(13), primary_key=True)  # UTC "YYYY-MM-DDTHH", as time_key writes it
     verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
     defect_type: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -22,7 +22,7 @@ depends_on = None
 _HOUR_SQLITE = "strftime('%Y-%m-%dT%H', received_at)"
 _HOUR_POSTGRES = """to_char(timezone('UTC', received_at), 'YYYY-MM-DD"T"HH24')"""
 _KEYS = (
-    "product, coalesce(line_id, ''), coalesce(camera_id, ''), {hour}, verdict, coalesce(defect_type, ''),"
+    "product, coalesce(line_id, ''), {hour}, verdict, coalesce(defect_type, ''),"
     " coalesce(feedback_label, ''), coalesce(audit_stratum, ''), coalesce(audit_probability, -1.0), audit_selected"
 )
 
@@ -32,7 +32,6 @@ def upgrade() -> None:
         "inspection_rollups",
         sa.Column("product", sa.String(64), primary_key=True),
         sa.Column("line_id", sa.String(64), primary_key=True),
-        sa.Column("camera_id", sa.String(64), primary_key=True),
         sa.Column("hour", sa.String(13), primary_key=True),
         sa.Column("verdict", sa.String(16), primary_key=True),
         sa.Column("defect_type", sa.String(64), primary_key=True),
