@@ -310,6 +310,7 @@ def insert_rollups_vs_off(workdir: Path, rounds: int = 5, rows_per_round: int = 
                 rates[mode].append(len(rows) / (time.perf_counter() - began))
     finally:
         engine.dispose()
+    console.print({mode: [round(rate) for rate in values] for mode, values in rates.items()})
     return statistics.median(rates["on"]) / statistics.median(rates["off"])
 
 
