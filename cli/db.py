@@ -120,10 +120,12 @@ def db_retention_cmd(
             with progress_task(f"{name}: removing rows past retention") as advance:
                 outcome = apply_retention(sessions, name, policy, archive.delete, dry_run=dry_run, on_batch=advance)
             verb = "would remove" if dry_run else "removed"
+            defects = f"after {policy.defect_days} days" if policy.defect_days else "kept"
+            audited = f"after {policy.audited_days} days" if policy.audited_days else "kept"
             console.print(
                 f"{name}: {verb} {outcome.rows} rows and {outcome.frames} archived files"
-                f" (passes before {outcome.complete_from:%Y-%m-%d %H:%M} UTC; defects after {policy.defect_days} days,"
-                f" audited after {policy.audited_days} days, unlabelled audit picks kept {policy.unreviewed_audit_days}"
+                f" (passes before {outcome.complete_from:%Y-%m-%d %H:%M} UTC; defects {defects},"
+                f" audited {audited}, unlabelled audit picks kept {policy.unreviewed_audit_days}"
                 " days); rollups untouched"
             )
     finally:
