@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cli.audit import audit_cmd
 from cli.camera import camera_cmd
 from cli.common import console, print_report, settings_from_env
 from cli.datasets import datasets_app
@@ -35,6 +36,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.command("stats")(stats_cmd)
+app.command("audit")(audit_cmd)
 app.command("demo")(demo_cmd)
 app.command("camera")(camera_cmd)
 

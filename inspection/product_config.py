@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from inspection.audit import AuditPolicy
 from inspection.errors import ConfigError
 from inspection.names import validate_product_name
 from inspection.operating_curve import CalibrationTarget
@@ -147,6 +148,9 @@ class ProductConfig(_Strict):
     train: TrainConfig = TrainConfig()
     split: SplitConfig = SplitConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
+    # The audit sample's rates when QA has not set any (inspection.audit): what share of passes and of defect
+    # verdicts the server draws for QA, from which the live miss and false-detection rates are estimated.
+    audit: AuditPolicy = AuditPolicy()
     retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")

@@ -16,7 +16,18 @@ from serving.fast_path import PlainFrameRoute
 from serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.model_watcher import stop_shadows, sync_engines, watch_champions
 from serving.reject_publisher import RejectPublisher
-from serving.routes import health, inspect, inspections, me, metrics, operating_curve, products, shadow, stats
+from serving.routes import (
+    audit,
+    health,
+    inspect,
+    inspections,
+    me,
+    metrics,
+    operating_curve,
+    products,
+    shadow,
+    stats,
+)
 from serving.routes.dashboard import install_dashboard
 from serving.row_writer import InspectionRowWriter
 from serving.state import ServingState
@@ -68,7 +79,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     # Matched before every other route, inside the middleware and exception handlers like any route.
     app.router.routes.insert(0, PlainFrameRoute())
-    for module in (inspect, inspections, products, operating_curve, shadow, stats, me, health, metrics):
+    for module in (inspect, inspections, products, audit, operating_curve, shadow, stats, me, health, metrics):
         app.include_router(module.router)
     install_dashboard(app)
     return app

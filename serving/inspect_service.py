@@ -20,9 +20,11 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from inspection.audit import AuditDraw, draw_for_audit
 from inspection.errors import InspectionError
 from inspection.storage.inspections import needs_review
 from serving.archive import archive_with_map, should_archive
+from serving.audit_rates import audit_policy
 from serving.engine import InferenceEngine, Verdict
 from serving.frames import check_content_type, decodes_quickly, frame_size, frame_to_inputs
 from serving.state import ServingState
@@ -55,6 +57,7 @@ class InspectionResult:
     verdict: Verdict
     latency_ms: float  # from the request's arrival to the archived frame; the stored row's latency
     has_heatmap: bool  # an anomaly map was stored beside the archived frame
+    audit: AuditDraw  # drawn for QA's audit or not, and with what probability
 
     @property
     def label(self) -> str:
@@ -146,6 +149,7 @@ async def answer_frame(
             "model_version": verdict.model_version,
             "latency_ms": round(result.latency_ms, 3),
             "heatmap_url": f"/v1/inspections/{result.inspection_id}/heatmap" if result.has_heatmap else None,
+            "audit": result.audit.selected,
         }
     )
 
@@ -165,7 +169,12 @@ async def inspect_submission(
     # The engine hands back a map only where one is stored: flagged frames, and any frame that asked for it.
     verdict = await engine.submit(inputs, want_map=frame.want_heatmap)
     inspection_id, received = str(uuid.uuid4()), datetime.now(UTC)
-    row = _row(frame, inspection_id, verdict, received)
+    # Drawn now, before anyone has seen the frame: the audit's estimates are unbiased only if nothing that is
+    # learnt later (QA's label, a complaint) can change which frames are in it.
+    audit = draw_for_audit(
+        audit_policy(state, frame.product), verdict.is_defect, verdict.defect_probability, verdict.threshold
+    )
+    row = _row(frame, inspection_id, verdict, received, audit)
     review = needs_review(verdict.is_defect, verdict.defect_probability, verdict.threshold)
     drawn = verdict.anomaly_map
 
@@ -175,8 +184,9 @@ async def inspect_submission(
         )
         row["latency_ms"] = 1000 * (time.perf_counter() - started)  # the frame is archived: its latency ends here
 
-    # A requested heatmap is stored with its frame, so asking for one archives the frame too.
-    if drawn is not None or should_archive(inspection_id, review, settings.archive_pass_fraction):
+    # A requested heatmap is stored with its frame, so asking for one archives the frame too; QA labels an audited
+    # frame from its image, so it is always archived.
+    if drawn is not None or audit.selected or should_archive(inspection_id, review, settings.archive_pass_fraction):
         if state.archive.writes_locally:
             # Archived by the row writer just before it stores the row: a local write costs ~0.3 ms of CPU and no
             # waiting, and the writer's thread spares the request a second trip through the thread pool.
@@ -188,10 +198,10 @@ async def inspect_submission(
     else:
         row["latency_ms"] = 1000 * (time.perf_counter() - started)
         await state.rows.write(row)
-    result = InspectionResult(inspection_id, verdict, row["latency_ms"], row["anomaly_map_path"] is not None)
+    result = InspectionResult(inspection_id, verdict, row["latency_ms"], row["anomaly_map_path"] is not None, audit)
     if state.metrics is not None:
         state.metrics.observe_verdict(frame.product, verdict)
-    if verdict.is_defect and state.rejects is not None:
+    if (verdict.is_defect or audit.selected) and state.rejects is not None:
         state.rejects.publish(row)  # non-blocking; a broker outage never fails the answer
     shadow = state.shadows.get(frame.product)
     if shadow is not None and shadow.model_version != verdict.model_version:
@@ -200,7 +210,9 @@ async def inspect_submission(
     return result
 
 
-def _row(frame: FrameSubmission, inspection_id: str, verdict: Verdict, received: datetime) -> dict[str, Any]:
+def _row(
+    frame: FrameSubmission, inspection_id: str, verdict: Verdict, received: datetime, audit: AuditDraw
+) -> dict[str, Any]:
     """The inspections row of an answered frame (also the reject message's source); the archive locations and the
     latency are filled in once the frame is archived."""
     return dict(
@@ -219,4 +231,7 @@ def _row(frame: FrameSubmission, inspection_id: str, verdict: Verdict, received:
         latency_ms=None,
         archive_path=None,
         anomaly_map_path=None,
+        audit_probability=audit.probability,
+        audit_selected=audit.selected,
+        audit_stratum=audit.stratum,
     )

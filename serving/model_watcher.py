@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from models.onnx_runtime import OnnxScorer
 from models.served_file import file_stamp
+from serving.audit_rates import refresh_audit_policies
 from serving.engine import InferenceEngine, engine_runners
 from serving.model_store import ServedModel, challenger_model, champion_model, registered_products
 from serving.shadow import ShadowScorer
@@ -135,6 +136,7 @@ async def sync_engines(state: ServingState) -> list[str]:
         change = await _sync_shadow(state, product, current[product][1] if product in current else None)
         if change is not None:
             changes.append(change)
+    await refresh_audit_policies(state)  # after the engines: a newly served product gets its rates at once
     for change in changes:
         log.info("model change: %s", change)
     return changes

@@ -1,4 +1,7 @@
-"""Reject messages to MQTT on a defect verdict, one topic per line, for the line's PLC; never blocks a request."""
+"""Messages to MQTT for the line's PLC, never blocking a request: a reject on every defect verdict (topic
+`<prefix>/<line>`), and an audit divert for every pass drawn into QA's audit (topic `<prefix>/<line>/audit`, so a
+PLC that rejects on the line's topic never rejects a good part for being audited). Both say `audit`: a selected
+part goes to the QA station."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 # A long outage at line speed must not grow memory without bound; past this, rejects are dropped and counted.
 MAX_QUEUED_MESSAGES = 10_000
 KEEPALIVE_S = 30
+AUDIT_TOPIC_SUFFIX = "/audit"
 
 
 def reject_payload(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,6 +37,8 @@ def reject_payload(row: Mapping[str, Any]) -> dict[str, Any]:
         "defect_probability": row.get("defect_probability"),
         "model_version": row.get("model_version"),
         "at": received.isoformat() if isinstance(received, datetime) else received,
+        "verdict": row.get("verdict"),
+        "audit": bool(row.get("audit_selected")),
     }
 
 
@@ -90,9 +96,12 @@ class RejectPublisher:
         self._client.loop_stop()
 
     def publish(self, row: Mapping[str, Any]) -> None:
-        """Queue one reject message (QoS 1) for the row's line; never raises, an outage is logged and counted."""
+        """Queue one reject (or, for an audited pass, divert) message (QoS 1) for the row's line; never raises, an
+        outage is logged and counted."""
         try:
             topic = reject_topic(self._prefix, row.get("line_id"))
+            if row.get("verdict") != "defect":
+                topic += AUDIT_TOPIC_SUFFIX  # a pass drawn for audit: divert, never reject
             info = self._client.publish(topic, json.dumps(reject_payload(row)), qos=1)
             result = {
                 mqtt.MQTT_ERR_SUCCESS: "sent",

@@ -8,6 +8,7 @@ from functools import cached_property
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from inspection.audit import AuditPolicy
 from inspection.frame_archive import FrameArchive, open_archive
 from inspection.settings import Settings
 from serving.engine import InferenceEngine
@@ -47,6 +48,8 @@ class ServingState:
     # ARCHIVE_OK, ARCHIVE_UNCHECKED (the startup check has not answered yet), or why frames cannot be archived
     # (serving.archive_check); /readyz shows it.
     archive_status: str = ARCHIVE_UNCHECKED
+    # product -> the audit rates its frames are drawn at (serving.audit_rates keeps it current)
+    audit_policies: dict[str, AuditPolicy] = field(default_factory=dict)
 
     @cached_property
     def archive(self) -> FrameArchive:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, literal, or_, select
+from sqlalchemy import ColumnElement, Table, and_, func, insert, literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
@@ -58,6 +58,7 @@ class InspectionFilter:
     until: datetime | None = None
     has_feedback: bool | None = None
     review: bool = False  # only frames that need_review()
+    audit: bool = False  # QA's audit queue: frames drawn for the audit and not yet labelled, oldest first
 
 
 def add_inspection(sessions: sessionmaker[Session], **fields: Any) -> Inspection:
@@ -114,7 +115,7 @@ class InspectionPage:
 
 
 def encode_cursor(row: Inspection) -> str:
-    """An opaque position after `row` in the newest-first order: its received_at and id."""
+    """An opaque position after `row` in its list's order: its received_at and id."""
     return base64.urlsafe_b64encode(f"{row.received_at.isoformat()}|{row.id}".encode()).decode()
 
 
@@ -147,6 +148,8 @@ def _conditions(where: InspectionFilter) -> list[Any]:
                 Inspection.defect_probability >= LOW_CONFIDENCE_FRACTION * Inspection.threshold,
             )
         )
+    if where.audit:
+        conditions.extend([Inspection.audit_selected.is_(True), Inspection.feedback_label.is_(None)])
     return conditions
 
 
@@ -166,20 +169,17 @@ def list_inspection_page(
         raise InspectionError(f"limit must be in [1, {MAX_PAGE_SIZE}] and offset >= 0")
     conditions = _conditions(where)
     query = select(Inspection).where(*conditions)
+    # The audit queue is worked oldest first, so no selected frame waits forever behind newer ones (and the backlog
+    # stays a random subset of the selection, which the estimates assume); every other list is newest first.
+    order = (Inspection.received_at, Inspection.id) if where.audit else (Inspection.received_at.desc(), Inspection.id)
     if cursor is not None:
         after_at, after_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Inspection.received_at < after_at,
-                and_(Inspection.received_at == after_at, Inspection.id > after_id),
-            )
-        )
+        beyond = Inspection.received_at > after_at if where.audit else Inspection.received_at < after_at
+        query = query.where(or_(beyond, and_(Inspection.received_at == after_at, Inspection.id > after_id)))
     capped = select(literal(1)).select_from(Inspection).where(*conditions).limit(TOTAL_CAP + 1)
     with sessions() as session:
         total = int(session.scalar(select(func.count()).select_from(capped.subquery())) or 0)
-        rows = list(
-            session.scalars(query.order_by(Inspection.received_at.desc(), Inspection.id).limit(limit).offset(offset))
-        )
+        rows = list(session.scalars(query.order_by(*order).limit(limit).offset(offset)))
     next_cursor = encode_cursor(rows[-1]) if len(rows) == limit else None
     return InspectionPage(rows, min(total, TOTAL_CAP), total > TOTAL_CAP, next_cursor)
 
@@ -190,6 +190,40 @@ def list_inspections(
     """One page of matching rows, newest first, and the number of matches (counted up to TOTAL_CAP)."""
     page = list_inspection_page(sessions, where, limit, offset)
     return page.rows, page.total
+
+
+@dataclass(frozen=True)
+class AuditProgress:
+    """How far QA has got through the audit sample of a filter's frames."""
+
+    n_selected: int
+    n_audited: int
+
+    @property
+    def backlog(self) -> int:
+        return self.n_selected - self.n_audited
+
+    @property
+    def share_done(self) -> float | None:
+        return self.n_audited / self.n_selected if self.n_selected else None
+
+
+def audit_progress(sessions: sessionmaker[Session], where: InspectionFilter) -> AuditProgress:
+    """Frames drawn for the audit among those `where` matches (ignoring its audit and review flags), and how many of
+    them QA has labelled."""
+    conditions: list[ColumnElement[bool]] = [Inspection.audit_selected.is_(True)]
+    for column in ("product", "line_id", "camera_id", "verdict"):
+        value = getattr(where, column)
+        if value is not None:
+            conditions.append(getattr(Inspection, column) == value)
+    if where.since is not None:
+        conditions.append(Inspection.received_at >= where.since)
+    if where.until is not None:
+        conditions.append(Inspection.received_at < where.until)
+    labelled = func.count(Inspection.feedback_label)  # COUNT(column) skips NULLs: the labelled ones
+    with sessions() as session:
+        selected, audited = session.execute(select(func.count(), labelled).where(*conditions)).one()
+    return AuditProgress(int(selected), int(audited))
 
 
 def record_feedback(sessions: sessionmaker[Session], inspection_id: str, label: str, by: str | None) -> Inspection:

@@ -1,5 +1,7 @@
-"""Defect statistics from stored inspections: counts, defect rate, per-type counts and the live miss and
-false-detection rates measured against QA feedback, each with its Wilson 95% interval and sample size."""
+"""Defect statistics from stored inspections: counts, defect rate, per-type counts, and the live miss and
+false-detection rates two ways: `audit`, estimated from the audit sample drawn at answer time (the line's rates,
+inspection.audit_estimates), and `qa`, counted over whichever frames QA labelled (Wilson 95% intervals; not a
+random sample of the line, so not the line's rates)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from inspection.audit_estimates import AuditCount, audit_estimates
 from inspection.errors import InspectionError
 from inspection.metrics import wilson_interval
 from inspection.spc import p_chart
-from inspection.storage.rollups import grouped_counts
+from inspection.storage.rollups import grouped_counts as rollup_grouped_counts
 from inspection.storage.time_keys import parse_time_key
 
 Bucket = Literal["hour", "shift", "day"]
@@ -22,6 +25,7 @@ BUCKETS: tuple[str, ...] = ("hour", "shift", "day")
 MIN_TRUSTED_N = 30  # below this a Wilson interval is too wide to act on
 NO_LINE = "(none)"
 UNTYPED = "(none)"
+QA_SCOPE = "of the frames QA labelled (not a random sample of the line)"
 
 
 @dataclass
@@ -36,9 +40,11 @@ class _Tally:
     defects_missed: int = 0
     goods_reviewed: int = 0
     goods_flagged: int = 0
+    audit: list[AuditCount] = field(default_factory=list)
 
-    def add(self, verdict: str, defect_type: str | None, label: str | None, count: int) -> None:
-        """Count `count` inspections that share this verdict, type and QA label."""
+    def add(self, verdict: str, defect_type: str | None, label: str | None, count: int, audit: AuditCount) -> None:
+        """Count `count` inspections that share this verdict, type, QA label and audit cell."""
+        self.audit.append(audit)
         self.n += count
         if verdict == "defect":
             self.n_defect += count
@@ -67,7 +73,9 @@ class _Tally:
             "n_defect": self.n_defect,
             "defect_rate": self.n_defect / self.n if self.n else None,
             "per_type": dict(sorted(self.per_type.items(), key=lambda item: (-item[1], item[0]))),
+            "audit": audit_estimates(self.audit),
             "qa": {
+                "scope": QA_SCOPE,
                 "n_reviewed": self.n_reviewed,
                 "miss_rate": _rate(self.defects_missed, self.defects_reviewed),
                 "false_detection_rate": _rate(self.goods_flagged, self.goods_reviewed),
@@ -105,6 +113,36 @@ def bucket_bounds(hour: datetime, bucket: Bucket, shift_starts: Sequence[int]) -
     return day + timedelta(hours=start_hour), end
 
 
+# What every statistic is computed from: row counts per these columns (and per UTC hour when bucketing).
+GROUP_COLUMNS = (
+    "product",
+    "line_id",
+    "verdict",
+    "defect_type",
+    "feedback_label",
+    "audit_stratum",
+    "audit_probability",
+    "audit_selected",
+)
+
+
+def grouped_counts(
+    sessions: sessionmaker[Session],
+    *,
+    product: str | None,
+    line_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    by_hour: bool,
+) -> Sequence[Any]:
+    """Rows with the GROUP_COLUMNS (and `hour` when `by_hour`) and `n_rows`, the inspections that share them.
+
+    Whole hours are summed from the rollups, so the cost follows the cells shown, not the rows stored; rows are
+    read only for a window's partial first and last hour.
+    """
+    return rollup_grouped_counts(sessions, product=product, line_id=line_id, since=since, until=until, hourly=by_hour)
+
+
 def compute_stats(
     sessions: sessionmaker[Session],
     *,
@@ -124,9 +162,8 @@ def compute_stats(
     whole_hours = all(isinstance(s, int) and 0 <= s < 24 for s in shift_starts)
     if not shift_starts or not whole_hours or len(set(shift_starts)) != len(shift_starts):
         raise InspectionError("shift starts must be distinct whole hours in [0, 24)")
-    # Whole hours are summed from the rollups; rows are read only for a window's partial first and last hour.
     groups = grouped_counts(
-        sessions, product=product, line_id=line_id, since=since, until=until, hourly=bucket is not None
+        sessions, product=product, line_id=line_id, since=since, until=until, by_hour=bucket is not None
     )
 
     totals = _Tally()
@@ -138,8 +175,17 @@ def compute_stats(
         if bucket is not None:
             hour = parse_time_key(group.hour, "hour")
             tallies.append(by_bucket[bucket_bounds(hour, bucket, shift_starts)])
+        count = int(group.n_rows)
+        audit = AuditCount(
+            group.verdict,
+            group.audit_stratum,
+            group.audit_probability,
+            bool(group.audit_selected),
+            group.feedback_label,
+            count,
+        )
         for tally in tallies:
-            tally.add(group.verdict, group.defect_type, group.feedback_label, int(group.n_rows))
+            tally.add(group.verdict, group.defect_type, group.feedback_label, count, audit)
 
     result: dict[str, Any] = {
         "filters": {

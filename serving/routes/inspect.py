@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from serving.auth import CameraKey
 from serving.deps import EngineDep, ProductDep, ServingStateDep
@@ -25,6 +25,11 @@ class InspectResponse(BaseModel):
     model_version: int
     latency_ms: float
     heatmap_url: str | None = None
+    audit: bool = Field(
+        default=False,
+        description="Drawn for QA's audit at answer time: divert the part to the QA station (its label feeds the "
+        "live miss and false-detection estimates)",
+    )
 
 
 @router.post("/v1/inspect/{product}", response_model=InspectResponse)

@@ -15,6 +15,7 @@ from inspection.names import validate_label
 from inspection.storage.inspections import (
     TOTAL_CAP,
     InspectionFilter,
+    audit_progress,
     get_inspection,
     list_inspection_page,
     record_feedback,
@@ -48,6 +49,11 @@ class InspectionOut(BaseModel):
     archive_path: str | None
     feedback_label: str | None
     feedback_at: datetime | None
+    audit_selected: bool = Field(default=False, description="Drawn for QA's audit when it was answered")
+    audit_probability: float | None = Field(
+        default=None, description="The probability it had of being drawn (None: answered before audit sampling)"
+    )
+    audit_stratum: str | None = Field(default=None, description="The audit design's stratum it was drawn in")
     image_url: str | None = Field(default=None, description="The archived frame, when it was archived")
     heatmap_url: str | None = Field(default=None, description="Where the defect is, when the model gives a map")
 
@@ -63,6 +69,13 @@ class InspectionOut(BaseModel):
         return out
 
 
+class AuditQueueProgress(BaseModel):
+    n_selected: int = Field(description="Frames drawn for the audit among the filtered ones")
+    n_audited: int = Field(description="Of those, labelled by QA")
+    backlog: int = Field(description="Drawn and not yet labelled: the audit queue's length")
+    share_done: float | None = Field(description="n_audited / n_selected")
+
+
 class InspectionPage(BaseModel):
     total: int = Field(description=f"Matching inspections, counted up to {TOTAL_CAP:,}")
     total_capped: bool = Field(
@@ -74,6 +87,7 @@ class InspectionPage(BaseModel):
         default=None, description="Pass as `cursor` for the next page (None on the last page)"
     )
     items: list[InspectionOut]
+    audit: AuditQueueProgress | None = Field(default=None, description="With audit=true: the audit's progress")
 
 
 @router.post("/v1/inspections/{inspection_id}/feedback", response_model=InspectionOut)
@@ -96,16 +110,26 @@ async def list_all(
     since: datetime | None = None,
     until: datetime | None = None,
     has_feedback: bool | None = None,
-    review: Annotated[bool, Query(description="Only defects and low-confidence passes (QA's queue)")] = False,
+    review: Annotated[bool, Query(description="Only defects and low-confidence passes: worth a look")] = False,
+    audit: Annotated[
+        bool, Query(description="QA's audit queue: frames drawn for the audit, not yet labelled, oldest first")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     cursor: Annotated[
         str | None, Query(description="A page's `next_cursor`: the next page at the same cost however deep")
     ] = None,
 ) -> InspectionPage:
-    """Inspections newest first, filtered by product, line, camera, verdict, time window, QA feedback, review."""
-    where = InspectionFilter(product, line_id, camera_id, verdict, since, until, has_feedback, review)
+    """Inspections newest first (the audit queue oldest first), filtered by product, line, camera, verdict, time
+    window, QA feedback, review or audit."""
+    where = InspectionFilter(product, line_id, camera_id, verdict, since, until, has_feedback, review, audit)
     page = await run_in_threadpool(list_inspection_page, sessions, where, limit, offset, cursor)
+    progress = None
+    if audit:
+        done = await run_in_threadpool(audit_progress, sessions, where)
+        progress = AuditQueueProgress(
+            n_selected=done.n_selected, n_audited=done.n_audited, backlog=done.backlog, share_done=done.share_done
+        )
     return InspectionPage(
         total=page.total,
         total_capped=page.total_capped,
@@ -113,6 +137,7 @@ async def list_all(
         offset=offset,
         next_cursor=page.next_cursor,
         items=[InspectionOut.from_row(r) for r in page.rows],
+        audit=progress,
     )
 
 

@@ -164,19 +164,28 @@ def test_a_defect_publishes_a_reject_message_on_the_lines_topic(live_server) -> 
             )
             defect = answers[-1]
             assert defect["verdict"] == "defect", "the model flagged none of the defect images"
-            message = received.get(timeout=10)
+            # Passes drawn for the audit (at the product's default pass rate) get a divert on their own topic.
+            audited = [a["inspection_id"] for a in answers if a["verdict"] == "pass" and a["audit"]]
+            messages = [received.get(timeout=10) for _ in range(1 + len(audited))]
             metrics = _scrape(camera)
     finally:
         subscriber.loop_stop()
         subscriber.disconnect()
-    assert message.topic == f"{prefix}/line-7" and message.qos == 1
+    rejects = [m for m in messages if m.topic == f"{prefix}/line-7"]
+    diverts = [m for m in messages if m.topic == f"{prefix}/line-7/audit"]
+    assert sorted(json.loads(m.payload)["inspection_id"] for m in diverts) == sorted(audited)
+    assert all(json.loads(m.payload)["audit"] is True for m in diverts)
+    assert len(rejects) == 1
+    message = rejects[0]
+    assert message.qos == 1
     payload = json.loads(message.payload)
+    assert payload["verdict"] == "defect" and payload["audit"] == defect["audit"]
     assert payload["inspection_id"] == defect["inspection_id"] and payload["product"] == live_server.product
     assert payload["line_id"] == "line-7" and payload["camera_id"] == "cam-1" and payload["frame_id"]
     assert payload["defect_type"] == defect["defect_type"] and payload["model_version"] == defect["model_version"]
     assert payload["defect_probability"] == pytest.approx(defect["defect_probability"]) and payload["at"]
-    assert received.empty(), "one defect, one message"
-    assert _value(metrics, "inspection_reject_publish_total", result="sent") == 1
+    assert received.empty(), "one defect, one message (and one per audited pass)"
+    assert _value(metrics, "inspection_reject_publish_total", result="sent") == 1 + len(audited)
     assert _value(metrics, "inspection_reject_broker_connected") == 1
 
 
@@ -193,4 +202,5 @@ def test_an_unreachable_broker_never_fails_an_inspection(live_server) -> None:
     assert answers[-1]["verdict"] == "defect", "the model flagged none of the defect images"
     assert _value(metrics, "inspection_reject_broker_connected") == 0
     # Kept by the client for a reconnect, not lost and not blocking: the answer above was already a 200.
-    assert _value(metrics, "inspection_reject_publish_total", result="queued_offline") == 1
+    audited = sum(a["verdict"] == "pass" and a["audit"] for a in answers)
+    assert _value(metrics, "inspection_reject_publish_total", result="queued_offline") == 1 + audited
