@@ -272,7 +272,14 @@ def grouped_counts(
     dialect = sessions.kw["bind"].dialect.name
     whole_start = _hour_ceil(since) if since is not None else None
     whole_end = _hour_floor(until) if until is not None else None
-    if whole_start is not None and whole_end is not None and whole_start >= whole_end:
+    edges: list[tuple[datetime, datetime]]
+    if (
+        since is not None
+        and until is not None
+        and whole_start is not None
+        and whole_end is not None
+        and whole_start >= whole_end
+    ):
         edges = [(since, until)]  # the window lies inside one or two partial hours: rows only
         whole = False
     else:
