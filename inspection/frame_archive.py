@@ -43,6 +43,10 @@ class FrameArchive(Protocol):
         """The stored bytes, or None when nothing is stored there or the location lies outside this archive."""
         ...
 
+    def delete(self, location: str) -> bool:
+        """Remove what is stored at `location` (retention); False when nothing was there or it lies outside."""
+        ...
+
     def check(self) -> None:
         """Return when frames can be archived here; raise InspectionError saying why not (a missing bucket, bad
         credentials, an unreachable endpoint, a folder that cannot be written)."""
@@ -93,6 +97,18 @@ class LocalArchive:
         except FileNotFoundError:  # removed between the check and the read
             return None
 
+    def delete(self, location: str) -> bool:
+        if location.startswith(S3_SCHEME):
+            return False
+        path = archived_file(self.root, location)
+        if path is None:
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def check(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -136,6 +152,15 @@ class S3Archive:
         except self.client.exceptions.NoSuchKey:
             return None
         return body
+
+    def delete(self, location: str) -> bool:
+        if not location.startswith(S3_SCHEME):
+            return self.local.delete(location)
+        key = self._key(location)
+        if key is None:
+            return False
+        self.client.delete_object(Bucket=self.bucket, Key=key)  # idempotent: a missing key is no error
+        return True
 
     def check(self) -> None:
         try:

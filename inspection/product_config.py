@@ -99,6 +99,32 @@ class AnomalyConfig(_Strict):
         return self
 
 
+class RetentionConfig(_Strict):
+    """How many days a product's rows and archived frames are kept, by what they are; None keeps them forever.
+
+    A row counts as audited when it was drawn into the audit sample or QA labelled it; a row of several classes is
+    kept for the longest of their periods. An audit-selected row QA has not labelled yet is kept until it is
+    labelled or `unreviewed_audit_days` have passed (the audit's deadline), whichever comes first. Rollups, and
+    so every statistic, are never pruned.
+    """
+
+    pass_days: int | None = Field(default=None, ge=1)
+    defect_days: int | None = Field(default=None, ge=1)
+    audited_days: int | None = Field(default=None, ge=1)
+    unreviewed_audit_days: int = Field(default=90, ge=1)
+
+    @model_validator(mode="after")
+    def _longer_for_evidence(self) -> RetentionConfig:
+        # Defects and audited frames are the evidence behind the rates: never kept shorter than plain passes.
+        for name in ("defect_days", "audited_days"):
+            days = getattr(self, name)
+            if self.pass_days is not None and days is not None and days < self.pass_days:
+                raise ValueError(f"{name} ({days}) must be at least pass_days ({self.pass_days})")
+            if self.pass_days is None and days is not None:
+                raise ValueError(f"{name} is set but pass_days is not: passes would outlive defects")
+        return self
+
+
 class ProductConfig(_Strict):
     """How one product is trained and judged."""
 
@@ -125,6 +151,7 @@ class ProductConfig(_Strict):
     # The audit sample's rates when QA has not set any (inspection.audit): what share of passes and of defect
     # verdicts the server draws for QA, from which the live miss and false-detection rates are estimated.
     audit: AuditPolicy = AuditPolicy()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _check_image_size(self) -> ProductConfig:

@@ -128,3 +128,50 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class InspectionRollup(Base):
+    """How many inspections share one hour, place, verdict, QA label and audit design cell: what every statistic
+    is summed from, so a chart costs the buckets it shows, not the rows stored.
+
+    Every key column is NOT NULL (a missing value is stored as ROLLUP_NONE, or -1 for a missing audit
+    probability) because a unique key treats NULLs as distinct on both databases, and an upsert could never find
+    its row. Kept up to date in the transaction that writes the rows (inspection.storage.rollups); retention never
+    deletes from it.
+    """
+
+    __tablename__ = "inspection_rollups"
+
+    product: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[str] = mapped_column(String(13), primary_key=True)  # UTC "YYYY-MM-DDTHH", as time_key writes it
+    verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
+    defect_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    feedback_label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    audit_stratum: Mapped[str] = mapped_column(String(32), primary_key=True)
+    audit_probability: Mapped[float] = mapped_column(Float, primary_key=True, autoincrement=False)
+    audit_selected: Mapped[bool] = mapped_column(Boolean, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(Integer)
+    latency_ms_sum: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_inspection_rollups_hour", "hour"),
+        Index("ix_inspection_rollups_product_hour", "product", "hour"),
+    )
+
+
+class RetentionRun(Base):
+    """One retention run over one product: the cutoffs it applied and what it removed.
+
+    `complete_from` is the oldest time whose rows retention has left whole: a rollup rebuild must start there,
+    because before it the rollups are the only count left.
+    """
+
+    __tablename__ = "retention_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    product: Mapped[str] = mapped_column(String(64))
+    ran_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    complete_from: Mapped[datetime] = mapped_column(UtcDateTime())
+    rows_deleted: Mapped[int] = mapped_column(Integer)
+    frames_deleted: Mapped[int] = mapped_column(Integer)

@@ -11,15 +11,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.audit_estimates import AuditCount, audit_estimates
 from inspection.errors import InspectionError
 from inspection.metrics import wilson_interval
 from inspection.spc import p_chart
-from inspection.storage.schema import Inspection
-from inspection.storage.time_keys import parse_time_key, time_key
+from inspection.storage.rollups import grouped_counts as rollup_grouped_counts
+from inspection.storage.time_keys import parse_time_key
 
 Bucket = Literal["hour", "shift", "day"]
 BUCKETS: tuple[str, ...] = ("hour", "shift", "day")
@@ -136,22 +135,12 @@ def grouped_counts(
     until: datetime | None,
     by_hour: bool,
 ) -> Sequence[Any]:
-    """Rows with the GROUP_COLUMNS (and `hour` when `by_hour`) and `n_rows`, the inspections that share them."""
-    conditions = []
-    if product is not None:
-        conditions.append(Inspection.product == product)
-    if line_id is not None:
-        conditions.append(Inspection.line_id == line_id)
-    if since is not None:
-        conditions.append(Inspection.received_at >= since)
-    if until is not None:
-        conditions.append(Inspection.received_at < until)
-    keys: list[ColumnElement[Any]] = [getattr(Inspection, name).expression for name in GROUP_COLUMNS]
-    if by_hour:
-        keys.append(time_key(sessions, "hour").label("hour"))
-    query = select(*keys, func.count().label("n_rows")).where(*conditions).group_by(*keys)
-    with sessions() as session:
-        return session.execute(query).all()
+    """Rows with the GROUP_COLUMNS (and `hour` when `by_hour`) and `n_rows`, the inspections that share them.
+
+    Whole hours are summed from the rollups, so the cost follows the cells shown, not the rows stored; rows are
+    read only for a window's partial first and last hour.
+    """
+    return rollup_grouped_counts(sessions, product=product, line_id=line_id, since=since, until=until, hourly=by_hour)
 
 
 def compute_stats(

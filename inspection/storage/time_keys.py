@@ -21,13 +21,24 @@ _POSTGRES_FORMATS = {"hour": 'YYYY-MM-DD"T"HH24', "minute": 'YYYY-MM-DD"T"HH24:M
 
 def time_key(sessions: sessionmaker[Session], unit: TimeUnit) -> ColumnElement[str]:
     """A text column holding each row's UTC `received_at` cut to the unit; parse it with `parse_time_key`."""
-    if sessions.kw["bind"].dialect.name == "sqlite":
+    return dialect_time_key(sessions.kw["bind"].dialect.name, unit)
+
+
+def dialect_time_key(dialect: str, unit: TimeUnit) -> ColumnElement[str]:
+    """`time_key` for a database named by its SQLAlchemy dialect ("sqlite" or "postgresql")."""
+    if dialect == "sqlite":
         # SQLite stores the UTC wall-clock time without an offset.
         return func.strftime(literal_column(f"'{_SQLITE_FORMATS[unit]}'"), Inspection.received_at)
     # Constants, not bound parameters: PostgreSQL only matches the GROUP BY expression to the selected one
     # when they are textually identical, and two bound parameters never are.
     utc = func.timezone(literal_column("'UTC'"), Inspection.received_at)
     return func.to_char(utc, literal_column(f"'{_POSTGRES_FORMATS[unit]}'"))
+
+
+def format_time_key(moment: datetime, unit: TimeUnit) -> str:
+    """The `time_key` value of one moment, computed in Python (a naive moment is taken to be UTC already)."""
+    utc = moment.astimezone(UTC) if moment.tzinfo is not None else moment
+    return utc.strftime(_SQLITE_FORMATS[unit])
 
 
 def parse_time_key(value: str, unit: TimeUnit) -> datetime:

@@ -13,10 +13,11 @@ from starlette.concurrency import run_in_threadpool
 from inspection.archive_paths import archived_media_type
 from inspection.names import LABEL_INPUT_PATTERN, check_known_label, validate_label
 from inspection.storage.inspections import (
+    TOTAL_CAP,
     InspectionFilter,
     audit_progress,
     get_inspection,
-    list_inspections,
+    list_inspection_page,
     record_feedback,
 )
 from inspection.storage.schema import Inspection
@@ -82,9 +83,15 @@ class AuditQueueProgress(BaseModel):
 
 
 class InspectionPage(BaseModel):
-    total: int
+    total: int = Field(description=f"Matching inspections, counted up to {TOTAL_CAP:,}")
+    total_capped: bool = Field(
+        default=False, description=f"True when more than {TOTAL_CAP:,} match: `total` is then a lower bound"
+    )
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page (None on the last page)"
+    )
     items: list[InspectionOut]
     audit: AuditQueueProgress | None = Field(default=None, description="With audit=true: the audit's progress")
 
@@ -122,19 +129,30 @@ async def list_all(
     ] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: OffsetQuery = 0,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="A page's `next_cursor`: the next page at the same cost however deep"),
+    ] = None,
 ) -> InspectionPage:
     """Inspections newest first (the audit queue oldest first), filtered by product, line, camera, verdict, time
     window, QA feedback, review or audit."""
     where = InspectionFilter(product, line_id, camera_id, verdict, since, until, has_feedback, review, audit)
-    rows, total = await run_in_threadpool(list_inspections, sessions, where, limit, offset)
+    page = await run_in_threadpool(list_inspection_page, sessions, where, limit, offset, cursor)
     progress = None
     if audit:
         done = await run_in_threadpool(audit_progress, sessions, where)
         progress = AuditQueueProgress(
             n_selected=done.n_selected, n_audited=done.n_audited, backlog=done.backlog, share_done=done.share_done
         )
-    items = [InspectionOut.from_row(r) for r in rows]
-    return InspectionPage(total=total, limit=limit, offset=offset, items=items, audit=progress)
+    return InspectionPage(
+        total=page.total,
+        total_capped=page.total_capped,
+        limit=limit,
+        offset=offset,
+        next_cursor=page.next_cursor,
+        items=[InspectionOut.from_row(r) for r in page.rows],
+        audit=progress,
+    )
 
 
 @router.get("/v1/inspections/{inspection_id}/image", response_class=Response)

@@ -1,0 +1,343 @@
+"""Hourly rollups of inspection rows: counted in the transaction that writes the rows, moved by late QA feedback,
+and rebuilt from the rows when rows arrive another way (a bulk load, a restore).
+
+Every statistic is a sum over these counts, so its cost follows the number of (hour, group) cells it shows and
+not the number of rows stored. The key is everything the live rates, the audit estimates, the p-chart, the Pareto
+and the per-line charts group by. Not the camera: with it, 10M rows over 30 days made about one cell per seven
+rows (docs/scale.md); a per-camera chart would get a table of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Connection, Table, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from inspection.storage.schema import Inspection, InspectionRollup
+from inspection.storage.time_keys import dialect_time_key, format_time_key, parse_time_key
+
+ROLLUP_NONE = ""  # a NULL line, defect type, label or stratum, in a key column that cannot hold NULL
+NO_PROBABILITY = -1.0  # a NULL audit probability (a row answered before audit sampling existed)
+KEY_COLUMNS: tuple[str, ...] = (
+    "product",
+    "line_id",
+    "hour",
+    "verdict",
+    "defect_type",
+    "feedback_label",
+    "audit_stratum",
+    "audit_probability",
+    "audit_selected",
+)
+ROLLUPS = cast(Table, InspectionRollup.__table__)
+INSPECTIONS = cast(Table, Inspection.__table__)
+
+ROLLUPS_OFF = "rollups_off"
+RollupKey = tuple[Any, ...]
+Deltas = dict[RollupKey, tuple[int, float]]
+
+
+def rollups_enabled(sessions: sessionmaker[Session]) -> bool:
+    """Whether writes through this session factory keep the rollups (only a benchmark's baseline turns it off)."""
+    return not (sessions.kw.get("info") or {}).get(ROLLUPS_OFF, False)
+
+
+def without_rollups(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The same database with rollup upkeep off: the baseline `server_rollups_vs_off` compares with."""
+    return sessionmaker(sessions.kw["bind"], expire_on_commit=False, info={ROLLUPS_OFF: True})
+
+
+def rollup_key(row: Mapping[str, Any], feedback_label: str | None = None, *, use_label: bool = False) -> RollupKey:
+    """The rollup cell one inspection row counts in (with `use_label`, as if its QA label were `feedback_label`)."""
+    label = feedback_label if use_label else row.get("feedback_label")
+    probability = row.get("audit_probability")
+    return (
+        row["product"],
+        row.get("line_id") or ROLLUP_NONE,
+        format_time_key(row["received_at"], "hour"),
+        row["verdict"],
+        row.get("defect_type") or ROLLUP_NONE,
+        label or ROLLUP_NONE,
+        row.get("audit_stratum") or ROLLUP_NONE,
+        NO_PROBABILITY if probability is None else float(probability),
+        bool(row.get("audit_selected") or False),
+    )
+
+
+def count_rows(rows: Iterable[Mapping[str, Any]]) -> Deltas:
+    """How much each rollup cell grows when these rows are stored."""
+    deltas: Deltas = {}
+    for row in rows:
+        key = rollup_key(row)
+        n, latency = deltas.get(key, (0, 0.0))
+        deltas[key] = (n + 1, latency + float(row.get("latency_ms") or 0.0))
+    return deltas
+
+
+def apply_deltas(connection: Connection | Session, deltas: Deltas) -> None:
+    """Add the deltas to their cells in one upsert, inside the caller's transaction.
+
+    Cells are written in key order, so two transactions touching the same cells lock them in the same order
+    and never deadlock each other on PostgreSQL.
+    """
+    if not deltas:
+        return
+    values = [
+        {**dict(zip(KEY_COLUMNS, key, strict=True)), "n": n, "latency_ms_sum": latency}
+        for key, (n, latency) in sorted(deltas.items())
+    ]
+    dialect = connection.get_bind().dialect.name if isinstance(connection, Session) else connection.dialect.name
+    statement = _UPSERTS.get(dialect)
+    if statement is None:
+        statement = _UPSERTS[dialect] = _upsert(dialect)
+    connection.execute(statement, values)
+
+
+# One upsert construct per dialect, built once: building it and its cache key on every group commit cost about
+# as much as the insert of the rows themselves in groups of 16.
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert(dialect: str) -> Any:
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(ROLLUPS)
+    return statement.on_conflict_do_update(
+        index_elements=list(KEY_COLUMNS),
+        set_={
+            "n": ROLLUPS.c.n + statement.excluded.n,
+            "latency_ms_sum": ROLLUPS.c.latency_ms_sum + statement.excluded.latency_ms_sum,
+        },
+    )
+
+
+def relabel_deltas(row: Mapping[str, Any], old_label: str | None, new_label: str | None) -> Deltas:
+    """Late QA feedback: one count leaves the old label's cell and joins the new one's."""
+    old = rollup_key(row, old_label, use_label=True)
+    new = rollup_key(row, new_label, use_label=True)
+    if old == new:
+        return {}
+    latency = float(row.get("latency_ms") or 0.0)
+    return {old: (-1, -latency), new: (1, latency)}
+
+
+def _grouped_source(dialect: str, conditions: list[ColumnElement[bool]]) -> Any:
+    """The rows counted per rollup cell, in SQL: what a rebuild inserts and what a check compares with."""
+    columns = [
+        INSPECTIONS.c.product,
+        func.coalesce(INSPECTIONS.c.line_id, ROLLUP_NONE).label("line_id"),
+        dialect_time_key(dialect, "hour").label("hour"),
+        INSPECTIONS.c.verdict,
+        func.coalesce(INSPECTIONS.c.defect_type, ROLLUP_NONE).label("defect_type"),
+        func.coalesce(INSPECTIONS.c.feedback_label, ROLLUP_NONE).label("feedback_label"),
+        func.coalesce(INSPECTIONS.c.audit_stratum, ROLLUP_NONE).label("audit_stratum"),
+        func.coalesce(INSPECTIONS.c.audit_probability, NO_PROBABILITY).label("audit_probability"),
+        INSPECTIONS.c.audit_selected,
+    ]
+    return (
+        select(*columns, func.count().label("n"), func.coalesce(func.sum(INSPECTIONS.c.latency_ms), 0.0))
+        .where(*conditions)
+        .group_by(*columns)
+    )
+
+
+def row_hours(connection: Connection) -> tuple[datetime, datetime] | None:
+    """The first and last UTC hour holding a stored row, or None when there are none."""
+    first, last = connection.execute(
+        select(func.min(INSPECTIONS.c.received_at), func.max(INSPECTIONS.c.received_at))
+    ).one()
+    if first is None:
+        return None
+    return (
+        parse_time_key(format_time_key(first, "hour"), "hour"),
+        parse_time_key(format_time_key(last, "hour"), "hour"),
+    )
+
+
+def rebuild_range(connection: Connection, start: datetime, end: datetime) -> int:
+    """Recount the rollups of the UTC hours in [start, end) from the rows, in the caller's transaction; returns
+    the number of cells written. Rows outside the range are not read, so a rebuild goes in bounded steps."""
+    dialect = connection.dialect.name
+    first, last = format_time_key(start, "hour"), format_time_key(end, "hour")
+    connection.execute(delete(ROLLUPS).where(ROLLUPS.c.hour >= first, ROLLUPS.c.hour < last))
+    source = _grouped_source(dialect, [INSPECTIONS.c.received_at >= start, INSPECTIONS.c.received_at < end])
+    result = connection.execute(insert(ROLLUPS).from_select([*KEY_COLUMNS, "n", "latency_ms_sum"], source))
+    return max(int(result.rowcount or 0), 0)
+
+
+def rebuild_rollups(
+    sessions: sessionmaker[Session],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    step: timedelta = timedelta(days=1),
+    on_step: Any = None,
+) -> int:
+    """Recount the rollups from the rows, one `step` of hours per transaction; returns cells written.
+
+    Without bounds, every hour that holds a row. Hours whose rows retention has already pruned must not be
+    rebuilt (their rollups are the only count left): pass `since` after the newest retention cutoff.
+    """
+    engine = sessions.kw["bind"]
+    with engine.connect() as connection:
+        hours = row_hours(connection)
+    if hours is None:
+        return 0
+    start = since if since is not None else hours[0]
+    end = until if until is not None else hours[1] + timedelta(hours=1)
+    start = parse_time_key(format_time_key(start, "hour"), "hour")
+    written = 0
+    while start < end:
+        stop = min(start + step, end)
+        with engine.begin() as connection:
+            written += rebuild_range(connection, start, stop)
+        if on_step is not None:
+            on_step(start, stop)
+        start = stop
+    return written
+
+
+def recount_differences(
+    sessions: sessionmaker[Session], since: datetime | None = None
+) -> list[tuple[RollupKey, int, int]]:
+    """Cells where the rollups and a recount from the rows disagree: (key, rolled up, recounted); [] when equal.
+
+    `since` (an hour start) leaves out the hours before it: those retention pruned, whose rollups outlive the rows.
+    """
+    engine = sessions.kw["bind"]
+    row_terms = [] if since is None else [INSPECTIONS.c.received_at >= since]
+    cell_terms = [] if since is None else [ROLLUPS.c.hour >= format_time_key(since, "hour")]
+    with engine.connect() as connection:
+        recount = {
+            tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
+            for row in connection.execute(_grouped_source(engine.dialect.name, row_terms))
+        }
+        rolled = {
+            tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
+            for row in connection.execute(
+                select(*(ROLLUPS.c[name] for name in KEY_COLUMNS), ROLLUPS.c.n).where(*cell_terms)
+            )
+        }
+    keys = {key for key, n in recount.items() if n} | {key for key, n in rolled.items() if n}
+    return sorted(
+        ((key, rolled.get(key, 0), recount.get(key, 0)) for key in keys if rolled.get(key, 0) != recount.get(key, 0)),
+        key=repr,
+    )
+
+
+def rollup_conditions(
+    product: str | None, line_id: str | None, first_hour: str | None, end_hour: str | None
+) -> list[ColumnElement[bool]]:
+    """WHERE terms on the rollup table: a product, a line, whole UTC hours in [first_hour, end_hour)."""
+    conditions: list[ColumnElement[bool]] = []
+    if product is not None:
+        conditions.append(ROLLUPS.c.product == product)
+    if line_id is not None:
+        conditions.append(ROLLUPS.c.line_id == line_id)
+    if first_hour is not None:
+        conditions.append(ROLLUPS.c.hour >= first_hour)
+    if end_hour is not None:
+        conditions.append(ROLLUPS.c.hour < end_hour)
+    return conditions
+
+
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_ceil(moment: datetime) -> datetime:
+    floor = _hour_floor(moment)
+    return floor if floor == moment else floor + timedelta(hours=1)
+
+
+def grouped_counts(
+    sessions: sessionmaker[Session],
+    *,
+    product: str | None = None,
+    line_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    hourly: bool = False,
+) -> list[Any]:
+    """Inspections counted per (product, line_id, verdict, defect_type, feedback_label, audit_stratum,
+    audit_probability, audit_selected[, hour]) as `n_rows`, with NULLs where the rows hold NULLs.
+
+    Whole UTC hours come from the rollups; only the partial hours at the edges of a window that does not start
+    or end on the hour are counted from the rows, so the cost is the cells shown plus at most two hours of rows.
+    `since` and `until` must be aware UTC times; `until` is exclusive.
+    """
+    dialect = sessions.kw["bind"].dialect.name
+    whole_start = _hour_ceil(since) if since is not None else None
+    whole_end = _hour_floor(until) if until is not None else None
+    edges: list[tuple[datetime, datetime]]
+    if (
+        since is not None
+        and until is not None
+        and whole_start is not None
+        and whole_end is not None
+        and whole_start >= whole_end
+    ):
+        edges = [(since, until)]  # the window lies inside one or two partial hours: rows only
+        whole = False
+    else:
+        edges = []
+        if since is not None and whole_start is not None and since < whole_start:
+            edges.append((since, whole_start))
+        if until is not None and whole_end is not None and whole_end < until:
+            edges.append((whole_end, until))
+        whole = True
+    queries = []
+    if whole:
+        queries.append(_rollup_query(product, line_id, whole_start, whole_end, hourly))
+    for start, end in edges:
+        queries.append(_row_query(dialect, product, line_id, start, end, hourly))
+    groups: list[Any] = []
+    with sessions() as session:
+        for query in queries:
+            groups.extend(session.execute(query).all())
+    return groups
+
+
+def _rollup_query(
+    product: str | None, line_id: str | None, start: datetime | None, end: datetime | None, hourly: bool
+) -> Any:
+    keys: list[ColumnElement[Any]] = [
+        ROLLUPS.c.product,
+        func.nullif(ROLLUPS.c.line_id, ROLLUP_NONE).label("line_id"),
+        ROLLUPS.c.verdict,
+        func.nullif(ROLLUPS.c.defect_type, ROLLUP_NONE).label("defect_type"),
+        func.nullif(ROLLUPS.c.feedback_label, ROLLUP_NONE).label("feedback_label"),
+        func.nullif(ROLLUPS.c.audit_stratum, ROLLUP_NONE).label("audit_stratum"),
+        func.nullif(ROLLUPS.c.audit_probability, NO_PROBABILITY).label("audit_probability"),
+        ROLLUPS.c.audit_selected,
+    ]
+    if hourly:
+        keys.append(ROLLUPS.c.hour)
+    first = format_time_key(start, "hour") if start is not None else None
+    last = format_time_key(end, "hour") if end is not None else None
+    n_rows = func.sum(ROLLUPS.c.n)
+    return (
+        select(*keys, n_rows.label("n_rows"))
+        .where(*rollup_conditions(product, line_id, first, last))
+        .group_by(*keys)
+        .having(n_rows > 0)
+    )
+
+
+def _row_query(
+    dialect: str, product: str | None, line_id: str | None, start: datetime, end: datetime, hourly: bool
+) -> Any:
+    columns = ("product", "line_id", "verdict", "defect_type", "feedback_label", "audit_stratum")
+    keys: list[ColumnElement[Any]] = [INSPECTIONS.c[name] for name in columns]
+    keys += [INSPECTIONS.c.audit_probability, INSPECTIONS.c.audit_selected]
+    if hourly:
+        keys.append(dialect_time_key(dialect, "hour").label("hour"))
+    conditions = [INSPECTIONS.c.received_at >= start, INSPECTIONS.c.received_at < end]
+    if product is not None:
+        conditions.append(INSPECTIONS.c.product == product)
+    if line_id is not None:
+        conditions.append(INSPECTIONS.c.line_id == line_id)
+    return select(*keys, func.count().label("n_rows")).where(*conditions).group_by(*keys)
