@@ -46,8 +46,12 @@ def audit_cmd(
     from inspection.storage.audit_settings import audit_history, audit_setting_in_force
     from inspection.storage.database import open_database
 
+    from serving.model_store import registered_products
+
     settings = settings_from_env()
     validate_product_name(product)
+    if product not in registered_products(settings):
+        raise InspectionError(f"no registered product {product!r} (train it first: inspection train {product})")
     sessions = open_database(settings.resolved_database_url)
     changes: dict[str, Any] = {}
     if pass_rate is not None:
