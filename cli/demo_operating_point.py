@@ -5,18 +5,16 @@ four good cells in ten: the price of missing almost no defect on these labels. Q
 a false-detection budget: the lowest threshold whose validation false-detection rate stays within it, shown with
 what it costs on validation and test, recorded with who and why (what `inspection models threshold` does), and
 applied by the server at its next registry poll. The held-out frames then pass the line again, and the rates
-measured from QA's feedback say what the move bought and what it cost.
+estimated from QA's audit say what the move bought and what it cost.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import httpx
-from rich.table import Table
 
-from cli.common import console, pct
+from cli.common import console
 from cli.models import threshold_table
 from inspection.errors import InspectionError
 from inspection.settings import Settings
@@ -97,20 +95,3 @@ def wait_until_served(url: str, key: str, product: str, threshold: float, timeou
             return
         time.sleep(0.5)
     raise InspectionError(f"the server did not apply the threshold {threshold:.4f} within {timeout:.0f} s")
-
-
-def comparison_table(product: str, points: list[tuple[str, float | None, dict[str, Any]]]) -> Table:
-    """The live rates of each pass side by side: (operating point, served threshold, that pass's /v1/stats)."""
-    table = Table(title=f"{product}: the two operating points on the line (QA-checked frames, Wilson 95%)")
-    for column in ("operating point", "threshold", "miss rate", "false-detection rate", "flagged"):
-        table.add_column(column, justify="left" if column == "operating point" else "right")
-    for name, threshold, stats in points:
-        block = stats["totals"]
-        cells = []
-        for key in ("miss_rate", "false_detection_rate"):
-            rate = block["qa"][key]
-            low, high = rate["ci95"]
-            cells.append(f"{pct(rate['rate'])} ({pct(low)}–{pct(high)}), {rate['k']}/{rate['n']}")
-        shown = "-" if threshold is None else f"{threshold:.4f}"
-        table.add_row(name, shown, *cells, f"{pct(block['defect_rate'])} of {block['n']}")
-    return table

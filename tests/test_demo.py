@@ -1,7 +1,7 @@
 """`inspection demo` end to end on the session's synthetic product: a real server process, two camera lines,
-QA feedback, live rates that match what the database holds, then QA's move of the operating point and a second
-pass served at it. (ELPV import and training are what `make demo` adds; here the product is already trained,
-which the demo detects and reuses.)"""
+QA's labels on the audit sample and every defect verdict, rates (audit estimate, QA-labelled, truth) that match
+what the database holds, then QA's move of the operating point and a second pass served at it. (ELPV import and
+training are what `make demo` adds; here the product is already trained, which the demo detects and reuses.)"""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.common import pct
 from cli.demo import held_out_frames
 from cli.demo_operating_point import DEMO_ACTOR, first_operating_point
+from cli.demo_rates import audit_cell
 from cli.main import app
 from inspection.settings import Settings
 from inspection.storage.database import open_database
@@ -58,7 +60,7 @@ def test_demo_streams_the_held_out_frames_and_reports_the_rates_the_server_measu
     monkeypatch.setenv("COLUMNS", "200")
 
     result = CliRunner().invoke(
-        app, ["demo", "--product", product, "--fps", "10", "--feedback-fraction", "0.5", "--port", "0", "--no-hold"]
+        app, ["demo", "--product", product, "--fps", "10", "--audit-pass-rate", "0.5", "--port", "0", "--no-hold"]
     )
     assert result.exit_code == 0, result.output
 
@@ -90,19 +92,35 @@ def test_demo_streams_the_held_out_frames_and_reports_the_rates_the_server_measu
     assert {row.frame_id for row in rows} <= {path.name for path, _ in frames}
     labels = {path.name: label for path, label in frames}
     for rows_of_pass in passes.values():
-        reviewed = [row for row in rows_of_pass if row.feedback_label is not None]
-        assert len(reviewed) == round(0.5 * len(rows_of_pass))
-        assert all(row.feedback_label == labels[row.frame_id] for row in reviewed)  # QA gave the true labels
+        # QA labelled as a plant does: the audit sample (half the passes here, every defect verdict) and every
+        # defect verdict, nothing else, each with its true label.
+        assert {row.audit_probability for row in rows_of_pass if row.verdict == "pass"} == {0.5}
+        assert all(row.audit_selected for row in rows_of_pass if row.verdict == "defect")
+        reviewed = {row.id for row in rows_of_pass if row.feedback_label is not None}
+        assert reviewed == {row.id for row in rows_of_pass if row.audit_selected or row.verdict == "defect"}
+        assert any(row.verdict == "pass" for row in rows_of_pass if row.id not in reviewed)
+        assert all(row.feedback_label == labels[row.frame_id] for row in rows_of_pass if row.id in reviewed)
 
     # Each pass's printed rates are what the database holds for that pass alone (the second pass's window starts
-    # at its first row), in its own table and side by side at the end.
+    # at its first row): the audit estimate, the QA-labelled count and the truth of all its frames.
     second_pass = min(row.received_at for row in passes[moved.value])
     for index, (since, until) in enumerate(((None, second_pass), (second_pass, None))):
-        qa = compute_stats(sessions, product=product, since=since, until=until)["totals"]["qa"]
+        totals = compute_stats(sessions, product=product, since=since, until=until)["totals"]
+        rows_of_pass = passes[(calibrated, moved.value)[index]]
+        defective = [row for row in rows_of_pass if labels[row.frame_id] != "good"]
+        good = [row for row in rows_of_pass if labels[row.frame_id] == "good"]
+        truth = {
+            "miss_rate": sum(row.verdict == "pass" for row in defective) / len(defective),
+            "false_detection_rate": sum(row.verdict == "defect" for row in good) / len(good),
+        }
         for name, key in (("miss rate", "miss_rate"), ("false-detection rate", "false_detection_rate")):
-            printed = re.findall(rf"│ {name} +│.*?(\d+)/(\d+)", result.output)  # the rows of each pass's table
-            assert len(printed) == 2, result.output
-            assert tuple(map(int, printed[index])) == (qa[key]["k"], qa[key]["n"])
+            rows_printed = re.findall(rf"│ {name} +│(.*)", result.output)  # the rows of each pass's table
+            assert len(rows_printed) == 2, result.output
+            row_printed = rows_printed[index]
+            qa = re.search(r"(\d+)/(\d+)", row_printed)
+            assert qa and tuple(map(int, qa.groups())) == (totals["qa"][key]["k"], totals["qa"][key]["n"])
+            assert audit_cell(totals["audit"], key) in row_printed
+            assert row_printed.rstrip(" │").endswith(pct(truth[key]))
     assert "the two operating points on the line" in result.output
     assert "dashboard: http://127.0.0.1:" in result.output
 

@@ -142,8 +142,10 @@ def _check_dashboard(page: Any, stats: dict[str, Any], throughput: dict[str, Any
     assert page.get_by_test_id("frames-window").locator(".figure-value").inner_text() == str(throughput["n"])
     for chart in CHARTS:
         assert page.evaluate(PAINTED_PIXELS, chart) > 2000, f"the {chart} chart is blank"
-    miss = _figure(page, "miss-rate")
+    miss = _figure(page, "qa-miss-rate")
     assert miss["n"] == str(totals["qa"]["miss_rate"]["n"]) and miss["value"] == _pct(totals["qa"]["miss_rate"]["rate"])
+    headline = page.get_by_test_id("audit-miss-rate")
+    assert headline.locator(".figure-value").inner_text() == _pct(totals["audit"]["miss_rate"]["estimate"])
 
 
 class Browsing:
@@ -222,20 +224,20 @@ def test_relabel_on_the_review_page_moves_the_live_figure(
     page = browsing.new_page()
     page.goto(f"{live_server.url}/review?product={product}")
     _sign_in(page, live_server.keys["qa"])
-    page.wait_for_selector("[data-testid=review-card]", timeout=15_000)
-    page.wait_for_selector("#strip-body [data-testid=miss-rate]")
-    cards = page.locator("[data-testid=review-card]")
+    page.wait_for_selector("#cards [data-testid=review-card]", timeout=15_000)
+    page.wait_for_selector("#strip-body [data-testid=qa-miss-rate]")
+    cards = page.locator("#cards [data-testid=review-card]")
     ids = [cards.nth(i).get_attribute("data-inspection-id") for i in range(cards.count())]
     ours = [i for i in ids if i in posted]
     assert ours, "none of the unreviewed frames is in the review queue"
     # Prefer a frame the model got wrong (it moves k as well as n), as QA would find it.
-    verdicts = {i: page.locator(f"[data-inspection-id='{i}']").get_attribute("data-verdict") for i in ours}
+    verdicts = {i: page.locator(f"#cards [data-inspection-id='{i}']").get_attribute("data-verdict") for i in ours}
     wrong = [i for i in ours if (posted[i] == "good") == (verdicts[i] == "defect")]
     chosen = (wrong or ours)[0]
-    card = page.locator(f"[data-inspection-id='{chosen}']")
+    card = page.locator(f"#cards [data-inspection-id='{chosen}']")
     assert card.locator("img[data-testid=card-frame]").get_attribute("src", timeout=10_000).startswith("blob:")
     label = posted[chosen]
-    testid = "false-detection-rate" if label == "good" else "miss-rate"
+    testid = "qa-false-detection-rate" if label == "good" else "qa-miss-rate"
     before = _figure(page, testid)
     if chosen in wrong:
         card.get_by_test_id("correct-select").select_option(label)
@@ -251,11 +253,134 @@ def test_relabel_on_the_review_page_moves_the_live_figure(
         arg=[testid, str(int(before["n"]) + 1)],
     )
     with live_server.client("manager") as manager:
-        rate = manager.get("/v1/stats", params={"product": product}).json()["totals"]["qa"][testid.replace("-", "_")]
+        qa = manager.get("/v1/stats", params={"product": product}).json()["totals"]["qa"]
+    rate = qa[testid.removeprefix("qa-").replace("-", "_")]
     after = _figure(page, testid)
     assert after == {"n": str(rate["n"]), "k": str(rate["k"]), "value": _pct(rate["rate"])}
     assert after != before
     assert card.get_by_test_id("feedback-label").inner_text() == f"QA label: {label}"
+    browsing.assert_clean()
+
+
+@pytest.fixture
+def every_pass_audited(live_server: Any) -> Iterator[None]:
+    """The session product audits every pass while the test runs, then goes back to the rates it had."""
+    path = f"/v1/products/{live_server.product}/audit"
+    with live_server.client("qa") as qa:
+        before = qa.get(path).json()["in_force"]
+        changed = qa.put(path, json={"pass_rate": 1.0, "defect_rate": 1.0, "reason": "browser test: audit every frame"})
+        assert changed.status_code == 200, changed.text
+        yield
+        restore = {
+            "pass_rate": before["pass_rate"],
+            "defect_rate": before["defect_rate"],
+            "reason": "browser test done",
+        }
+        assert qa.put(path, json=restore).status_code == 200
+
+
+def _estimate(page: Any, testid: str) -> dict[str, float | None]:
+    figure = page.locator(f"#trust-body [data-testid={testid}], #strip-body [data-testid={testid}]").first
+    values = {name: figure.get_attribute(f"data-{name}") for name in ("estimate", "low", "high")}
+    return {name: float(value) if value else None for name, value in values.items()}
+
+
+def test_audit_estimates_on_the_dashboard_and_the_audit_queue_on_the_review_page(
+    live_server: Any, posted: dict[str, str], synthetic_source: Path, every_pass_audited: None, browsing: Browsing
+) -> None:
+    product = live_server.product
+    good = sorted((synthetic_source / "good").glob("*.png"))[14:22]
+    with live_server.client("camera") as camera:
+        answers = [
+            camera.post(
+                f"/v1/inspect/{product}", content=path.read_bytes(), headers={"Content-Type": "image/png"}
+            ).json()
+            for path in good
+        ]
+    assert all(answer["audit"] for answer in answers)  # every frame is drawn at rate 1
+    with live_server.client("qa") as qa:
+        for answer in answers[:5]:  # the last three stay in the queue: a backlog the page must show
+            assert (
+                qa.post(f"/v1/inspections/{answer['inspection_id']}/feedback", json={"label": "good"}).status_code
+                == 200
+            )
+        stats = qa.get("/v1/stats", params={"product": product, "bucket": "hour"}).json()
+        queue = qa.get("/v1/inspections", params={"product": product, "audit": "true", "limit": 24}).json()
+        look = qa.get(
+            "/v1/inspections", params={"product": product, "review": "true", "has_feedback": "false", "limit": 24}
+        ).json()
+    audit = stats["totals"]["audit"]
+    assert audit["miss_rate"]["estimate"] is not None and audit["warning"]
+
+    # The dashboard: the audited estimates are the headline, with intervals, the audit's size and its warning; the
+    # QA-labelled counts sit below under their own name; the trend plots each bucket's estimate and band.
+    page = browsing.new_page()
+    page.goto(f"{live_server.url}/products/{product}")
+    _sign_in(page, live_server.keys["manager"])
+    _wait_for_refresh(page)
+    for testid, key in (
+        ("audit-miss-rate", "miss_rate"),
+        ("audit-false-detection-rate", "false_detection_rate"),
+        ("audit-escapes-ppm", "escaped_defects_ppm"),
+    ):
+        rate = audit[key]
+        shown = _estimate(page, testid)
+        assert shown["estimate"] == pytest.approx(rate["estimate"]), testid
+        assert [shown["low"], shown["high"]] == pytest.approx(rate["ci95"]), testid
+    miss = page.get_by_test_id("audit-miss-rate").inner_text()
+    assert _pct(audit["miss_rate"]["estimate"]) in miss and f"95 % CI {_pct(audit['miss_rate']['ci95'][0])}" in miss
+    size = page.get_by_test_id("audit-size")
+    assert (size.get_attribute("data-n-audited"), size.get_attribute("data-backlog")) == (
+        str(audit["n_audited"]),
+        str(audit["backlog"]),
+    )
+    assert f"{audit['n_audited']} of {audit['n_selected']} drawn frames labelled" in size.inner_text()
+    assert page.get_by_test_id("audit-warning").inner_text() == f"⚠ {audit['warning']}"
+    assert page.get_by_test_id("qa-scope").inner_text().startswith("Of the frames QA labelled")
+    qa_miss = page.locator("#trust-body [data-testid=qa-miss-rate]")
+    assert qa_miss.get_attribute("data-n") == str(stats["totals"]["qa"]["miss_rate"]["n"])
+    trend = page.evaluate(READ_CHARTS, ["trend"])["trend"]["datasets"]
+    buckets = [b["audit"] for b in stats["buckets"]]
+    assert trend["miss rate"] == pytest.approx([b["miss_rate"]["estimate"] for b in buckets])
+    assert trend["false-detection rate 95 % high"] == pytest.approx(
+        [b["false_detection_rate"]["ci95"][1] for b in buckets]
+    )
+    assert page.evaluate(PAINTED_PIXELS, "trend") > 2000, "the trend chart is blank"
+    if screenshot := os.environ.get("DASHBOARD_SCREENSHOT"):
+        page.get_by_test_id("panel-trust").screenshot(path=str(Path(screenshot).with_suffix(".audit.png")))
+
+    # The review page: the audit queue, oldest first with its backlog and share done, apart from worth-a-look.
+    page = browsing.new_page()
+    page.goto(f"{live_server.url}/review?product={product}")
+    _sign_in(page, live_server.keys["qa"])
+    page.wait_for_function("() => document.getElementById('audit-cards').dataset.loadedAt")
+    page.wait_for_function("() => document.getElementById('cards').dataset.loadedAt")
+    listed = lambda box: page.evaluate(  # noqa: E731
+        "box => [...document.querySelectorAll(`#${box} [data-testid=review-card]`)].map(c => c.dataset.inspectionId)",
+        box,
+    )
+    assert listed("audit-cards") == [item["id"] for item in queue["items"]]
+    received = [item["received_at"] for item in queue["items"]]
+    assert received == sorted(received)  # oldest first
+    assert {a["inspection_id"] for a in answers[5:]} <= set(listed("audit-cards"))
+    assert listed("cards") == [item["id"] for item in look["items"]]
+    progress = page.get_by_test_id("audit-progress")
+    assert progress.get_attribute("data-backlog") == str(queue["audit"]["backlog"])
+    assert page.get_by_test_id("audit-backlog").inner_text() == f"backlog {queue['audit']['backlog']}"
+    assert f"{queue['audit']['n_audited']} of {queue['audit']['n_selected']} drawn frames labelled" in (
+        page.get_by_test_id("audit-share-done").inner_text()
+    )
+    if screenshot := os.environ.get("DASHBOARD_SCREENSHOT"):
+        page.screenshot(path=str(Path(screenshot).with_suffix(".review.png")), full_page=True)
+
+    # Labelling the oldest audited frame takes it off the backlog and into the estimates.
+    first = page.locator("#audit-cards [data-testid=review-card]").first
+    first_id = first.get_attribute("data-inspection-id")
+    first.get_by_test_id("correct-select").select_option(posted.get(first_id or "", "good"))
+    first.get_by_test_id("correct-save").click()
+    page.wait_for_function(
+        "n => document.getElementById('audit-progress').dataset.backlog === n", arg=str(queue["audit"]["backlog"] - 1)
+    )
     browsing.assert_clean()
 
 
@@ -264,7 +389,7 @@ def test_roles_and_bad_keys(live_server: Any, posted: dict[str, str], browsing: 
     page = browsing.new_page()
     page.goto(f"{live_server.url}/review?product={live_server.product}")
     _sign_in(page, live_server.keys["manager"])
-    page.wait_for_selector("#strip-body [data-testid=miss-rate]")
+    page.wait_for_selector("#strip-body [data-testid=qa-miss-rate]")
     page.wait_for_function(
         "() => document.getElementById('cards').dataset.loadedAt || "
         "!document.querySelector('#panel-cards .panel-message').hidden"

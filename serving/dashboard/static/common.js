@@ -221,16 +221,16 @@ export function upsertChart(canvas, config) {
 }
 
 /**
- * One live QA figure (miss or false-detection rate): the rate, its 95 % interval and the k / n behind it.
- * data-rate / data-k / data-n carry the raw numbers so tests and scrapers need not parse the text.
+ * One figure of the QA-labelled counts (miss or false-detection rate): the rate, its 95 % interval and the k / n
+ * behind it. data-rate / data-k / data-n carry the raw numbers so tests and scrapers need not parse the text.
  */
-export function rateFigure(title, rate, { testid, counted, base }) {
+export function rateFigure(title, rate, { testid, counted, base, small = false }) {
   const detail = rate.n
     ? `${rate.k} ${counted} of ${rate.n} QA-checked ${base}`
     : `no QA-checked ${base} yet`;
   return el(
     "div",
-    { class: "figure", "data-testid": testid, "data-rate": rate.rate ?? "", "data-k": rate.k, "data-n": rate.n },
+    { class: small ? "figure small" : "figure", "data-testid": testid, "data-rate": rate.rate ?? "", "data-k": rate.k, "data-n": rate.n },
     el("div", { class: "figure-title" }, title),
     el("div", { class: "figure-value" }, pct(rate.rate)),
     el("div", { class: "figure-detail" }, rate.n ? `95 % CI ${interval(rate.ci95)}` : "95 % CI —"),
@@ -238,23 +238,69 @@ export function rateFigure(title, rate, { testid, counted, base }) {
   );
 }
 
-/** The miss and false-detection figures of a stats block's "qa" part, with its warning shown plainly. */
-export function trustFigures(qa) {
+export function ppm(value) {
+  return value === null || value === undefined ? "—" : `${Math.round(value).toLocaleString("en-US")} ppm`;
+}
+
+/** One audited estimate ({estimate, ci95, method}) as a headline figure; `format` is pct or ppm. */
+export function estimateFigure(title, rate, { testid, format = pct, note }) {
+  const [low, high] = rate.ci95 ?? [null, null];
+  return el(
+    "div",
+    {
+      class: "figure", "data-testid": testid, "data-estimate": rate.estimate ?? "", "data-low": low ?? "",
+      "data-high": high ?? "", title: rate.method,
+    },
+    el("div", { class: "figure-title" }, title),
+    el("div", { class: "figure-value" }, format(rate.estimate)),
+    el("div", { class: "figure-detail" }, rate.ci95 ? `95 % CI ${format(low)} – ${format(high)}` : "95 % CI —"),
+    el("div", { class: "figure-detail" }, rate.estimate === null ? "not estimable yet" : note),
+  );
+}
+
+/** The audit's size in one line: how many drawn frames QA labelled, and what still waits. */
+export function auditSize(audit) {
+  const done = audit.n_selected ? ` (${pct(audit.n_audited / audit.n_selected, 0)})` : "";
+  return el(
+    "p",
+    { class: "audit-size", "data-testid": "audit-size", "data-n-audited": audit.n_audited, "data-n-selected": audit.n_selected, "data-backlog": audit.backlog },
+    `Audit: ${audit.n_audited} of ${audit.n_selected} drawn frames labelled${done}, backlog ${audit.backlog}`,
+    audit.n_outside_design ? `; ${audit.n_outside_design} frames answered before audit sampling are left out` : "",
+    ".",
+  );
+}
+
+/**
+ * A stats group's live rates: the audited estimates of the line (headline, with intervals, size and warning), then
+ * the counts among the frames QA labelled, smaller and named as such: they are not the line's rates.
+ */
+export function trustFigures(block) {
+  const { audit, qa } = block;
   return [
     el(
       "div",
       { class: "figures" },
-      rateFigure("Miss rate (defects passed)", qa.miss_rate, {
-        testid: "miss-rate",
-        counted: "missed",
-        base: "defective frames",
+      estimateFigure("Miss rate (defects passed)", audit.miss_rate, { testid: "audit-miss-rate", note: "audit estimate of the line" }),
+      estimateFigure("False-detection rate (good flagged)", audit.false_detection_rate, {
+        testid: "audit-false-detection-rate", note: "audit estimate of the line",
       }),
-      rateFigure("False-detection rate (good flagged)", qa.false_detection_rate, {
-        testid: "false-detection-rate",
-        counted: "flagged",
-        base: "good frames",
-      }),
+      estimateFigure("Escaped defects", audit.escaped_defects_ppm, { testid: "audit-escapes-ppm", format: ppm, note: "per million passed parts" }),
     ),
-    qa.warning ? el("p", { class: "warning", "data-testid": "qa-warning" }, `⚠ ${qa.warning}`) : null,
+    auditSize(audit),
+    audit.warning ? el("p", { class: "warning", "data-testid": "audit-warning" }, `⚠ ${audit.warning}`) : null,
+    el(
+      "div",
+      { class: "qa-labelled", "data-testid": "qa-labelled" },
+      el("div", { class: "qa-scope", "data-testid": "qa-scope" }, `Of the frames QA labelled: ${qa.n_reviewed} frames, not a random sample of the line`),
+      el(
+        "div",
+        { class: "figures" },
+        rateFigure("miss rate", qa.miss_rate, { testid: "qa-miss-rate", counted: "missed", base: "defective", small: true }),
+        rateFigure("false-detection rate", qa.false_detection_rate, {
+          testid: "qa-false-detection-rate", counted: "flagged", base: "good", small: true,
+        }),
+      ),
+      qa.warning ? el("p", { class: "muted", "data-testid": "qa-warning" }, qa.warning) : null,
+    ),
   ].filter(Boolean); // replaceChildren() would print a null as text
 }

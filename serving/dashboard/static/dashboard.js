@@ -1,6 +1,6 @@
-// The plant-manager / QA dashboard: SPC p-chart, Pareto, per-line comparison, trust figures, throughput, the
-// challenger in shadow, the operating point and models, refreshed every 10 s in place (charts update with
-// update('none'), so nothing flickers).
+// The plant-manager / QA dashboard: SPC p-chart, the audited miss / false-detection estimates and their trend,
+// Pareto, per-line comparison, throughput, the challenger in shadow, the operating point and models, refreshed
+// every 10 s in place (charts update with update('none'), so nothing flickers).
 import {
   ApiError, COLORS, api, currentUser, el, explainError, fillProductSelect, interval, localTime, num, panelMessage,
   pct, query, rateFigure, setChartDefaults, startSession, trustFigures, upsertChart,
@@ -182,8 +182,55 @@ function drawTrust(totals) {
   const panel = $("panel-trust");
   if (!totals.n) return panelMessage(panel, "no inspections yet");
   panelMessage(panel, null);
-  const share = `${totals.qa.n_reviewed} of ${totals.n} inspected frames QA-checked (${pct(totals.qa.n_reviewed / totals.n)})`;
-  $("trust-body").replaceChildren(...trustFigures(totals.qa), el("p", { class: "muted", "data-testid": "qa-share" }, share));
+  $("trust-body").replaceChildren(...trustFigures(totals));
+}
+
+// An estimate and its 95 % band as three datasets: the band's edges are drawn faintly and filled between.
+function bandDatasets(name, colour, fill, rates) {
+  const edge = { borderColor: fill, backgroundColor: fill, borderWidth: 1, pointRadius: 0, pointHitRadius: 0, spanGaps: false };
+  return [
+    { label: name, data: rates.map((r) => r.estimate), borderColor: colour, backgroundColor: colour, borderWidth: 2, pointRadius: 3, spanGaps: false },
+    { label: `${name} 95 % low`, data: rates.map((r) => r.ci95?.[0] ?? null), fill: false, ...edge },
+    { label: `${name} 95 % high`, data: rates.map((r) => r.ci95?.[1] ?? null), fill: "-1", ...edge },
+  ];
+}
+
+function drawTrend(buckets) {
+  const panel = $("panel-trend");
+  $("trend-bucket-name").textContent = state.bucket;
+  if (!buckets.length) return panelMessage(panel, `no inspections yet (${scopeText()})`);
+  if (!buckets.some((b) => b.audit.n_audited)) return panelMessage(panel, "no audited frames yet: QA's audit queue is on the review page");
+  const estimable = (a) => a.miss_rate.estimate !== null || a.false_detection_rate.estimate !== null;
+  if (!buckets.some((b) => estimable(b.audit))) return panelMessage(panel, `no ${state.bucket} has enough audited frames for an estimate yet`);
+  panelMessage(panel, null);
+  const audits = buckets.map((b) => b.audit);
+  upsertChart($("chart-trend"), {
+    type: "line",
+    data: {
+      labels: buckets.map(bucketLabel),
+      datasets: [
+        ...bandDatasets("miss rate", COLORS.red, "rgba(255, 77, 79, 0.18)", audits.map((a) => a.miss_rate)),
+        ...bandDatasets("false-detection rate", COLORS.amber, "rgba(245, 166, 35, 0.18)", audits.map((a) => a.false_detection_rate)),
+      ],
+    },
+    options: {
+      interaction: { mode: "index", intersect: false },
+      scales: { x: { offset: true }, y: { min: 0, max: 1, ticks: { callback: (v) => pct(v, 0) } } },
+      plugins: {
+        legend: { labels: { filter: (item) => !item.text.includes("95 %") } },
+        tooltip: {
+          filter: (item) => item.datasetIndex % 3 === 0,
+          callbacks: {
+            label: (ctx) => {
+              const audit = state.buckets[ctx.dataIndex].audit;
+              const rate = ctx.datasetIndex ? audit.false_detection_rate : audit.miss_rate;
+              return `${ctx.dataset.label} ${pct(rate.estimate)} (95 % CI ${interval(rate.ci95)}), ${audit.n_audited} audited`;
+            },
+          },
+        },
+      },
+    },
+  });
 }
 
 function fillLineSelect(byLine) {
@@ -200,7 +247,7 @@ function fillLineSelect(byLine) {
 
 async function loadStats() {
   const since = state.windowHours ? new Date(Date.now() - Number(state.windowHours) * 3_600_000).toISOString() : "";
-  const panels = ["panel-pchart", "panel-pareto", "panel-lines", "panel-trust"].map($);
+  const panels = ["panel-pchart", "panel-pareto", "panel-lines", "panel-trust", "panel-trend"].map($);
   try {
     const stats = await api(`/v1/stats${query({ product: state.product, line: state.line, since, bucket: state.bucket })}`);
     // The line comparison always shows every line, so a line filter needs the unfiltered figures too.
@@ -208,6 +255,7 @@ async function loadStats() {
     drawPChart(stats);
     drawPareto(stats.totals);
     drawTrust(stats.totals);
+    drawTrend(stats.buckets || []);
     drawLines(all.by_line);
     fillLineSelect(all.by_line);
   } catch (error) {

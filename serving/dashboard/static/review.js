@@ -1,14 +1,33 @@
-// The QA review page: frames worth a look (defect verdicts and low-confidence passes), with the archived image,
-// and for QA keys "Confirm" / "Correct" buttons whose labels feed the live miss and false-detection rates.
+// The QA review page: the audit queue (frames drawn at random when answered, oldest first: their labels make the
+// line's miss and false-detection estimates) above the frames worth a look (defect verdicts and low-confidence
+// passes: labels there feed retraining, and the estimates only for frames that are in the audit), each card with
+// the archived image and, for QA keys, "Confirm" / "Correct" buttons.
 import {
-  api, currentUser, el, explainError, fillProductSelect, localTime, panelMessage, query, startSession, trustFigures,
+  api, currentUser, el, explainError, fillProductSelect, localTime, panelMessage, pct, query, startSession, trustFigures,
 } from "./common.js";
 
 const PAGE_SIZE = 24;
 const IMAGE_FETCHES = 4; // parallel image downloads: enough to fill a page fast without queueing behind cameras
 const $ = (id) => document.getElementById(id);
 
-const state = { product: "", includeReviewed: false, offset: 0, total: 0, products: [], blobUrls: [], seq: 0 };
+const state = { product: "", includeReviewed: false, products: [] };
+
+// The two lists on the page, each with its own paging, request counter (answers to an older request are dropped)
+// and image URLs.
+const lists = {
+  audit: {
+    panel: "panel-audit", cards: "audit-cards", info: "audit-page-info", prev: "audit-prev", next: "audit-next",
+    offset: 0, blobUrls: [], seq: 0,
+    params: () => ({ product: state.product, audit: true }),
+    empty: () => "the audit queue is empty: every drawn frame is labelled",
+  },
+  look: {
+    panel: "panel-cards", cards: "cards", info: "page-info", prev: "prev-page", next: "next-page",
+    offset: 0, blobUrls: [], seq: 0,
+    params: () => ({ product: state.product, review: true, has_feedback: state.includeReviewed ? "" : false }),
+    empty: () => (state.includeReviewed ? "no inspections yet" : "nothing waiting for review"),
+  },
+};
 
 function readUrl() {
   const params = new URLSearchParams(location.search);
@@ -36,7 +55,7 @@ function defectTypes(product) {
   return state.products.find((p) => p.product === product)?.defect_types ?? [];
 }
 
-/** The stats strip: live miss / false-detection rates for the selected product, refreshed after each relabel. */
+/** The stats strip: the audited estimates and the QA-labelled counts for the product, refreshed after each label. */
 async function loadStrip() {
   const panel = $("panel-strip");
   $("strip-scope").textContent = state.product || "all products";
@@ -44,29 +63,29 @@ async function loadStrip() {
     const stats = await api(`/v1/stats${query({ product: state.product })}`);
     if (!stats.totals.n) return panelMessage(panel, "no inspections yet");
     panelMessage(panel, null);
-    $("strip-body").replaceChildren(...trustFigures(stats.totals.qa));
+    $("strip-body").replaceChildren(...trustFigures(stats.totals));
     $("strip-body").dataset.updatedAt = String(Date.now());
   } catch (error) {
     panelMessage(panel, explainError(error), "error");
   }
 }
 
-// Blob URLs hold the image bytes until revoked; revoke the old page's before showing a new one.
-function revokeImages() {
-  state.blobUrls.forEach((url) => URL.revokeObjectURL(url));
-  state.blobUrls = [];
+// Blob URLs hold the image bytes until revoked; revoke a list's old page before showing a new one.
+function revokeImages(list) {
+  list.blobUrls.forEach((url) => URL.revokeObjectURL(url));
+  list.blobUrls = [];
 }
 
 /** Fetch the images with the key (an <img src> cannot send headers) and show them as blob: URLs. */
-async function loadImages(images, seq) {
+async function loadImages(list, images, seq) {
   const queue = [...images];
   const worker = async () => {
     for (let img = queue.shift(); img; img = queue.shift()) {
       try {
         const blob = await (await api(img.dataset.src, { raw: true })).blob();
-        if (seq !== state.seq) return; // the page changed meanwhile: drop it
+        if (seq !== list.seq) return; // the page changed meanwhile: drop it
         const url = URL.createObjectURL(blob);
-        state.blobUrls.push(url);
+        list.blobUrls.push(url);
         img.src = url;
       } catch (error) {
         img.replaceWith(el("div", { class: "no-image" }, `image unavailable (${explainError(error)})`));
@@ -102,10 +121,14 @@ async function relabel(card, item, label) {
   try {
     const updated = await api(`/v1/inspections/${encodeURIComponent(item.id)}/feedback`, { method: "POST", body: { label } });
     Object.assign(item, updated);
-    card.querySelector(".qa-label").replaceWith(labelLine(item));
-    card.classList.add("reviewed");
-    card.dataset.feedbackLabel = item.feedback_label;
-    await loadStrip(); // the QA user sees the live figures move with the label just given
+    // A defect verdict drawn for the audit is in both lists: both of its cards show the label.
+    for (const shown of document.querySelectorAll(`[data-testid=review-card][data-inspection-id="${CSS.escape(item.id)}"]`)) {
+      shown.querySelector(".qa-label").replaceWith(labelLine(item));
+      shown.classList.add("reviewed");
+      shown.dataset.feedbackLabel = item.feedback_label;
+    }
+    // The QA user sees the live figures and the audit's progress move with the label just given.
+    await Promise.all([loadStrip(), item.audit_selected ? loadAuditProgress() : null]);
   } catch (error) {
     message.textContent = explainError(error);
   } finally {
@@ -138,11 +161,15 @@ function card(item, canRelabel) {
   const node = el("article", {
     class: `card ${item.verdict}${item.feedback_label ? " reviewed" : ""}`, "data-testid": "review-card",
     "data-inspection-id": item.id, "data-verdict": item.verdict, "data-feedback-label": item.feedback_label ?? "",
+    "data-received-at": item.received_at, "data-audit-selected": String(item.audit_selected),
   });
-  const near = item.verdict === "pass" ? " (low-confidence pass)" : "";
+  const near = item.verdict === "pass" && inReview(item) ? " (low-confidence pass)" : "";
+  const audited = item.audit_selected
+    ? el("span", { class: "badge", "data-testid": "audit-badge", title: `drawn for the audit with probability ${item.audit_probability}` }, "audit")
+    : "";
   node.append(
     el("div", { class: "images" }, imageSlot(item.image_url, "frame"), item.heatmap_url ? imageSlot(item.heatmap_url, "heatmap") : null),
-    el("div", {}, el("span", { class: `verdict ${item.verdict}` }, item.verdict), item.defect_type ? ` · ${item.defect_type}` : "", near),
+    el("div", {}, el("span", { class: `verdict ${item.verdict}` }, item.verdict), item.defect_type ? ` · ${item.defect_type}` : "", near, " ", audited),
     el("div", { "data-testid": "probability" }, `p = ${item.defect_probability.toFixed(3)} vs threshold ${item.threshold.toFixed(3)}`),
     el("div", { class: "muted" }, `${item.product} · ${item.line_id ?? "no line"} · ${item.camera_id ?? "no camera"}`),
     el("div", { class: "muted" }, `${localTime(item.captured_at ?? item.received_at)} · model v${item.model_version}`),
@@ -153,62 +180,94 @@ function card(item, canRelabel) {
   return node;
 }
 
-async function loadCards() {
-  const seq = ++state.seq; // answers to an older request (fast paging) are ignored
-  const panel = $("panel-cards");
+// What the server calls a low-confidence pass (its review filter): a score within reach of the threshold.
+const LOW_CONFIDENCE_FRACTION = 0.5;
+function inReview(item) {
+  return item.defect_probability >= LOW_CONFIDENCE_FRACTION * item.threshold;
+}
+
+function showAuditProgress(progress) {
+  const box = $("audit-progress");
+  box.dataset.backlog = progress.backlog;
+  box.dataset.shareDone = progress.share_done ?? "";
+  box.dataset.nSelected = progress.n_selected;
+  box.dataset.nAudited = progress.n_audited;
+  box.replaceChildren(
+    el("strong", { "data-testid": "audit-backlog" }, `backlog ${progress.backlog}`),
+    el("meter", { min: 0, max: 1, value: progress.share_done ?? 0, "aria-label": "share of the audit done" }),
+    el("span", { "data-testid": "audit-share-done" },
+      progress.n_selected ? `${pct(progress.share_done, 0)} done: ${progress.n_audited} of ${progress.n_selected} drawn frames labelled` : "no frame drawn for the audit yet"),
+  );
+}
+
+/** The audit's progress alone (after a label), leaving the cards in place so QA keeps their place in the list. */
+async function loadAuditProgress() {
+  try {
+    const page = await api(`/v1/inspections${query({ ...lists.audit.params(), limit: 1 })}`);
+    showAuditProgress(page.audit);
+  } catch {
+    // the list's own load reports errors; a missed progress update is corrected by the next one
+  }
+}
+
+async function loadList(list) {
+  const seq = ++list.seq;
+  const panel = $(list.panel);
   const canRelabel = currentUser()?.role === "qa";
   $("readonly-note").hidden = canRelabel;
   let page;
   try {
-    page = await api(`/v1/inspections${query({
-      product: state.product, review: true, has_feedback: state.includeReviewed ? "" : false, limit: PAGE_SIZE, offset: state.offset,
-    })}`);
+    page = await api(`/v1/inspections${query({ ...list.params(), limit: PAGE_SIZE, offset: list.offset })}`);
   } catch (error) {
-    if (seq === state.seq) panelMessage(panel, explainError(error), "error");
+    if (seq === list.seq) panelMessage(panel, explainError(error), "error");
     return;
   }
-  if (seq !== state.seq) return;
-  revokeImages();
-  state.total = page.total;
+  if (seq !== list.seq) return;
+  revokeImages(list);
+  if (page.audit) showAuditProgress(page.audit);
+  const cards = $(list.cards);
   if (!page.items.length) {
-    $("cards").replaceChildren();
-    panelMessage(panel, state.offset ? "no more frames" : state.includeReviewed ? "no inspections yet" : "nothing waiting for review");
+    cards.replaceChildren();
+    panelMessage(panel, list.offset ? "no more frames" : list.empty());
   } else {
     panelMessage(panel, null);
-    $("cards").replaceChildren(...page.items.map((item) => card(item, canRelabel)));
+    cards.replaceChildren(...page.items.map((item) => card(item, canRelabel)));
   }
-  const last = state.offset + page.items.length;
-  $("page-info").textContent = page.total ? `${state.offset + 1}–${last} of ${page.total}` : "";
-  $("prev-page").disabled = state.offset === 0;
-  $("next-page").disabled = last >= page.total;
-  $("cards").dataset.loadedAt = String(Date.now());
-  await loadImages([...$("cards").querySelectorAll("img[data-src]")], seq);
+  const last = list.offset + page.items.length;
+  $(list.info).textContent = page.total ? `${list.offset + 1}–${last} of ${page.total}` : "";
+  $(list.prev).disabled = list.offset === 0;
+  $(list.next).disabled = last >= page.total;
+  cards.dataset.loadedAt = String(Date.now());
+  await loadImages(list, [...cards.querySelectorAll("img[data-src]")], seq);
 }
 
 function reload() {
   writeUrl();
-  return Promise.all([loadStrip(), loadCards()]);
+  return Promise.all([loadStrip(), loadList(lists.audit), loadList(lists.look)]);
 }
 
 $("product-select").addEventListener("change", () => {
   state.product = $("product-select").value;
-  state.offset = 0;
+  lists.audit.offset = lists.look.offset = 0;
   reload();
 });
 $("include-reviewed").addEventListener("change", () => {
   state.includeReviewed = $("include-reviewed").checked;
-  state.offset = 0;
-  reload();
+  lists.look.offset = 0;
+  loadList(lists.look);
+  writeUrl();
 });
 $("reload").addEventListener("click", reload);
-$("prev-page").addEventListener("click", () => {
-  state.offset = Math.max(0, state.offset - PAGE_SIZE);
-  loadCards();
-});
-$("next-page").addEventListener("click", () => {
-  state.offset += PAGE_SIZE;
-  loadCards();
-});
+for (const list of Object.values(lists)) {
+  $(list.prev).addEventListener("click", () => {
+    list.offset = Math.max(0, list.offset - PAGE_SIZE);
+    loadList(list);
+  });
+  $(list.next).addEventListener("click", () => {
+    list.offset += PAGE_SIZE;
+    loadList(list);
+  });
+}
 
 readUrl();
 startSession({
@@ -217,7 +276,9 @@ startSession({
     await reload();
   },
   onSignOut: () => {
-    revokeImages();
-    $("cards").replaceChildren();
+    for (const list of Object.values(lists)) {
+      revokeImages(list);
+      $(list.cards).replaceChildren();
+    }
   },
 });
