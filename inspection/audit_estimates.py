@@ -208,6 +208,8 @@ def _warning(
         )
     for name, label in (("miss_rate", "miss rate"), ("false_detection_rate", "false-detection rate")):
         interval = block[name]["ci95"]
+        if name == "miss_rate" and escapes_seen == 0:
+            continue  # said above, with its bound
         if interval is not None and interval[1] - interval[0] > WIDE_INTERVAL:
             notes.append(
                 f"the audit is too small to pin the {label} ({interval[0]:.1%} to {interval[1]:.1%}); audit more frames"
