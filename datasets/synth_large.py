@@ -40,18 +40,18 @@ def _draw_defect(rng: np.random.Generator, label: str, max_px: int) -> np.ndarra
     canvas = np.zeros((max_px * 4, max_px * 4), np.uint8)  # drawn 4x up, then area-averaged: soft edges
     c = max_px * 2
     if label == "spot":
-        radius = rng.uniform(2.0, max_px / 2 - 1) * 4
+        radius = rng.uniform(2.0, max(2.5, max_px / 2 - 1)) * 4
         axes = (round(radius), round(radius * rng.uniform(0.7, 1.0)))
         cv2.ellipse(canvas, (c, c), axes, rng.uniform(0, 180), 0, 360, 255, -1)
     elif label == "scratch":
-        half, angle = rng.uniform(4, max_px / 2 - 1) * 4, rng.uniform(0, np.pi)
+        half, angle = rng.uniform(min(4, max_px / 2 - 2), max_px / 2 - 1) * 4, rng.uniform(0, np.pi)
         d = np.array([np.cos(angle), np.sin(angle)]) * half
         cv2.line(canvas, (round(c - d[0]), round(c - d[1])), (round(c + d[0]), round(c + d[1])), 255, 5)
     else:  # crack: a short jagged polyline
         points, heading = [np.array([c, c], float)], rng.uniform(0, 2 * np.pi)
         for _ in range(4):
             heading += rng.normal(0, 0.6)
-            step = rng.uniform(4, max_px / 2 - 2) * 2
+            step = rng.uniform(2, max(2.5, max_px / 2 - 2)) * 2
             points.append(points[-1] + step * np.array([np.cos(heading), np.sin(heading)]))
         pts = np.clip(np.array(points) - np.mean(points, axis=0) + c, 2, max_px * 4 - 3)
         cv2.polylines(canvas, [np.round(pts).astype(np.int32)], False, 255, 5)
@@ -100,8 +100,8 @@ def generate_large_frame_product(
         raise ValueError(f"n must be at least 2 (one good and one defect image), got {n}")
     if not 0.0 < defect_fraction < 1.0:
         raise ValueError(f"defect_fraction must lie strictly between 0 and 1, got {defect_fraction}")
-    if not 6 <= max_defect_px <= size // 8:
-        raise ValueError(f"max_defect_px must lie in [6, size / 8 = {size // 8}], got {max_defect_px}")
+    if not 8 <= max_defect_px <= size // 8:
+        raise ValueError(f"max_defect_px must lie in [8, size / 8 = {size // 8}], got {max_defect_px}")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"{root} already exists and is not an empty folder")
     counts = {label: 0 for label in ("good", *LARGE_DEFECT_TYPES)}

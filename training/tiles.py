@@ -63,7 +63,8 @@ def resolve_geometry(config: ProductConfig, records: Sequence[ImageRecord], inpu
     roi = None if config.roi is None else Box(config.roi.x, config.roi.y, config.roi.width, config.roi.height)
     sizes = [read_image(r.path).shape[:2] for r in _sample(records, AUTO_MASK_SAMPLE)]
     if config.tiling == "auto":
-        masks = [read_image(r.mask) for r in _sample([r for r in records if r.mask is not None], AUTO_MASK_SAMPLE)]
+        masked = _sample([r for r in records if r.mask is not None], AUTO_MASK_SAMPLE)
+        masks = [read_image(r.mask) for r in masked if r.mask is not None]
         geometry = auto_geometry(sizes, defect_extents(masks), input_size, roi)
     elif isinstance(config.tiling, TilingConfig):
         geometry = TileGeometry(config.tiling.tile, config.tiling.overlap, roi)
@@ -277,7 +278,9 @@ class TiledKind:
         tiling = bundle.info.get("tiling") or {"geometry": self.geometry.to_dict()}
         return {**extras, "tiling": {**tiling, "image_score": "maximum over tiles"}}
 
-    def export(self, bundle: Any, staging: Path, metadata: dict[str, Any], images: Sequence[np.ndarray]) -> ExportedOnnx:
+    def export(
+        self, bundle: Any, staging: Path, metadata: dict[str, Any], images: Sequence[np.ndarray]
+    ) -> ExportedOnnx:
         # Parity is checked on tiles, what the network sees: those of the first few test frames.
         tiles = [
             np.ascontiguousarray(crop(image, box))
