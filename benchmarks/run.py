@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import anomaly_cost, drift_loop, elpv_training, few_shot, scale_out, untuned_defaults
+from benchmarks import anomaly_cost, drift_loop, elpv_training, few_shot, scale_out, tiling, untuned_defaults
 from benchmarks.context import BenchContext
 from inspection.atomic import write_atomic_text
 
@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[BenchContext], dict[str, float]]] = {
     "few_shot": few_shot.run,
     "drift_loop": drift_loop.run,
     "scale_out": scale_out.run_bench,
+    "tiling": tiling.run,
 }
 
 
