@@ -12,6 +12,7 @@ import asyncio
 import os
 import statistics
 import time
+import zlib
 
 import cv2
 import numpy as np
@@ -141,8 +142,12 @@ def run(context: BenchContext) -> dict[str, float]:
 def _refused_50mp() -> bool:
     """A frame whose header declares over 50 megapixels is refused before a pixel is decoded."""
     header = cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes()
-    # The PNG's IHDR width and height (bytes 16-24) rewritten to 8000x7000 = 56 MP; the pixels are never read.
-    data = header[:16] + (8000).to_bytes(4, "big") + (7000).to_bytes(4, "big") + header[24:]
+    # The PNG's IHDR width and height (bytes 16-24) rewritten to 8000x7000 = 56 MP, its CRC (29-33) recomputed;
+    # the pixels are never read.
+    ihdr = header[16:29]
+    ihdr = (8000).to_bytes(4, "big") + (7000).to_bytes(4, "big") + ihdr[8:]
+    crc = zlib.crc32(b"IHDR" + ihdr).to_bytes(4, "big")
+    data = header[:16] + ihdr + crc + header[33:]
     try:
         frame_size(data, 50_000_000)
     except ImageTooLargeError:
