@@ -11,7 +11,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import anomaly_cost, drift_loop, elpv_training, few_shot, scale_out, scale_stats, untuned_defaults
+from benchmarks import (
+    anomaly_cost,
+    drift_loop,
+    elpv_training,
+    few_shot,
+    scale_out,
+    scale_stats,
+    tiling,
+    untuned_defaults,
+)
 from benchmarks.context import BenchContext
 from inspection.atomic import write_atomic_text
 
@@ -26,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[BenchContext], dict[str, float]]] = {
     "drift_loop": drift_loop.run,
     "scale_out": scale_out.run_bench,
     "scale_stats": scale_stats.run,
+    "tiling": tiling.run,
 }
 
 

@@ -157,12 +157,19 @@ def synth_cmd(
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     color: Annotated[bool, typer.Option("--color/--gray", help="Color or grayscale parts.")] = False,
-    image_size: Annotated[int, typer.Option(help="Side of the square images in pixels.")] = 128,
+    image_size: Annotated[
+        int, typer.Option("--image-size", "--size", help="Side of the square images in pixels.")
+    ] = 128,
+    small_defects: Annotated[
+        int | None,
+        typer.Option(help="Large-frame product: gray frames whose defects are at most this many pixels across."),
+    ] = None,
     replace: Replace = False,
 ) -> None:
     """Generate a synthetic product (textured parts with scratches, spots, cracks, stains and their masks)."""
     from datasets.staging import staged_dataset
     from datasets.synth import generate_synthetic_product
+    from datasets.synth_large import generate_large_frame_product
     from inspection.progress import progress_task
 
     settings = settings_from_env()
@@ -171,9 +178,17 @@ def synth_cmd(
         staged_dataset(settings.dataset_dir(product), replace=replace) as staging,
         progress_task(f"generating {product}", n) as advance,
     ):
-        summary = generate_synthetic_product(
-            staging / "images", n, seed=seed, color=color, image_size=image_size, on_progress=advance
-        )
+        if small_defects is not None:
+            try:
+                summary = generate_large_frame_product(
+                    staging / "images", n, seed=seed, size=image_size, max_defect_px=small_defects, on_progress=advance
+                )
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from exc
+        else:
+            summary = generate_synthetic_product(
+                staging / "images", n, seed=seed, color=color, image_size=image_size, on_progress=advance
+            )
         for child in summary.root.iterdir():
             child.rename(staging / child.name)
         summary.root.rmdir()

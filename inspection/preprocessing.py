@@ -7,11 +7,13 @@ tensor layout the network wants). Training inserts augmentation between the two;
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import cv2
 import numpy as np
+
+from inspection.tiling import Box, TileGeometry, crop, tile_boxes
 
 ColorMode = Literal["gray", "color"]
 
@@ -28,13 +30,25 @@ class PreprocessSpec:
     std: float = 127.5
     interpolation: str = "area_down_linear_up"
     layout: str = "NCHW"
+    # Large frames: the ROI and tiles each frame is cut into before the steps above (None: the whole frame).
+    tiling: TileGeometry | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Left out when unset, so the metadata of untiled models stays what it always was.
+        data.pop("tiling")
+        if self.tiling is not None:
+            data["tiling"] = self.tiling.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
-        return cls(**data)
+        tiling = data.get("tiling")
+        return cls(**{**data, "tiling": None if tiling is None else TileGeometry.from_dict(tiling)})
+
+    def untiled(self) -> PreprocessSpec:
+        """The same preprocessing for one tile (what the network itself sees)."""
+        return replace(self, tiling=None)
 
 
 def prepare_image(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -81,3 +95,22 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     out = np.empty((3, *scaled.shape), np.float32)
     out[:] = scaled
     return out
+
+
+@dataclass(frozen=True)
+class TiledFrame:
+    """A frame cut into its tiles: the (T, C, S, S) network inputs, the boxes they came from and the frame's size."""
+
+    inputs: np.ndarray
+    boxes: list[Box]
+    height: int
+    width: int
+
+
+def preprocess_tiles(image: np.ndarray, spec: PreprocessSpec) -> TiledFrame:
+    """Decoded frame -> every tile (or the ROI) of spec.tiling preprocessed, stacked for one batched run."""
+    geometry = spec.tiling or TileGeometry()
+    height, width = image.shape[:2]
+    boxes = tile_boxes(geometry, height, width)
+    inputs = np.stack([preprocess(np.ascontiguousarray(crop(image, box)), spec) for box in boxes])
+    return TiledFrame(inputs, boxes, height, width)

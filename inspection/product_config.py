@@ -125,6 +125,28 @@ class RetentionConfig(_Strict):
         return self
 
 
+class RoiConfig(_Strict):
+    """The part's box in native frame pixels; pixels outside it are never scored."""
+
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    width: int = Field(ge=32)
+    height: int = Field(ge=32)
+
+
+class TilingConfig(_Strict):
+    """Square tiles cut at native resolution over the ROI (or the frame), each resized to the model input."""
+
+    tile: int = Field(ge=32, le=8192, description="tile side in native pixels")
+    overlap: int = Field(default=0, ge=0, description="native pixels shared by neighbouring tiles")
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> TilingConfig:
+        if self.overlap >= self.tile:
+            raise ValueError(f"tiling.overlap ({self.overlap}) must be smaller than tiling.tile ({self.tile})")
+        return self
+
+
 class ProductConfig(_Strict):
     """How one product is trained and judged."""
 
@@ -152,11 +174,18 @@ class ProductConfig(_Strict):
     # verdicts the server draws for QA, from which the live miss and false-detection rates are estimated.
     audit: AuditPolicy = AuditPolicy()
     retention: RetentionConfig = RetentionConfig()
+    # Large frames with small defects: the part's box (native px) and tiles over it (inspection.tiling). "auto"
+    # sizes tiles from the masks' defect sizes; the resolved config saved with each run holds the numbers.
+    roi: RoiConfig | None = None
+    tiling: TilingConfig | Literal["auto"] | None = None
 
     @model_validator(mode="after")
     def _check_image_size(self) -> ProductConfig:
         if isinstance(self.image_size, int) and not 32 <= self.image_size <= 1024:
             raise ValueError(f"image_size must be 'auto' or in [32, 1024], got {self.image_size}")
+        roi, tiling = self.roi, self.tiling
+        if isinstance(tiling, TilingConfig) and roi is not None and tiling.tile > min(roi.width, roi.height):
+            raise ValueError(f"tiling.tile ({tiling.tile}) is larger than the ROI ({roi.width}x{roi.height})")
         return self
 
     @model_validator(mode="before")

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from inspection.preprocessing import PreprocessSpec
+from inspection.preprocessing import PreprocessSpec, TiledFrame
+from inspection.tiling import stitch
 from models.onnx_runtime import OnnxScorer
 from serving.worker_queue import collect_batch, name_os_thread, settle, settle_all
 
@@ -57,7 +58,7 @@ class EngineClosed(Exception):  # noqa: N818 - the name is the HTTP layer's cont
 
 @dataclass(frozen=True, slots=True)
 class _Frame:
-    inputs: np.ndarray
+    inputs: np.ndarray | TiledFrame
     future: asyncio.Future[Verdict]
     loop: asyncio.AbstractEventLoop
     want_map: bool
@@ -138,10 +139,12 @@ class InferenceEngine:
         """Preprocessing of the current model; callers preprocess with it before submit()."""
         return self._current[0].spec
 
-    async def submit(self, inputs: np.ndarray, want_map: bool = False) -> Verdict:
-        """Score one preprocessed CHW float32 frame; raises EngineOverloaded at once when the queue is full.
-        The verdict carries the anomaly map when the frame is flagged, or always with `want_map`."""
-        frame_inputs = np.asarray(inputs, dtype=np.float32)  # its shape is checked against the model that scores it
+    async def submit(self, inputs: np.ndarray | TiledFrame, want_map: bool = False) -> Verdict:
+        """Score one preprocessed CHW float32 frame (or a tiled model's frame cut into its tiles); raises
+        EngineOverloaded at once when the queue is full. The verdict carries the anomaly map when the frame is
+        flagged, or always with `want_map`."""
+        # The shape is checked against the model that scores it.
+        frame_inputs = inputs if isinstance(inputs, TiledFrame) else np.asarray(inputs, dtype=np.float32)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Verdict] = loop.create_future()
         with self._accepting:
@@ -197,18 +200,24 @@ class InferenceEngine:
         """Score one batch on the model current now; failures go to these frames only, never the worker."""
         scorer, version, threshold = self._current  # read once: a swap now takes effect from the next batch
         expected = (3, scorer.spec.image_size, scorer.spec.image_size)
+        tiled = scorer.spec.tiling is not None
         # A caller that gave up (timeout, disconnect) cancelled its future: don't spend the cores on it.
         live = [frame for frame in frames if not frame.future.cancelled()]
-        fitting = [frame for frame in live if frame.inputs.shape == expected]
+        fitting = [frame for frame in live if _shape_of(frame.inputs, tiled) == expected]
         for frame in live:
-            if frame.inputs.shape != expected:  # e.g. preprocessed for the model before a swap: fails alone
-                _settle(frame, ValueError(f"frame shape {frame.inputs.shape} does not match the model's {expected}"))
+            if (shape := _shape_of(frame.inputs, tiled)) != expected:  # e.g. preprocessed before a swap: fails alone
+                _settle(frame, ValueError(f"frame shape {shape} does not match the model's {expected}"))
         if not fitting:
+            return
+        if tiled:
+            for frame in fitting:
+                self._score_tiles(frame, scorer, version, threshold)
             return
         try:
             # ORT releases the GIL while it runs, so the event loop keeps accepting frames meanwhile.
             # A batch of one is a view of its frame, not a copy (np.stack copies).
-            batch = fitting[0].inputs[None] if len(fitting) == 1 else np.stack([frame.inputs for frame in fitting])
+            whole = [frame.inputs for frame in fitting if isinstance(frame.inputs, np.ndarray)]
+            batch = whole[0][None] if len(whole) == 1 else np.stack(whole)
             defect, types, maps = scorer.score_batch_with_maps(batch)
             verdicts, size = [], len(fitting)
             for index, (frame, probability) in enumerate(zip(fitting, defect.tolist(), strict=True)):
@@ -224,6 +233,37 @@ class InferenceEngine:
             settle_all([(frame.future, frame.loop, error) for frame in fitting])
             return
         settle_all([(frame.future, frame.loop, verdict) for frame, verdict in zip(fitting, verdicts, strict=True)])
+
+    def _score_tiles(self, frame: _Frame, scorer: OnnxScorer, version: int, threshold: float) -> None:
+        """A tiled frame: all its tiles in one run; the frame's score is their maximum (the defect is where the
+        most defect-like tile is) and the tile maps are stitched over the whole frame, overlaps by maximum."""
+        assert isinstance(frame.inputs, TiledFrame)
+        tiles = frame.inputs
+        try:
+            defect, types, maps = scorer.score_batch_with_maps(tiles.inputs)
+            best = int(np.argmax(defect))
+            probability = float(defect[best])
+            flagged = probability >= threshold
+            name = None
+            if flagged:
+                kind = int(np.argmax(types[best]))
+                name = scorer.defect_types[kind] if kind < len(scorer.defect_types) else str(kind)
+            drawn = None
+            if maps is not None and (flagged or frame.want_map):
+                drawn = _to_uint8(stitch(list(maps), tiles.boxes, tiles.height, tiles.width))
+            verdict = Verdict(probability, name, flagged, threshold, version, len(tiles.boxes), drawn)
+        except Exception as error:
+            _settle(frame, error)
+            return
+        _settle(frame, verdict)
+
+
+def _shape_of(inputs: np.ndarray | TiledFrame, tiled: bool) -> tuple[int, ...] | None:
+    """The per-image input shape a queued frame holds (a tiled frame's tile shape), None when a tiled frame meets
+    an untiled model or the other way round (the model was swapped since the frame was cut)."""
+    if isinstance(inputs, TiledFrame):
+        return tuple(inputs.inputs.shape[1:]) if tiled else None
+    return None if tiled else tuple(inputs.shape)
 
 
 def _to_uint8(anomaly_map: np.ndarray) -> np.ndarray:

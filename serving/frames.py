@@ -10,7 +10,7 @@ import numpy as np
 
 from inspection.errors import ImageDecodeError, ImageTooLargeError
 from inspection.imaging import decode_image, image_size_from_header
-from inspection.preprocessing import PreprocessSpec, preprocess
+from inspection.preprocessing import PreprocessSpec, TiledFrame, preprocess, preprocess_tiles
 
 ACCEPTED_CONTENT_TYPES = frozenset(
     {"image/png", "image/jpeg", "image/jpg", "image/pjpeg", "image/bmp", "image/x-ms-bmp", "image/tiff"}
@@ -66,7 +66,8 @@ def decode_frame(data: bytes, spec: PreprocessSpec, max_pixels: int, size: tuple
     """Decode a frame into uint8 gray or RGB, reduced in the decoder when it is much larger than the input.
     `size` is frame_size()'s answer when the caller has it already."""
     width, height = size or frame_size(data, max_pixels)
-    factor = reduction_factor(width, height, spec.image_size)
+    # A tiled model looks at native pixels: reducing in the decoder would shrink the small defects tiles are for.
+    factor = 1 if spec.tiling is not None else reduction_factor(width, height, spec.image_size)
     if factor == 1:
         return decode_image(data, max_pixels=max_pixels)
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED[(spec.color_mode, factor)])
@@ -77,9 +78,13 @@ def decode_frame(data: bytes, spec: PreprocessSpec, max_pixels: int, size: tuple
 
 def frame_to_inputs(
     data: bytes, spec: PreprocessSpec, max_pixels: int, size: tuple[int, int] | None = None
-) -> np.ndarray:
-    """Decode and preprocess in one call (one thread-pool hop for both, when the caller makes one)."""
-    return preprocess(decode_frame(data, spec, max_pixels, size), spec)
+) -> np.ndarray | TiledFrame:
+    """Decode and preprocess in one call (one thread-pool hop for both, when the caller makes one); a model with
+    a ROI or tiles gets the frame cut into them (a frame that cannot hold them is refused, FrameGeometryError)."""
+    image = decode_frame(data, spec, max_pixels, size)
+    if spec.tiling is not None:
+        return preprocess_tiles(image, spec)
+    return preprocess(image, spec)
 
 
 def decodes_quickly(size: tuple[int, int]) -> bool:

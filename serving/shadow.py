@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from inspection.preprocessing import PreprocessSpec
+from inspection.preprocessing import PreprocessSpec, TiledFrame
 from inspection.storage.shadow import add_shadow_scores
 from models.onnx_runtime import OnnxScorer
 from serving.frames import frame_to_inputs
@@ -97,13 +97,15 @@ class ShadowScorer:
         """Frames waiting for the shadow worker."""
         return self._queue.qsize()
 
-    def offer(self, inspection_id: str, inputs: np.ndarray, spec: PreprocessSpec, data: bytes) -> bool:
+    def offer(self, inspection_id: str, inputs: np.ndarray | TiledFrame, spec: PreprocessSpec, data: bytes) -> bool:
         """Queue an answered frame for the challenger without waiting; False (and counted) when it is skipped.
 
         `inputs` were preprocessed with `spec` for the champion; they are reused when the challenger's
         preprocessing is the same, else the raw `data` is decoded again on the shadow thread.
         """
-        frame = _ShadowFrame(inspection_id, time.monotonic(), inputs if spec == self.spec else data)
+        # A tiled frame is cut again on the shadow thread.
+        payload = inputs if spec == self.spec and isinstance(inputs, np.ndarray) else data
+        frame = _ShadowFrame(inspection_id, time.monotonic(), payload)
         with self._accepting:
             if self._stopped:
                 reason = SKIP_STOPPED
@@ -145,10 +147,23 @@ class ShadowScorer:
                     )
                     self._skipped(SKIP_ERROR, len(frames))
 
-    def _inputs(self, frame: _ShadowFrame) -> np.ndarray:
+    def _inputs(self, frame: _ShadowFrame) -> np.ndarray | TiledFrame:
         if isinstance(frame.payload, bytes):
             return frame_to_inputs(frame.payload, self.spec, self._max_pixels)
         return frame.payload
+
+    def _scores(self, inputs: list[np.ndarray | TiledFrame]) -> tuple[np.ndarray, np.ndarray]:
+        """(defect (N,), types (N, K)): one batch of whole frames, or for a tiled challenger each frame's tiles in
+        one run, its score their maximum (as the engine serves it)."""
+        if not any(isinstance(x, TiledFrame) for x in inputs):
+            return self._scorer.score_batch(np.stack(inputs))  # type: ignore[arg-type]
+        defects, types = [], []
+        for x in inputs:
+            tile_defect, tile_types = self._scorer.score_batch(x.inputs if isinstance(x, TiledFrame) else x[None])
+            best = int(np.argmax(tile_defect))
+            defects.append(float(tile_defect[best]))
+            types.append(tile_types[best])
+        return np.array(defects), np.stack(types)
 
     def _score(self, frames: list[_ShadowFrame]) -> None:
         """Score the frames still within their delay budget and store them in one transaction."""
@@ -157,8 +172,7 @@ class ShadowScorer:
         self._skipped(SKIP_LATE, len(frames) - len(timely))
         if not timely:
             return
-        batch = np.stack([self._inputs(frame) for frame in timely])
-        defect, types = self._scorer.score_batch(batch)
+        defect, types = self._scores([self._inputs(frame) for frame in timely])
         done, scored_at = time.monotonic(), datetime.now(UTC)
         names = self._scorer.defect_types
         rows = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from training.evaluate import build_report, operating_curve_block, recent_slice_
 from training.kinds import kind_named
 from training.kinds.base import Fitted, Scores, TrainingJob
 from training.publish import publish_version
+from training.tiles import TiledKind, resolve_geometry, resolved_tiling
 
 
 @dataclass
@@ -212,12 +213,18 @@ def prepare_job(
     parts = split_records(records, assignment)
     assert isinstance(config.image_size, int)
     spec = PreprocessSpec(image_size=config.image_size, color_mode=resolve_color_mode(records, config.color_mode))
+    geometry = resolve_geometry(config, records, spec.image_size)
+    if geometry is not None:
+        # The saved config says what `auto` became; the spec carries the geometry into the bundle and the export.
+        config = config.model_copy(update=resolved_tiling(geometry))
+        spec = replace(spec, tiling=geometry)
     device = select_device(settings.device)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     seed_everything(config.seed)
     job = TrainingJob(settings, product, config, records, parts, spec, device, resume)
-    return job, resolve_kind(config, records, parts["train"])
+    kind = resolve_kind(config, records, parts["train"])
+    return job, kind if geometry is None else TiledKind(kind, geometry)
 
 
 def train_share(

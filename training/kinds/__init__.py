@@ -25,5 +25,10 @@ def kind_named(name: str) -> ModelKind:
 
 
 def kind_of(bundle: Any) -> ModelKind:
-    """The registered kind of a loaded bundle."""
-    return get_kind(bundle.kind)
+    """The registered kind of a loaded bundle; one trained on tiles (its spec carries them) scores on tiles."""
+    kind = get_kind(bundle.kind)
+    if bundle.spec.tiling is None:
+        return kind
+    from training.tiles import TiledKind  # imported here: training.tiles builds on this package
+
+    return TiledKind(kind, bundle.spec.tiling)
