@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, func, insert, literal, or_, select
+from sqlalchemy import Table, and_, func, insert, literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
@@ -129,7 +129,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InspectionError("cursor is not one this server returned as next_cursor") from None
 
 
-def _conditions(where: InspectionFilter) -> list[Any]:
+def _place_and_time(where: InspectionFilter) -> list[Any]:
+    """The filter's product, line, camera, verdict and time window as WHERE conditions."""
     conditions: list[Any] = []
     for column in ("product", "line_id", "camera_id", "verdict"):
         value = getattr(where, column)
@@ -139,6 +140,11 @@ def _conditions(where: InspectionFilter) -> list[Any]:
         conditions.append(Inspection.received_at >= where.since)
     if where.until is not None:
         conditions.append(Inspection.received_at < where.until)
+    return conditions
+
+
+def _conditions(where: InspectionFilter) -> list[Any]:
+    conditions = _place_and_time(where)
     if where.has_feedback is not None:
         conditions.append(
             Inspection.feedback_label.is_not(None) if where.has_feedback else Inspection.feedback_label.is_(None)
@@ -213,15 +219,7 @@ class AuditProgress:
 def audit_progress(sessions: sessionmaker[Session], where: InspectionFilter) -> AuditProgress:
     """Frames drawn for the audit among those `where` matches (ignoring its audit and review flags), and how many of
     them QA has labelled."""
-    conditions: list[ColumnElement[bool]] = [Inspection.audit_selected.is_(True)]
-    for column in ("product", "line_id", "camera_id", "verdict"):
-        value = getattr(where, column)
-        if value is not None:
-            conditions.append(getattr(Inspection, column) == value)
-    if where.since is not None:
-        conditions.append(Inspection.received_at >= where.since)
-    if where.until is not None:
-        conditions.append(Inspection.received_at < where.until)
+    conditions = [Inspection.audit_selected.is_(True), *_place_and_time(where)]
     labelled = func.count(Inspection.feedback_label)  # COUNT(column) skips NULLs: the labelled ones
     with sessions() as session:
         selected, audited = session.execute(select(func.count(), labelled).where(*conditions)).one()
