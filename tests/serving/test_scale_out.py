@@ -389,3 +389,42 @@ def test_replicas_behind_haproxy(cluster: Cluster, trained_product, tmp_path: Pa
     assert answer.status_code == 200
     image = httpx.get(f"{live[1].url}/v1/inspections/{answer.json()['inspection_id']}/image", headers=qa, timeout=30)
     assert image.status_code == 200 and image.content == frames[-1]
+
+    # 5. The audit over replicas sharing one database: QA audits everything for a moment (set through one replica,
+    # followed by the others at their poll), so the audit's estimates over the shared rows must equal the truth.
+    audit_rates = {"pass_rate": 1.0, "defect_rate": 1.0, "reason": "audit every frame for the test"}
+    changed = httpx.put(f"{live[0].url}/v1/products/{PRODUCT}/audit", headers=qa, json=audit_rates, timeout=30)
+    assert changed.status_code == 200, changed.text
+    time.sleep(POLL_S + 1.0)
+    labelled = _labelled_frames(trained_product.settings, trained_product.product)
+    answers = []
+    with httpx.Client(base_url=cluster.lb_url, timeout=30) as client:
+        for index, (data, label) in enumerate(labelled * 2):
+            response = client.post(
+                f"/v1/inspect/{PRODUCT}",
+                content=data,
+                params={"line_id": "audit", "frame_id": f"audit-{index}"},
+                headers={"X-API-Key": cluster.camera_key, "Content-Type": "image/png"},
+            )
+            assert response.status_code == 200 and response.json()["audit"] is True, response.text
+            answers.append((response.json(), label))
+        for answer, label in answers:
+            labelled_ok = client.post(
+                f"/v1/inspections/{answer['inspection_id']}/feedback", headers=qa, json={"label": label}
+            )
+            assert labelled_ok.status_code == 200, labelled_ok.text
+        totals = client.get("/v1/stats", params={"line": "audit"}, headers=qa).json()["totals"]
+    defective = [a["verdict"] for a, label in answers if label != "good"]
+    good = [a["verdict"] for a, label in answers if label == "good"]
+    audit = totals["audit"]
+    assert audit["n_selected"] == audit["n_audited"] == len(answers) and audit["backlog"] == 0
+    assert audit["miss_rate"]["estimate"] == pytest.approx(defective.count("pass") / len(defective))
+    assert audit["false_detection_rate"]["estimate"] == pytest.approx(good.count("defect") / len(good))
+
+
+def _labelled_frames(trained: Settings, product: str) -> list[tuple[bytes, str]]:
+    """Good frames and frames of each defect type with their true labels (the feedback QA would give)."""
+    root = trained.dataset_dir(product)
+    good = [(p.read_bytes(), "good") for p in sorted((root / "good").glob("*.png"))[:6]]
+    defects = [(p.read_bytes(), p.parent.name) for p in sorted(root.glob("[!gm]*/*.png"))[:6]]
+    return good + defects
