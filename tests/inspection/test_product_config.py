@@ -1,5 +1,6 @@
 """Tests for per-product configuration: layering of YAML files, strictness and the repository's own configs."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -141,4 +142,30 @@ def test_both_targets_in_one_file_are_refused(tmp_path: Path) -> None:
         ProductConfig(target_miss_rate=0.02, target_false_detection_rate=0.05)
     _write(tmp_path / "products" / "widget.yaml", "target_false_detection_rate: 1.5\n")
     with pytest.raises(ConfigError, match="target_false_detection_rate"):
+        load_product_config(tmp_path, "widget")
+
+
+def test_audit_rates_come_from_the_product_yaml(tmp_path: Path) -> None:
+    (tmp_path / "products").mkdir()
+    (tmp_path / "products" / "widget.yaml").write_text(
+        "audit: {pass: 0.1, defect: 0.5, pass_bands: [{lo: 0, hi: 0.5, rate: 0.02}, {lo: 0.5, hi: 1, rate: 0.3}]}\n"
+    )
+    audit = load_product_config(tmp_path, "widget").audit
+    assert (audit.pass_rate, audit.defect_rate) == (0.1, 0.5)
+    assert audit.pass_probability(0.7) == (0.3, "pass:0.5-1")
+    assert load_product_config(tmp_path, "other").audit.pass_rate == 0.05  # the defaults: 5 % of passes
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("audit: {pass: 1.2}", "less than or equal to 1"),
+        ("audit: {pass_bands: [{lo: 0.2, hi: 1, rate: 0.1}]}", "cover [0, 1]"),
+        ("audit: {passes: 0.1}", "passes"),
+    ],
+)
+def test_impossible_audit_rates_in_yaml_are_refused(tmp_path: Path, text: str, fragment: str) -> None:
+    (tmp_path / "products").mkdir()
+    (tmp_path / "products" / "widget.yaml").write_text(text + "\n")
+    with pytest.raises(ConfigError, match=r"(?s)audit.*" + re.escape(fragment)):
         load_product_config(tmp_path, "widget")
