@@ -168,7 +168,7 @@ def measure(settings: Settings, product: str = PRODUCT) -> dict[str, float]:
 def run_bench(context: BenchContext) -> dict[str, float]:
     """`make bench`'s entry: trains and exports ELPV first when this run has not."""
     from benchmarks import elpv_training
-    from serving.model_store import champion_model
+    from models.serving_choice import champion_model
     from training.export_pipeline import export_product
 
     if not context.elpv_trained:

@@ -1,4 +1,5 @@
-"""Keeps every replica serving its products' current champions, with their challengers in shadow.
+"""Keeps every replica serving its products' current champions, with their challengers in shadow: this module
+loads and swaps; which file and which threshold a version serves is models/serving_choice.py's to say.
 
 Promotion and rollback only move the registry's `champion` alias; each replica polls the registry and swaps
 its engine when the alias moved. The engine's swap finishes in-flight batches on the old model, so no frame
@@ -18,10 +19,10 @@ import logging
 from starlette.concurrency import run_in_threadpool
 
 from models.onnx_runtime import OnnxScorer
-from models.served_file import file_stamp
+from models.registry import registered_products
+from models.serving_choice import ServedModel, challenger_model, champion_model, file_stamp
 from serving.audit_rates import refresh_audit_policies
 from serving.engine import InferenceEngine, engine_runners
-from serving.model_store import ServedModel, challenger_model, champion_model, registered_products
 from serving.shadow import ShadowScorer
 from serving.state import ServingState, UnloadableModel
 

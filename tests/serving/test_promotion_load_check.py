@@ -14,8 +14,8 @@ import uvicorn
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from models import registry
-from models.artifacts import serving_file
 from models.promotion import promotion_log
+from models.serving_choice import serving_file
 from serving.app import create_app
 from tests.serving.conftest import _free_port, wait_until_started
 from tests.serving.test_server_promotion import _home_with_two_exported_versions

@@ -35,8 +35,9 @@ from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from inspection.storage.schema import Inspection
 from models import registry
-from models.artifacts import EVALUATION_DIR, ONNX_DIR, serving_file
+from models.artifacts import EVALUATION_DIR, ONNX_DIR
 from models.promotion import rollback
+from models.serving_choice import serving_file
 from tests.conftest import REPO, S3_BUCKET, free_port, running_mlflow_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

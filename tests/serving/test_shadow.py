@@ -28,11 +28,10 @@ from inspection.storage.database import open_database
 from inspection.storage.schema import ShadowScore
 from inspection.storage.shadow import shadow_comparison
 from models import registry
-from models.artifacts import serving_file
 from models.onnx_runtime import METADATA_KEY_PREFIX, OnnxScorer
+from models.serving_choice import champion_model, serving_file
 from serving.frames import frame_to_inputs
 from serving.metrics import ServingMetrics
-from serving.model_store import champion_model
 from serving.shadow import ShadowScorer
 from tests.serving.conftest import LiveServer, _free_port, wait_until_started
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
@@ -346,7 +345,7 @@ def test_the_shadow_judges_at_qas_served_threshold_of_the_challenger(
 ) -> None:
     """QA may set the challenger's served threshold before promoting it (`inspection models threshold`); its shadow
     verdicts are then the ones it would give once promoted, and moving that threshold restarts the shadow there."""
-    from models.served_threshold import THRESHOLD_TAG
+    from models.serving_choice import THRESHOLD_TAG
     from serving.model_watcher import stop_shadows, sync_engines
     from serving.row_writer import InspectionRowWriter
     from serving.state import ServingState
