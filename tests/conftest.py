@@ -172,16 +172,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database (no schema yet) on the local server, dropped after the test."""
-    import uuid
-
-    import psycopg
+    from benchmarks.throwaway_postgres import throwaway_database
 
     admin_url = os.environ.get("INSPECTION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-    name = f"inspection_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(admin_url, "inspection_test") as url:
+        yield url
