@@ -21,7 +21,7 @@ models_app = typer.Typer(help="The per-product model registry.", no_args_is_help
 def shadow_evidence_text(settings: Settings, product: str, version: int | None) -> str:
     """The candidate's shadow comparison with the current champion on live frames, or "no shadow evidence"."""
     from inspection.storage.database import open_database
-    from inspection.storage.shadow import shadow_comparison
+    from inspection.storage.shadow_scores import shadow_comparison
     from models import registry
     from models.promotion import rate_text
 

@@ -4,7 +4,7 @@ loads and swaps; which file and which threshold a version serves is models/servi
 Promotion and rollback only move the registry's `champion` alias; each replica polls the registry and swaps
 its engine when the alias moved. The engine's swap finishes in-flight batches on the old model, so no frame
 is dropped, and each answer names the version that scored it. The `challenger` alias is followed the same way:
-an exported challenger that is not the champion scores every frame in shadow (serving/shadow.py); when the
+an exported challenger that is not the champion scores every frame in shadow (serving/shadow_scorer.py); when the
 alias moves the shadow is replaced, when it is removed (or the challenger became champion) the shadow stops.
 A served threshold set by QA (`inspection models threshold`: the version's `served_threshold` tag) is followed
 too: the engine judges with it from its next batch, without reloading the model, and each answer and stored
@@ -23,7 +23,7 @@ from models.registry import registered_products
 from models.serving_choice import ServedModel, challenger_model, champion_model, file_stamp
 from serving.audit_rates import refresh_audit_policies
 from serving.engine import InferenceEngine, engine_runners
-from serving.shadow import ShadowScorer
+from serving.shadow_scorer import ShadowScorer
 from serving.state import ServingState, UnloadableModel
 
 log = logging.getLogger("serving")

@@ -12,10 +12,10 @@ from inspection.audit import AuditPolicy
 from inspection.frame_archive import FrameArchive, open_archive
 from inspection.settings import Settings
 from serving.engine import InferenceEngine
-from serving.metrics import ServingMetrics
+from serving.prometheus_metrics import ServingMetrics
 from serving.reject_publisher import RejectPublisher
 from serving.row_writer import InspectionRowWriter
-from serving.shadow import ShadowScorer
+from serving.shadow_scorer import ShadowScorer
 
 ARCHIVE_UNCHECKED = "unchecked"  # archive_status before the startup check (serving.archive_check) has answered
 ARCHIVE_OK = "ok"

@@ -17,7 +17,7 @@ from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from models import registry
 from models.serving_choice import THRESHOLD_TAG, read_served_scores
-from serving.metrics import ServingMetrics
+from serving.prometheus_metrics import ServingMetrics
 from serving.state import ServingState
 from tests.serving.test_shadow import _frames, _post_all, _serve, _wait_for
 from tests.test_cli import run_cli

@@ -26,13 +26,13 @@ from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from inspection.storage.schema import ShadowScore
-from inspection.storage.shadow import shadow_comparison
+from inspection.storage.shadow_scores import shadow_comparison
 from models import registry
 from models.onnx_runtime import METADATA_KEY_PREFIX, OnnxScorer
 from models.serving_choice import champion_model, serving_file
 from serving.frames import frame_to_inputs
-from serving.metrics import ServingMetrics
-from serving.shadow import ShadowScorer
+from serving.prometheus_metrics import ServingMetrics
+from serving.shadow_scorer import ShadowScorer
 from tests.serving.conftest import LiveServer, _free_port, wait_until_started
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
 
