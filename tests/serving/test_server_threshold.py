@@ -19,8 +19,8 @@ from models import registry
 from models.serving_choice import THRESHOLD_TAG, read_served_scores
 from serving.prometheus_metrics import ServingMetrics
 from serving.state import ServingState
-from tests.serving.test_shadow import _frames, _post_all, _serve, _wait_for
-from tests.test_cli import run_cli
+from tests.cli.cli_runner import run_cli
+from tests.serving.test_shadow_scorer import _frames, _post_all, _serve, _wait_for
 from tools.home_copy import copy_home
 
 pytestmark = pytest.mark.slow

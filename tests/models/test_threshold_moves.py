@@ -30,7 +30,7 @@ from models.threshold_moves import (
     plan_threshold,
     record_threshold,
 )
-from tests.test_cli import assert_clean_error, run_cli
+from tests.cli.cli_runner import assert_clean_error, run_cli
 from tools.home_copy import copy_home
 
 pytestmark = pytest.mark.slow

@@ -416,7 +416,7 @@ def test_challenger_in_shadow_card(
     trained_product: Any, synthetic_source: Path, tmp_path: Path, browsing: Browsing
 ) -> None:
     from tests.serving.test_server_promotion import _home_with_two_exported_versions
-    from tests.serving.test_shadow import _frames, _post_all, _serve, _wait_for
+    from tests.serving.test_shadow_scorer import _frames, _post_all, _serve, _wait_for
 
     settings = _home_with_two_exported_versions(trained_product, tmp_path)  # v2 registered as challenger
     product = trained_product.product

@@ -33,7 +33,7 @@ from models.serving_choice import champion_model, serving_file
 from serving.frames import frame_to_inputs
 from serving.prometheus_metrics import ServingMetrics
 from serving.shadow_scorer import ShadowScorer
-from tests.serving.conftest import LiveServer, _free_port, wait_until_started
+from tests.conftest import LiveServer, free_port, wait_until_started
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ def _serve(settings: Settings, product: str) -> Iterator[LiveServer]:
 
     sessions = open_database(settings.resolved_database_url)
     keys = {role: create_api_key(sessions, role, f"shadow {role}") for role in ("camera", "qa", "manager")}
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -212,7 +212,7 @@ def test_challenger_in_shadow_changes_no_answer_and_scores_every_frame(
     assert set(_shadow_rows(settings)) == set(ids), "frames answered after the challenger was removed got shadowed"
 
     # `inspection models promote` shows this evidence before its gate (which stays the frozen test split).
-    from tests.test_cli import run_cli
+    from tests.cli.cli_runner import run_cli
 
     promoted = run_cli(settings, "models", "promote", product, "2")
     assert promoted.returncode == 0, promoted.stderr
