@@ -223,39 +223,39 @@ def wait_until_started(server: uvicorn.Server, thread: threading.Thread, timeout
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def live_server(trained_product) -> Iterator[LiveServer]:
-    """The session's trained synthetic product, exported and served on loopback."""
+@contextmanager
+def serve_on_loopback(settings: Settings, product: str, key_label: str = "test") -> Iterator[LiveServer]:
+    """A real uvicorn server for `settings` on a free loopback port, with a new key per role, until the block ends."""
     from serving.app import create_app
-    from training.export_pipeline import export_product
 
-    settings, product = trained_product.settings, trained_product.product
-    export_product(settings, product)
     sessions = open_database(settings.resolved_database_url)
-    keys = {role: create_api_key(sessions, role, f"test {role}") for role in ("camera", "qa", "manager")}
+    keys = {role: create_api_key(sessions, role, f"{key_label} {role}") for role in ("camera", "qa", "manager")}
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until_started(server, thread)
-    yield LiveServer(f"http://127.0.0.1:{port}", settings, product, keys)
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", settings, product, keys)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def live_server(trained_product) -> Iterator[LiveServer]:
+    """The session's trained synthetic product, exported and served on loopback."""
+    from training.export_pipeline import export_product
+
+    settings, product = trained_product.settings, trained_product.product
+    export_product(settings, product)
+    with serve_on_loopback(settings, product) as server:
+        yield server
 
 
 @pytest.fixture
 def postgres_server(live_server: LiveServer, postgres_url: str) -> Iterator[LiveServer]:
     """The session's trained product served by a second server whose database is a fresh PostgreSQL one."""
-    from serving.app import create_app
-
     settings = live_server.settings.model_copy(update={"database_url": postgres_url})
-    sessions = open_database(postgres_url)
-    keys = {role: create_api_key(sessions, role, f"postgres {role}") for role in ("camera", "qa", "manager")}
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until_started(server, thread)
-    yield LiveServer(f"http://127.0.0.1:{port}", settings, live_server.product, keys)
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serve_on_loopback(settings, live_server.product, "postgres") as server:
+        yield server

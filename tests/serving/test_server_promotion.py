@@ -96,7 +96,8 @@ def test_promotion_under_load_drops_nothing(trained_product, tmp_path: Path) -> 
 
 def test_rollback_under_load_reaches_every_replica_and_drops_nothing(trained_product, tmp_path: Path) -> None:
     from tests.cli.cli_runner import run_cli
-    from tests.serving.test_shadow_scorer import _serve, _wait_for
+    from tests.conftest import serve_on_loopback
+    from tests.serving.test_shadow_scorer import _wait_for
 
     settings = _home_with_two_exported_versions(trained_product, tmp_path)
     product = trained_product.product
@@ -108,7 +109,10 @@ def test_rollback_under_load_reaches_every_replica_and_drops_nothing(trained_pro
 
     # Two replicas on one INSPECTION_HOME, two cameras on each; the rollback is the CLI, from another process.
     # Each camera streams until its replica has answered it with the restored v1 ten times (or gives up).
-    with _serve(settings, product) as first, _serve(settings, product) as second:
+    with (
+        serve_on_loopback(settings, product, "shadow") as first,
+        serve_on_loopback(settings, product, "shadow") as second,
+    ):
         replicas = (first, first, second, second)
 
         def camera(index: int) -> list[int]:

@@ -7,23 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from inspection.imaging import decode_image
 from inspection.metrics import wilson_interval
 from inspection.settings import Settings
-from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from inspection.storage.schema import ShadowScore
 from inspection.storage.shadow_scores import shadow_comparison
@@ -33,7 +29,7 @@ from models.serving_choice import champion_model, serving_file
 from serving.frames import frame_to_inputs
 from serving.prometheus_metrics import ServingMetrics
 from serving.shadow_scorer import ShadowScorer
-from tests.conftest import LiveServer, free_port, wait_until_started
+from tests.conftest import LiveServer, serve_on_loopback
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
 
 pytestmark = pytest.mark.slow
@@ -67,24 +63,6 @@ def _disagreeing_threshold(settings: Settings, product: str, frames: list[tuple[
         if int(np.sum(probabilities >= candidate)) != champion_flags:
             return candidate
     raise AssertionError("the champion's scores give no threshold that disagrees")
-
-
-@contextmanager
-def _serve(settings: Settings, product: str) -> Iterator[LiveServer]:
-    from serving.app import create_app
-
-    sessions = open_database(settings.resolved_database_url)
-    keys = {role: create_api_key(sessions, role, f"shadow {role}") for role in ("camera", "qa", "manager")}
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until_started(server, thread)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}", settings, product, keys)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def _wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -138,7 +116,7 @@ def test_challenger_in_shadow_changes_no_answer_and_scores_every_frame(
     _set_threshold(serving_file(v2.artifacts), challenger_threshold)  # type: ignore[arg-type]
     assert registry.challenger(settings, product).version == 2  # type: ignore[union-attr]
 
-    with _serve(settings, product) as live:
+    with serve_on_loopback(settings, product, "shadow") as live:
         with live.client("qa") as qa:
             assert qa.get(f"/v1/products/{product}/shadow").json()["in_shadow_now"] is True
         shadowed = _post_all(live, frames, "line-shadow")
