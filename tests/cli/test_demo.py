@@ -18,8 +18,8 @@ from cli.demo_rates import audit_cell
 from cli.main import app
 from inspection.settings import Settings
 from inspection.storage.database import open_database
+from inspection.storage.defect_stats import compute_stats
 from inspection.storage.inspections import InspectionFilter, list_inspections
-from inspection.storage.stats import compute_stats
 from models import registry
 from models.serving_choice import calibrated_served_threshold, current_threshold, read_served_scores
 from models.threshold_moves import ThresholdRequest, plan_threshold, record_threshold
