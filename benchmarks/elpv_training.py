@@ -78,7 +78,7 @@ def run_speed(context: BenchContext) -> dict[str, float]:
 def run_server_load(context: BenchContext) -> dict[str, float]:
     """End-to-end HTTP load on the exported ELPV model (trains and exports first when this run has not)."""
     from benchmarks.server_load import run_load
-    from serving.model_store import champion_model
+    from models.serving_choice import champion_model
     from training.export_pipeline import export_product
 
     if not context.elpv_trained:

@@ -17,8 +17,8 @@ import numpy as np
 from benchmarks.server_load import camera_frames, cpu_flags, model_fps
 from inspection.settings import Settings
 from models.onnx_runtime import OnnxScorer
+from models.serving_choice import champion_model
 from serving.frames import frame_to_inputs
-from serving.model_store import champion_model
 
 # (intra-op threads, runner threads, frames per run): the bench's model-alone figure first, then the alternatives.
 LAYOUTS = ((2, 1, 8), (2, 1, 1), (2, 1, 4), (1, 1, 1), (1, 2, 1), (1, 2, 2), (1, 2, 4), (1, 2, 8))

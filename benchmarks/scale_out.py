@@ -14,17 +14,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
 
 from benchmarks.context import BenchContext
+from benchmarks.haproxy_config import haproxy_config
 from benchmarks.http_load import SaturationResult, build_requests, run, saturation
 from benchmarks.server_load import camera_frames, free_port, start_process
+from benchmarks.throwaway_postgres import throwaway_database
 from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
@@ -36,45 +36,11 @@ SATURATION_SECONDS = 15.0
 SATURATION_CLIENTS = 16  # keep-alive connections through the load balancer, each sending when answered
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-HAPROXY_CFG = """
-global
-    maxconn 1024
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    retries 3
-    option redispatch 1
-frontend cameras
-    bind 127.0.0.1:{port}
-    default_backend replicas
-backend replicas
-    balance leastconn
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server inter 1s fall 2 rise 2
-{servers}
-"""
-
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU a process has used so far (from /proc; Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-@contextmanager
-def _postgres_database() -> Iterator[str]:
-    name = f"inspection_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -99,9 +65,8 @@ def _haproxy(ports: list[int], workdir: Path) -> Iterator[tuple[int, subprocess.
     if haproxy is None:
         raise RuntimeError("haproxy is not installed: `make haproxy` installs Debian's package")
     port = free_port()
-    servers = "\n".join(f"    server r{i} 127.0.0.1:{p} check" for i, p in enumerate(ports, 1))
     config = workdir / f"haproxy-{len(ports)}.cfg"
-    config.write_text(HAPROXY_CFG.format(port=port, servers=servers))
+    config.write_text(haproxy_config(port, [(f"r{i}", f"127.0.0.1:{p}") for i, p in enumerate(ports, 1)]))
     process = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -139,7 +104,10 @@ def measure(settings: Settings, product: str = PRODUCT) -> dict[str, float]:
     """Saturation of one replica alone, then of 1 and 2 replicas behind HAProxy, with HAProxy's CPU per frame."""
     frames = camera_frames(settings, product)
     figures: dict[str, float] = {}
-    with _postgres_database() as database_url, tempfile.TemporaryDirectory(prefix="scale-out-") as workdir:
+    with (
+        throwaway_database(POSTGRES_ADMIN, "inspection_bench") as database_url,
+        tempfile.TemporaryDirectory(prefix="scale-out-") as workdir,
+    ):
         key = create_api_key(open_database(database_url), "camera", "bench camera")
         headers = {"X-API-Key": key, "Content-Type": "image/jpeg"}
         env = {
@@ -168,7 +136,7 @@ def measure(settings: Settings, product: str = PRODUCT) -> dict[str, float]:
 def run_bench(context: BenchContext) -> dict[str, float]:
     """`make bench`'s entry: trains and exports ELPV first when this run has not."""
     from benchmarks import elpv_training
-    from serving.model_store import champion_model
+    from models.serving_choice import champion_model
     from training.export_pipeline import export_product
 
     if not context.elpv_trained:

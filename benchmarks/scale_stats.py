@@ -30,10 +30,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from benchmarks.context import BenchContext
 from inspection.storage.database import make_engine, session_factory, upgrade_schema
+from inspection.storage.defect_stats import compute_stats
 from inspection.storage.inspections import InspectionFilter, add_inspections, list_inspection_page
 from inspection.storage.rollups import rebuild_rollups, without_rollups
 from inspection.storage.schema import Inspection
-from inspection.storage.stats import compute_stats
 from inspection.storage.throughput import compute_throughput
 
 POSTGRES_ADMIN = os.environ.get("INSPECTION_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

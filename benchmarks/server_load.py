@@ -41,9 +41,9 @@ from inspection.storage.schema import Inspection
 from models.artifacts import EXPORT_REPORT_FILE, FP32_FILE, MODEL_FILE, onnx_dir
 from models.onnx_runtime import OnnxScorer
 from models.registry import champion
+from models.serving_choice import champion_model
 from serving.engine import engine_runners
 from serving.frames import frame_to_inputs
-from serving.model_store import champion_model
 
 OFFERED_FPS = (25, 50, 100)
 SECONDS_PER_RATE = 8.0

@@ -45,7 +45,7 @@ def audit_cmd(
     from inspection.names import validate_product_name
     from inspection.storage.audit_settings import audit_history, audit_setting_in_force
     from inspection.storage.database import open_database
-    from serving.model_store import registered_products
+    from models.registry import registered_products
 
     settings = settings_from_env()
     validate_product_name(product)

@@ -68,7 +68,7 @@ def _ensure_dataset(settings: Settings, product: str) -> None:
 
 def _ensure_model(settings: Settings, product: str, epochs: int) -> None:
     from models import registry
-    from serving.model_store import champion_model
+    from models.serving_choice import champion_model
     from training.export_pipeline import export_product
     from training.pipeline import train_product
 

@@ -19,16 +19,8 @@ from cli.models import threshold_table
 from inspection.errors import InspectionError
 from inspection.settings import Settings
 from models import registry
-from models.served_threshold import (
-    ThresholdPlan,
-    ThresholdRefused,
-    ThresholdRequest,
-    calibrated_served_threshold,
-    plan_threshold,
-    read_served_scores,
-    record_threshold,
-    served_threshold,
-)
+from models.serving_choice import calibrated_served_threshold, current_threshold, read_served_scores
+from models.threshold_moves import ThresholdPlan, ThresholdRefused, ThresholdRequest, plan_threshold, record_threshold
 
 DEMO_ACTOR = "inspection demo"  # who the threshold log says moved it
 DEFAULT_FALSE_DETECTION_BUDGET = 0.10  # the ELPV goals' operating point (docs/elpv.md): at most one good part in ten
@@ -44,7 +36,7 @@ def first_operating_point(settings: Settings, product: str) -> str:
     if info is None:
         return calibration
     scores = read_served_scores(info)
-    current, calibrated = served_threshold(info, scores), calibrated_served_threshold(info, scores)
+    current, calibrated = current_threshold(info, scores), calibrated_served_threshold(info, scores)
     if current is None or current.source != "qa" or calibrated is None or current.value == calibrated:
         return calibration
     if current.set_by != DEMO_ACTOR:

@@ -13,7 +13,7 @@ from inspection.names import validate_product_name
 from inspection.settings import Settings
 
 if TYPE_CHECKING:
-    from models.served_threshold import ThresholdPlan
+    from models.threshold_moves import ThresholdPlan
 
 models_app = typer.Typer(help="The per-product model registry.", no_args_is_help=True)
 
@@ -21,7 +21,7 @@ models_app = typer.Typer(help="The per-product model registry.", no_args_is_help
 def shadow_evidence_text(settings: Settings, product: str, version: int | None) -> str:
     """The candidate's shadow comparison with the current champion on live frames, or "no shadow evidence"."""
     from inspection.storage.database import open_database
-    from inspection.storage.shadow import shadow_comparison
+    from inspection.storage.shadow_scores import shadow_comparison
     from models import registry
     from models.promotion import rate_text
 
@@ -64,7 +64,8 @@ def models_list_cmd(product: Annotated[str, typer.Argument(help="Product name.")
     """Registered versions with aliases, test miss and false-detection rates, and promotion history."""
     from models.promotion import evidence, promotion_log, rate_text
     from models.registry import list_versions
-    from models.served_threshold import read_served_scores, served_threshold, threshold_log
+    from models.serving_choice import current_threshold, read_served_scores
+    from models.threshold_moves import threshold_log
 
     settings = settings_from_env()
     validate_product_name(product)
@@ -88,7 +89,7 @@ def models_list_cmd(product: Annotated[str, typer.Argument(help="Product name.")
             source = info.tags.get("promoted_from")
             promoted = info.tags["promoted_at"] + (f" from v{source}" if source else "")
             promoted += " FORCED" if info.tags.get("forced") == "true" else ""
-        served = served_threshold(info, read_served_scores(info))
+        served = current_threshold(info, read_served_scores(info))
         # Versions trained before the curve was recorded serve the threshold in their ONNX file (the tag).
         threshold = info.tags.get("threshold", "") if served is None else f"{served.value:.4f}"
         if served is not None and served.source == "qa":
@@ -216,7 +217,7 @@ def models_threshold_cmd(
     """Set the threshold a version serves, chosen on its validation split; every server applies it at its next
     registry poll. Refused (nothing recorded) when validation has too few parts to support the target: a rate R
     needs at least one expected error, n x R >= 1, among the validation parts of its class."""
-    from models.served_threshold import ThresholdRefused, ThresholdRequest, plan_threshold, record_threshold
+    from models.threshold_moves import ThresholdRefused, ThresholdRequest, plan_threshold, record_threshold
 
     settings = settings_from_env()
     validate_product_name(product)

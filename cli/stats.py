@@ -86,7 +86,7 @@ def stats_cmd(
 ) -> None:
     """Defect counts and rates, and the QA-measured miss and false-detection rates with 95% intervals."""
     from inspection.storage.database import open_database
-    from inspection.storage.stats import Bucket, compute_stats
+    from inspection.storage.defect_stats import Bucket, compute_stats
 
     if bucket is not None and bucket not in BUCKET_CHOICES:
         raise InspectionError(f"--bucket must be one of {', '.join(BUCKET_CHOICES)}, got {bucket!r}")

@@ -3,7 +3,7 @@
 A version folder holds the torch bundle (`model.pt`, for training, evaluation and export), `evaluation/` (the
 frozen-test-split report with its plots, and `served_scores.json`) and, once exported,
 `onnx/model.onnx` plus `onnx/model.int8.onnx` and its own served scores when INT8 passed its accuracy gate, and
-`onnx/export_report.json`.
+`onnx/export_report.json`. Which of these files a version serves is models/serving_choice.py's to say.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ EVALUATION_DIR = "evaluation"  # the frozen-test-split report, its plots, and th
 SERVED_SCORES_FILE = "served_scores.json"  # validation and test labels with served scores (the operating curve)
 INT8_SERVED_SCORES_FILE = "served_scores.int8.json"  # the same evidence, scored by the accepted INT8 file
 RAW_EXPORT_FILE = "model.raw.onnx"  # the traced, unoptimized graph: only in the export's staging folder
-# Export writes model.int8.onnx only when INT8 passed its accuracy gate, so its presence is the decision.
-SERVING_PREFERENCE = (INT8_FILE, FP32_FILE)
 
 
 def bundle_path(artifacts: Path) -> Path:
@@ -38,24 +36,6 @@ def int8_served_scores_path(artifacts: Path) -> Path:
     return onnx_dir(artifacts) / INT8_SERVED_SCORES_FILE
 
 
-def served_evidence_path(artifacts: Path) -> Path:
-    """The served scores of the file that serves: the INT8 file's own when it serves (its scores sit a little
-    apart from fp32's, so a threshold chosen on fp32's would run the line at a point nobody measured), else
-    training's."""
-    serving = serving_file(artifacts)
-    if serving is not None and serving.name == INT8_FILE:
-        return int8_served_scores_path(artifacts)
-    return served_scores_path(artifacts)
-
-
 def onnx_dir(artifacts: Path) -> Path:
     """The folder the export writes into."""
     return artifacts / ONNX_DIR
-
-
-def serving_file(artifacts: Path) -> Path | None:
-    """The ONNX file to serve from a version's artifacts (INT8 when accepted, else fp32), or None if not exported."""
-    for name in SERVING_PREFERENCE:
-        if (candidate := onnx_dir(artifacts) / name).exists():
-            return candidate
-    return None

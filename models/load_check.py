@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from inspection.errors import InspectionError
-from models.artifacts import serving_file
 from models.registry import ModelVersionInfo
+from models.serving_choice import serving_file
 
 
 class UnloadableModelError(InspectionError):

@@ -1,6 +1,6 @@
 """The product page's *Operating point* panel: the served version's frozen-test-split curve, its current point,
 and what moving the threshold would cost (`GET /v1/products/{p}/operating-curve`). The threshold itself is chosen
-and recorded in models/served_threshold.py; this module only reads.
+and recorded in models/threshold_moves.py; this module only reads.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from typing import Any
 from inspection.errors import InspectionError
 from inspection.operating_curve import operating_curve, threshold_for_target, unsupported_target
 from models import registry
-from models.served_threshold import (
+from models.serving_choice import (
     ServedScores,
     calibrated_served_threshold,
+    current_threshold,
     read_served_scores,
     report_curve,
-    served_threshold,
 )
 
 # The rows of "what moving the threshold would cost": the thresholds these validation miss rates would give.
@@ -51,7 +51,7 @@ def operating_curve_view(info: registry.ModelVersionInfo, serving: float | None 
     server applies; default: the version's served threshold) and the cost table; InspectionError when the
     version recorded no curve."""
     scores = read_served_scores(info)
-    current = served_threshold(info, scores)
+    current = current_threshold(info, scores)
     threshold = serving if serving is not None else (current.value if current is not None else None)
     view: dict[str, Any] = {
         "product": info.product,

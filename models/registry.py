@@ -200,6 +200,11 @@ def list_versions(settings: Settings, product: str) -> list[ModelVersionInfo]:
     return sorted((_info(client, settings, product, int(mv.version)) for mv in found), key=lambda v: v.version)
 
 
+def registered_products(settings: Settings) -> list[str]:
+    """Every product with a registered model, sorted."""
+    return sorted(model.name for model in mlflow_client(settings).search_registered_models())
+
+
 def version_with_alias(settings: Settings, product: str, alias: str) -> ModelVersionInfo | None:
     """The version an alias points at, or None when the alias (or the product) does not exist."""
     client = mlflow_client(settings)

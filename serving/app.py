@@ -13,9 +13,9 @@ from inspection.storage.database import make_engine, open_database, session_fact
 from serving.archive_check import check_archive_until_ok
 from serving.errors import install_error_handlers
 from serving.fast_path import PlainFrameRoute
-from serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.model_watcher import stop_shadows, sync_engines, watch_champions
 from serving.orphan_sweep import sweep_orphans_forever
+from serving.prometheus_metrics import RequestMetricsMiddleware, ServingMetrics
 from serving.reject_publisher import RejectPublisher
 from serving.routes import (
     audit,

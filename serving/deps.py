@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from inspection.names import PRODUCT_PATTERN, validate_product_name
 from inspection.settings import Settings
 from serving.engine import InferenceEngine
-from serving.metrics import ServingMetrics
+from serving.prometheus_metrics import ServingMetrics
 from serving.state import ServingState
 
 

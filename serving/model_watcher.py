@@ -1,9 +1,10 @@
-"""Keeps every replica serving its products' current champions, with their challengers in shadow.
+"""Keeps every replica serving its products' current champions, with their challengers in shadow: this module
+loads and swaps; which file and which threshold a version serves is models/serving_choice.py's to say.
 
 Promotion and rollback only move the registry's `champion` alias; each replica polls the registry and swaps
 its engine when the alias moved. The engine's swap finishes in-flight batches on the old model, so no frame
 is dropped, and each answer names the version that scored it. The `challenger` alias is followed the same way:
-an exported challenger that is not the champion scores every frame in shadow (serving/shadow.py); when the
+an exported challenger that is not the champion scores every frame in shadow (serving/shadow_scorer.py); when the
 alias moves the shadow is replaced, when it is removed (or the challenger became champion) the shadow stops.
 A served threshold set by QA (`inspection models threshold`: the version's `served_threshold` tag) is followed
 too: the engine judges with it from its next batch, without reloading the model, and each answer and stored
@@ -18,11 +19,11 @@ import logging
 from starlette.concurrency import run_in_threadpool
 
 from models.onnx_runtime import OnnxScorer
-from models.served_file import file_stamp
+from models.registry import registered_products
+from models.serving_choice import ServedModel, challenger_model, champion_model, file_stamp
 from serving.audit_rates import refresh_audit_policies
 from serving.engine import InferenceEngine, engine_runners
-from serving.model_store import ServedModel, challenger_model, champion_model, registered_products
-from serving.shadow import ShadowScorer
+from serving.shadow_scorer import ShadowScorer
 from serving.state import ServingState, UnloadableModel
 
 log = logging.getLogger("serving")

@@ -12,10 +12,10 @@ from inspection.audit import AuditPolicy
 from inspection.frame_archive import FrameArchive, open_archive
 from inspection.settings import Settings
 from serving.engine import InferenceEngine
-from serving.metrics import ServingMetrics
+from serving.prometheus_metrics import ServingMetrics
 from serving.reject_publisher import RejectPublisher
 from serving.row_writer import InspectionRowWriter
-from serving.shadow import ShadowScorer
+from serving.shadow_scorer import ShadowScorer
 
 ARCHIVE_UNCHECKED = "unchecked"  # archive_status before the startup check (serving.archive_check) has answered
 ARCHIVE_OK = "ok"
@@ -26,7 +26,7 @@ class UnloadableModel:
     """A champion the server tried to load and could not: which, from where, and why."""
 
     version: int
-    stamp: tuple[str, int, int]  # models.served_file.file_stamp() of the file that failed
+    stamp: tuple[str, int, int]  # models.serving_choice.file_stamp() of the file that failed
     error: str
 
 
@@ -39,7 +39,7 @@ class ServingState:
     shadows: dict[str, ShadowScorer] = field(default_factory=dict)  # product -> its challenger in shadow
     # product -> its champion that failed to load (the product keeps its older engine, if it had one)
     unloadable: dict[str, UnloadableModel] = field(default_factory=dict)
-    # product -> models.served_file.file_stamp() of the file its engine scores with: an export of the same version
+    # product -> models.serving_choice.file_stamp() of the file its engine scores with: an export of the same version
     # (INT8 accepted, or fp32 back in its place) changes the served file without moving the champion alias
     engine_files: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     shadow_files: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # the same for the shadows

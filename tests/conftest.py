@@ -1,4 +1,5 @@
-"""Shared fixtures: isolated INSPECTION_HOMEs and one small synthetic product trained once per session."""
+"""Shared fixtures: isolated INSPECTION_HOMEs, one small synthetic product trained once per session and served
+on loopback, throwaway databases (SQLite and PostgreSQL), an S3 API and an MLflow tracking server."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 
 from datasets.synth import generate_synthetic_product
 from inspection.settings import Settings
+from inspection.storage.api_keys import create_api_key
+from inspection.storage.database import make_engine, open_database, session_factory, upgrade_schema
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PRODUCT = "widget"
@@ -172,16 +178,84 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database (no schema yet) on the local server, dropped after the test."""
-    import uuid
-
-    import psycopg
+    from benchmarks.throwaway_postgres import throwaway_database
 
     admin_url = os.environ.get("INSPECTION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-    name = f"inspection_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    with throwaway_database(admin_url, "inspection_test") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sessions(request: pytest.FixtureRequest, tmp_path: Path):
+    """A session factory on a fresh, migrated database of each kind."""
+    # PostgreSQL: a throwaway database per test (postgres_url), so tests never see each other's rows.
+    url = (
+        f"sqlite:///{tmp_path / 'inspection.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@dataclass
+class LiveServer:
+    """A real uvicorn server on loopback serving a trained product, with one API key per role."""
+
+    url: str
+    settings: Settings
+    product: str
+    keys: dict[str, str]
+
+    def client(self, role: str | None = "camera") -> httpx.Client:
+        headers = {"X-API-Key": self.keys[role]} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def wait_until_started(server: uvicorn.Server, thread: threading.Thread, timeout: float = 60) -> None:
+    """Block until uvicorn accepts connections; fail clearly if it died or hung."""
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+
+
+@contextmanager
+def serve_on_loopback(settings: Settings, product: str, key_label: str = "test") -> Iterator[LiveServer]:
+    """A real uvicorn server for `settings` on a free loopback port, with a new key per role, until the block ends."""
+    from serving.app import create_app
+
+    sessions = open_database(settings.resolved_database_url)
+    keys = {role: create_api_key(sessions, role, f"{key_label} {role}") for role in ("camera", "qa", "manager")}
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until_started(server, thread)
     try:
-        yield admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+        yield LiveServer(f"http://127.0.0.1:{port}", settings, product, keys)
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def live_server(trained_product) -> Iterator[LiveServer]:
+    """The session's trained synthetic product, exported and served on loopback."""
+    from training.export_pipeline import export_product
+
+    settings, product = trained_product.settings, trained_product.product
+    export_product(settings, product)
+    with serve_on_loopback(settings, product) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_server(live_server: LiveServer, postgres_url: str) -> Iterator[LiveServer]:
+    """The session's trained product served by a second server whose database is a fresh PostgreSQL one."""
+    settings = live_server.settings.model_copy(update={"database_url": postgres_url})
+    with serve_on_loopback(settings, live_server.product, "postgres") as server:
+        yield server

@@ -48,7 +48,7 @@ from models.quantize import (
     quantize_int8,
 )
 from models.registry import mlflow_client, publish_artifacts, resolve_version
-from models.served_threshold import follow_the_served_file
+from models.threshold_moves import follow_the_served_file
 from training.int8_gate import (
     DEFAULT_ALPHA,
     DEFAULT_MAX_AUROC_LOSS,

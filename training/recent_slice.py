@@ -12,10 +12,10 @@ from datasets.splits import SPLITS_FILE, product_splits, split_records
 from inspection.imaging import read_image
 from inspection.product_config import load_product_config
 from inspection.settings import Settings
-from models.artifacts import serving_file
 from models.onnx_runtime import OnnxScorer
 from models.promotion import rate_text
 from models.registry import resolve_version
+from models.serving_choice import serving_file
 from training.evaluate import evaluate_predictions
 from training.predict import Predictions
 

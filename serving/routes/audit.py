@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from inspection.audit import MAX_BANDS, PassBand
 from inspection.audit_change import change_audit_rates
 from inspection.storage.audit_settings import MAX_REASON_CHARS, audit_history, audit_setting_in_force
+from models.registry import registered_products
 from serving.auth import QaKey, ReaderKey
 from serving.deps import ProductDep, ServingStateDep
-from serving.model_store import registered_products
 from serving.responses import KEYED, errors
 
 router = APIRouter(tags=["audit"], responses=errors(400, *KEYED, 404))

@@ -9,13 +9,12 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from models import registry
-from models.artifacts import serving_file
 from models.load_check import UnloadableModelError
 from models.promotion import PromotionRefused, promote
-from models.served_threshold import read_served_scores, served_threshold
+from models.registry import registered_products
+from models.serving_choice import current_threshold, read_served_scores, serving_file
 from serving.auth import QaKey, ReaderKey
 from serving.deps import ProductDep, ServingStateDep, SettingsDep
-from serving.model_store import registered_products
 from serving.model_watcher import sync_engines
 from serving.responses import KEYED, errors
 from serving.validation import VersionPath
@@ -55,7 +54,7 @@ async def list_models(key: ReaderKey, product: ProductDep, settings: SettingsDep
             test = (registry.read_report(info) or {}).get("test", {})
             # QA may have moved the served threshold since training: the test point there, from the recorded scores.
             scores = read_served_scores(info)
-            served = served_threshold(info, scores)
+            served = current_threshold(info, scores)
             rows.append(
                 {
                     "version": info.version,

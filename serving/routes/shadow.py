@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from starlette.concurrency import run_in_threadpool
 
-from inspection.storage.shadow import ShadowComparison, shadow_comparison
+from inspection.storage.shadow_scores import ShadowComparison, shadow_comparison
 from models import registry
 from serving.auth import ReaderKey
 from serving.deps import ProductDep, ServingStateDep

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from inspection.storage.stats import Bucket, compute_stats
+from inspection.storage.defect_stats import Bucket, compute_stats
 from inspection.storage.throughput import MAX_WINDOW_MINUTES, compute_throughput
 from inspection.validation import TEXT_PATTERN
 from serving.auth import ReaderKey

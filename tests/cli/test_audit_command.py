@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from inspection.storage.database import open_database
 from inspection.storage.schema import AuditPolicyRecord
-from tests.test_cli import assert_clean_error, run_cli
+from tests.cli.cli_runner import assert_clean_error, run_cli
 
 
 def test_an_unknown_product_is_refused(settings) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from inspection.settings import Settings
 from models import registry
-from models.artifacts import FP32_FILE, ONNX_DIR, serving_file
+from models.artifacts import FP32_FILE, ONNX_DIR
+from models.serving_choice import serving_file
 
 PRODUCT = "gadget"
 

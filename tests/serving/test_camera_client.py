@@ -26,11 +26,11 @@ from inspection.storage.inspections import InspectionFilter, list_inspections
 from serving.camera_client import stream_frames
 
 if TYPE_CHECKING:
-    from tests.serving.conftest import LiveServer
+    from tests.conftest import LiveServer
 
 
 # Copied from tests/serving/conftest.py: `tests` is not importable when pytest runs as .venv/bin/pytest.
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -165,7 +165,7 @@ class SlowServer:
 
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[tuple[str, SlowServer]]:
-    stub, port = SlowServer(), _free_port()
+    stub, port = SlowServer(), free_port()
     server, thread = _start(stub.app, port)
     yield f"http://127.0.0.1:{port}", stub
     server.should_exit = True
@@ -210,7 +210,7 @@ def test_loop_restarts_the_folder_and_errors_are_counted_not_fatal(
     assert summary.read == 7
     assert [r.frame_id for r in summary.results] == ["a.png", "b.jpg", "c.bmp", "a.png", "b.jpg", "c.bmp", "a.png"]
     unreachable = stream_frames(
-        tmp_path, product="widget", server=f"http://127.0.0.1:{_free_port()}", api_key="k", fps=50,
+        tmp_path, product="widget", server=f"http://127.0.0.1:{free_port()}", api_key="k", fps=50,
         show_progress=False,
     )  # fmt: skip
     assert unreachable.sent == unreachable.errors == 3 and unreachable.answered == 0

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.serving.conftest import LiveServer
+from tests.conftest import LiveServer
 from tests.serving.test_server import _frame
 
 BIG = "99999999999999999999"

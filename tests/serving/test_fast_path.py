@@ -18,8 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from inspection.errors import ImageDecodeError
 from serving.app import create_app
 from serving.fast_path import PlainFrameRoute, inspect_product
-from tests.conftest import free_port
-from tests.serving.conftest import wait_until_started
+from tests.conftest import free_port, wait_until_started
 from tests.serving.test_server import _frame, _png_bomb, _stored
 
 pytestmark = pytest.mark.slow

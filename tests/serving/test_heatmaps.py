@@ -24,7 +24,7 @@ from models.onnx_parity import check_parity
 from models.onnx_runtime import MAP_OUTPUT, OnnxScorer
 from serving.app import create_app
 from serving.heatmaps import HEATMAP_SUFFIX, MAP_SUFFIX, encode_map, encode_png, render_heatmap, rendered_heatmap
-from tests.serving.conftest import _free_port, wait_until_started
+from tests.conftest import free_port, wait_until_started
 from training.kinds import load_bundle
 
 pytestmark = pytest.mark.slow
@@ -144,7 +144,7 @@ def mapless_server(live_server, tmp_path: Path) -> Iterator[str]:
 
     settings = live_server.settings.model_copy(update={"model_poll_seconds": 3600})
     app = create_app(settings)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -30,7 +30,7 @@ INSPECT_ROUTE = "/v1/inspect/{product}"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -59,7 +59,7 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
 @contextmanager
 def _serving(settings: Settings) -> Iterator[str]:
     """A second app on its own uvicorn server (the live_server pattern), stopped on exit."""
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -190,7 +190,7 @@ def test_a_defect_publishes_a_reject_message_on_the_lines_topic(live_server) -> 
 
 
 def test_an_unreachable_broker_never_fails_an_inspection(live_server) -> None:
-    settings = live_server.settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{_free_port()}"})
+    settings = live_server.settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{free_port()}"})
     with (
         _serving(settings) as url,
         httpx.Client(base_url=url, headers={"X-API-Key": live_server.keys["camera"]}, timeout=30) as camera,

@@ -14,12 +14,12 @@ import uvicorn
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from models import registry
-from models.artifacts import serving_file
 from models.promotion import promotion_log
+from models.serving_choice import serving_file
 from serving.app import create_app
-from tests.serving.conftest import _free_port, wait_until_started
+from tests.cli.cli_runner import run_cli
+from tests.conftest import free_port, wait_until_started
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
-from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_a_truncated_model_is_refused_and_readiness_clears_after_rollback(traine
     assert registry.champion(settings, product).version == 1 and promotion_log(settings, product) == log_before
 
     qa = create_api_key(open_database(settings.resolved_database_url), "qa", "qa")
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -13,7 +13,7 @@ from models import registry
 from models.artifacts import FP32_FILE, INT8_FILE, onnx_dir
 from models.onnx_export import update_onnx_metadata
 from models.onnx_runtime import OnnxScorer
-from models.served_threshold import ThresholdRequest, plan_threshold, record_threshold
+from models.threshold_moves import ThresholdRequest, plan_threshold, record_threshold
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
 from tests.serving.test_server_threshold import _exported_home, _watching
 
@@ -56,8 +56,8 @@ def test_the_watcher_serves_a_re_exported_file_and_keeps_qas_threshold_on_it(tra
 def test_qas_threshold_waits_for_the_export_to_move_it_onto_a_new_file(trained_product, tmp_path: Path) -> None:
     """Between an export putting a new file in service and its moving QA's threshold onto that file, a replica
     serves the new file at the file's own threshold, not at one chosen on the other file's scores."""
-    from models.served_threshold import follow_the_served_file, served_threshold
-    from serving.model_store import champion_model
+    from models.serving_choice import champion_model, current_threshold
+    from models.threshold_moves import follow_the_served_file
 
     settings = _exported_home(trained_product, tmp_path)
     product = trained_product.product
@@ -70,7 +70,7 @@ def test_qas_threshold_waits_for_the_export_to_move_it_onto_a_new_file(trained_p
     served = champion_model(settings, product)
     assert served is not None and served.path.name == INT8_FILE and served.threshold is None
     assert OnnxScorer(served.path).threshold == 0.375  # what the engine judges with until the threshold follows
-    shown = served_threshold(registry.resolve_version(settings, product, 1))
+    shown = current_threshold(registry.resolve_version(settings, product, 1))
     assert shown is not None and shown.source == "calibrated"  # the dashboard says what replicas serve
     assert follow_the_served_file(settings, product, 1, "int8") is not None  # the value stays, said so
     served = champion_model(settings, product)

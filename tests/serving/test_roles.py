@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.serving.conftest import LiveServer
+from tests.conftest import LiveServer
 from tests.serving.test_server import _frame
 
 pytestmark = pytest.mark.slow

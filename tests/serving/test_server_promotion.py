@@ -20,7 +20,7 @@ from inspection.storage.inspections import InspectionFilter, list_inspections
 from inspection.storage.schema import Inspection
 from models import registry
 from serving.app import create_app
-from tests.serving.conftest import LiveServer, _free_port, wait_until_started
+from tests.conftest import LiveServer, free_port, wait_until_started
 from tests.serving.test_server import _frame
 from tools.home_copy import copy_home
 
@@ -50,7 +50,7 @@ def test_promotion_under_load_drops_nothing(trained_product, tmp_path: Path) -> 
     product = trained_product.product
     sessions = open_database(settings.resolved_database_url)
     keys = {role: create_api_key(sessions, role, f"promotion {role}") for role in ("camera", "qa")}
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -95,8 +95,9 @@ def test_promotion_under_load_drops_nothing(trained_product, tmp_path: Path) -> 
 
 
 def test_rollback_under_load_reaches_every_replica_and_drops_nothing(trained_product, tmp_path: Path) -> None:
-    from tests.serving.test_shadow import _serve, _wait_for
-    from tests.test_cli import run_cli
+    from tests.cli.cli_runner import run_cli
+    from tests.conftest import serve_on_loopback
+    from tests.serving.test_shadow_scorer import _wait_for
 
     settings = _home_with_two_exported_versions(trained_product, tmp_path)
     product = trained_product.product
@@ -108,7 +109,10 @@ def test_rollback_under_load_reaches_every_replica_and_drops_nothing(trained_pro
 
     # Two replicas on one INSPECTION_HOME, two cameras on each; the rollback is the CLI, from another process.
     # Each camera streams until its replica has answered it with the restored v1 ten times (or gives up).
-    with _serve(settings, product) as first, _serve(settings, product) as second:
+    with (
+        serve_on_loopback(settings, product, "shadow") as first,
+        serve_on_loopback(settings, product, "shadow") as second,
+    ):
         replicas = (first, first, second, second)
 
         def camera(index: int) -> list[int]:

@@ -16,14 +16,12 @@ from inspection.settings import Settings
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from models import registry
-from models.served_threshold import (
-    THRESHOLD_TAG,
-    read_served_scores,
-)
-from serving.metrics import ServingMetrics
+from models.serving_choice import THRESHOLD_TAG, read_served_scores
+from serving.prometheus_metrics import ServingMetrics
 from serving.state import ServingState
-from tests.serving.test_shadow import _frames, _post_all, _serve, _wait_for
-from tests.test_cli import run_cli
+from tests.cli.cli_runner import run_cli
+from tests.conftest import serve_on_loopback
+from tests.serving.test_shadow_scorer import _frames, _post_all, _wait_for
 from tools.home_copy import copy_home
 
 pytestmark = pytest.mark.slow
@@ -91,7 +89,7 @@ def test_the_threshold_command_moves_served_verdicts_and_live_stats(
     frames = _frames(synthetic_source)
     scores = read_served_scores(registry.resolve_version(settings, product, 1))
     assert scores is not None
-    with _serve(settings, product) as live:
+    with serve_on_loopback(settings, product, "shadow") as live:
         before = _post_all(live, frames, "line-before")
         calibrated = before[0]["threshold"]
         assert {a["threshold"] for a in before} == {calibrated} and calibrated == pytest.approx(

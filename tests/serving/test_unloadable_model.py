@@ -18,7 +18,7 @@ from inspection.storage.database import open_database
 from models import registry
 from models.artifacts import FP32_FILE, ONNX_DIR
 from serving.app import create_app
-from tests.serving.conftest import _free_port, wait_until_started
+from tests.conftest import free_port, wait_until_started
 from tests.serving.test_server import _frame
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
 
@@ -51,7 +51,7 @@ def test_a_broken_champion_stops_only_its_own_product(trained_product, tmp_path:
     product = trained_product.product
     _register_garbage(settings, BROKEN, tmp_path / "broken-artifacts")
     key = create_api_key(open_database(settings.resolved_database_url), "camera", "cam")
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -17,10 +17,11 @@ from inspection.errors import InspectionError
 from inspection.imaging import read_image
 from inspection.settings import Settings
 from models.anomaly_export import SERVED_ANOMALY_MAP, onnx_served_outputs
-from models.artifacts import MODEL_FILE, serving_file
+from models.artifacts import MODEL_FILE
 from models.checkpoint import AnomalyBundle
 from models.onnx_runtime import OnnxScorer
 from models.registry import resolve_version
+from models.serving_choice import serving_file
 from tests.conftest import make_configs_dir
 from tests.training.curve_checks import (
     assert_curve_recomputes_from_scores,

@@ -15,8 +15,8 @@ from inspection.product_config import load_product_config
 from models.artifacts import FP32_FILE, INT8_FILE, ONNX_DIR, int8_served_scores_path, served_scores_path
 from models.onnx_runtime import OnnxScorer, read_onnx_metadata
 from models.registry import resolve_version
-from models.served_threshold import ThresholdRequest, plan_threshold, read_served_scores
-from serving.model_store import champion_model
+from models.serving_choice import champion_model, read_served_scores
+from models.threshold_moves import ThresholdRequest, plan_threshold
 from training.export_pipeline import Int8Options, export_product
 
 pytestmark = pytest.mark.slow

@@ -15,12 +15,13 @@ from inspection.errors import InspectionError
 from inspection.imaging import read_image
 from inspection.preprocessing import preprocess
 from inspection.settings import Settings
-from models.artifacts import MODEL_FILE, serving_file
+from models.artifacts import MODEL_FILE
 from models.checkpoint import HybridBundle
 from models.hybrid import HybridOutput
 from models.hybrid_export import HYBRID_PARITY_TOLERANCE
 from models.onnx_runtime import OnnxScorer
 from models.registry import resolve_version
+from models.serving_choice import serving_file
 from tests.conftest import make_configs_dir
 from tests.training.curve_checks import (
     assert_curve_recomputes_from_scores,

@@ -121,7 +121,7 @@ def test_migration_backfills_rollups_from_rows_already_stored(kind: str, tmp_pat
 
 
 def test_stats_over_a_window_with_partial_hours_equal_a_count_of_the_rows(sessions) -> None:
-    from inspection.storage.stats import compute_stats
+    from inspection.storage.defect_stats import compute_stats
 
     rows = synthetic_rows(random.Random(11), 400)
     add_inspections(sessions, rows)

@@ -16,8 +16,7 @@ from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from models.artifacts import FP32_FILE
 from serving.app import create_app
-from tests.conftest import TINY_CONFIG, TINY_PRODUCT, free_port, make_configs_dir
-from tests.serving.conftest import wait_until_started
+from tests.conftest import TINY_CONFIG, TINY_PRODUCT, free_port, make_configs_dir, wait_until_started
 from training.export_pipeline import export_product
 from training.pipeline import train_product
 

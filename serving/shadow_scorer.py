@@ -22,13 +22,13 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.preprocessing import PreprocessSpec, TiledFrame
-from inspection.storage.shadow import add_shadow_scores
+from inspection.storage.shadow_scores import add_shadow_scores
 from models.onnx_runtime import OnnxScorer
 from serving.frames import frame_to_inputs
 from serving.worker_queue import collect_batch
 
 if TYPE_CHECKING:
-    from serving.metrics import ServingMetrics
+    from serving.prometheus_metrics import ServingMetrics
 
 log = logging.getLogger("serving")
 

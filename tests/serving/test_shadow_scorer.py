@@ -7,34 +7,29 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from inspection.imaging import decode_image
 from inspection.metrics import wilson_interval
 from inspection.settings import Settings
-from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from inspection.storage.schema import ShadowScore
-from inspection.storage.shadow import shadow_comparison
+from inspection.storage.shadow_scores import shadow_comparison
 from models import registry
-from models.artifacts import serving_file
 from models.onnx_runtime import METADATA_KEY_PREFIX, OnnxScorer
+from models.serving_choice import champion_model, serving_file
 from serving.frames import frame_to_inputs
-from serving.metrics import ServingMetrics
-from serving.model_store import champion_model
-from serving.shadow import ShadowScorer
-from tests.serving.conftest import LiveServer, _free_port, wait_until_started
+from serving.prometheus_metrics import ServingMetrics
+from serving.shadow_scorer import ShadowScorer
+from tests.conftest import LiveServer, serve_on_loopback
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
 
 pytestmark = pytest.mark.slow
@@ -68,24 +63,6 @@ def _disagreeing_threshold(settings: Settings, product: str, frames: list[tuple[
         if int(np.sum(probabilities >= candidate)) != champion_flags:
             return candidate
     raise AssertionError("the champion's scores give no threshold that disagrees")
-
-
-@contextmanager
-def _serve(settings: Settings, product: str) -> Iterator[LiveServer]:
-    from serving.app import create_app
-
-    sessions = open_database(settings.resolved_database_url)
-    keys = {role: create_api_key(sessions, role, f"shadow {role}") for role in ("camera", "qa", "manager")}
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until_started(server, thread)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}", settings, product, keys)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def _wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -139,7 +116,7 @@ def test_challenger_in_shadow_changes_no_answer_and_scores_every_frame(
     _set_threshold(serving_file(v2.artifacts), challenger_threshold)  # type: ignore[arg-type]
     assert registry.challenger(settings, product).version == 2  # type: ignore[union-attr]
 
-    with _serve(settings, product) as live:
+    with serve_on_loopback(settings, product, "shadow") as live:
         with live.client("qa") as qa:
             assert qa.get(f"/v1/products/{product}/shadow").json()["in_shadow_now"] is True
         shadowed = _post_all(live, frames, "line-shadow")
@@ -213,7 +190,7 @@ def test_challenger_in_shadow_changes_no_answer_and_scores_every_frame(
     assert set(_shadow_rows(settings)) == set(ids), "frames answered after the challenger was removed got shadowed"
 
     # `inspection models promote` shows this evidence before its gate (which stays the frozen test split).
-    from tests.test_cli import run_cli
+    from tests.cli.cli_runner import run_cli
 
     promoted = run_cli(settings, "models", "promote", product, "2")
     assert promoted.returncode == 0, promoted.stderr
@@ -346,7 +323,7 @@ def test_the_shadow_judges_at_qas_served_threshold_of_the_challenger(
 ) -> None:
     """QA may set the challenger's served threshold before promoting it (`inspection models threshold`); its shadow
     verdicts are then the ones it would give once promoted, and moving that threshold restarts the shadow there."""
-    from models.served_threshold import THRESHOLD_TAG
+    from models.serving_choice import THRESHOLD_TAG
     from serving.model_watcher import stop_shadows, sync_engines
     from serving.row_writer import InspectionRowWriter
     from serving.state import ServingState

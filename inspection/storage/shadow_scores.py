@@ -2,7 +2,7 @@
 
 The comparison is the live evidence for a promotion: how often the challenger agrees with what the line was
 told, and, on the frames QA labelled, the miss and false-detection rates of both models on the same frames,
-each with its Wilson 95% interval and sample size (the conventions of `inspection.storage.stats`).
+each with its Wilson 95% interval and sample size (the conventions of `inspection.storage.defect_stats`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from sqlalchemy import ColumnElement, and_, exists, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.metrics import wilson_interval
+from inspection.storage.defect_stats import MIN_TRUSTED_N
 from inspection.storage.schema import Inspection, ShadowScore
-from inspection.storage.stats import MIN_TRUSTED_N
 
 
 def add_shadow_scores(sessions: sessionmaker[Session], rows: Sequence[Mapping[str, Any]]) -> int:

@@ -18,17 +18,11 @@ from cli.demo_rates import audit_cell
 from cli.main import app
 from inspection.settings import Settings
 from inspection.storage.database import open_database
+from inspection.storage.defect_stats import compute_stats
 from inspection.storage.inspections import InspectionFilter, list_inspections
-from inspection.storage.stats import compute_stats
 from models import registry
-from models.served_threshold import (
-    ThresholdRequest,
-    calibrated_served_threshold,
-    plan_threshold,
-    read_served_scores,
-    record_threshold,
-    served_threshold,
-)
+from models.serving_choice import calibrated_served_threshold, current_threshold, read_served_scores
+from models.threshold_moves import ThresholdRequest, plan_threshold, record_threshold
 from tools.home_copy import copy_home
 
 pytestmark = pytest.mark.slow
@@ -72,7 +66,7 @@ def test_demo_streams_the_held_out_frames_and_reports_the_rates_the_server_measu
     info = registry.champion(settings, product)
     assert info is not None
     scores = read_served_scores(info)
-    moved, calibrated = served_threshold(info, scores), calibrated_served_threshold(info, scores)
+    moved, calibrated = current_threshold(info, scores), calibrated_served_threshold(info, scores)
     assert moved is not None and calibrated is not None
     assert (moved.source, moved.rule, moved.set_by) == ("qa", "false_detection_rate<=0.1", DEMO_ACTOR)
     assert moved.value == plan_threshold(settings, product, ThresholdRequest(false_detection_rate=0.1)).threshold
@@ -134,18 +128,18 @@ def test_a_rerun_of_the_demo_starts_at_the_calibrated_threshold_but_keeps_a_pers
     info = registry.champion(settings, product)
     assert info is not None
     scores = read_served_scores(info)
-    calibrated, before = calibrated_served_threshold(info, scores), served_threshold(info, scores)
+    calibrated, before = calibrated_served_threshold(info, scores), current_threshold(info, scores)
     assert before is not None and before.source == "qa" and before.value == plan.threshold != calibrated
 
     assert first_operating_point(settings, product) == "training's calibration"
     info = registry.champion(settings, product)
     assert info is not None
-    after = served_threshold(info, scores)
+    after = current_threshold(info, scores)
     assert after is not None and after.value == calibrated
     assert first_operating_point(settings, product) == "training's calibration"  # already there: nothing recorded
     assert registry.resolve_version(settings, product, info.version).tags == info.tags
 
     record_threshold(settings, plan, "the line's own choice", "qa-alice")  # a person's threshold is theirs
     assert first_operating_point(settings, product) == "QA's threshold set by qa-alice"
-    kept = served_threshold(registry.resolve_version(settings, product, info.version), scores)
+    kept = current_threshold(registry.resolve_version(settings, product, info.version), scores)
     assert kept is not None and (kept.value, kept.set_by) == (plan.threshold, "qa-alice")

@@ -1,15 +1,15 @@
-"""The served threshold of a version, chosen by QA on validation evidence, recorded in the registry.
+"""Moving a version's served threshold: QA's choice on validation evidence, recorded in the registry.
 
 Training calibrates a threshold to the product's target and writes every validation and test part's served
 score (`evaluation/served_scores.json`); an export whose INT8 file is accepted writes that file's own scores beside
-it, and those are the evidence while it serves. `inspection models threshold` picks a new served threshold from those
-validation scores with the calibration's own rules (inspection.operating_curve), refuses a target the validation
-split is too small to support, shows what the move costs on validation and on the frozen test split, and
-records it as version tags: `served_threshold`, `threshold_set_at` (UTC), `threshold_set_by`, `threshold_reason`,
-`threshold_rule`, and `threshold_log` (a JSON list of every change, newest last, bounded like the promotion log).
-Every replica's model watcher reads `served_threshold` at its next poll and scores with it; without the tag a
-version serves the threshold baked into its ONNX file. Thresholds here are in served units: what the server
-compares a part's `defect_probability` with.
+it, and those are the evidence while it serves (models/serving_choice.py reads them). `inspection models threshold`
+picks a new served threshold from those validation scores with the calibration's own rules
+(inspection.operating_curve), refuses a target the validation split is too small to support, shows what the move
+costs on validation and on the frozen test split, and records it as version tags: `served_threshold`,
+`threshold_set_at` (UTC), `threshold_set_by`, `threshold_reason`, `threshold_rule`, and `threshold_log` (a JSON
+list of every change, newest last, bounded like the promotion log). Every replica's model watcher reads
+`served_threshold` at its next poll and scores with it; without the tag a version serves the threshold baked into
+its ONNX file.
 
 An export that changes the served file (an INT8 file accepted, or fp32 back in its place) changes the scores a
 threshold applies to. QA's choice then keeps its meaning: a rate rule is applied again to the new file's validation
@@ -24,29 +24,32 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-import numpy as np
+from typing import Any
 
 from inspection.errors import InspectionError
-from inspection.operating_curve import TargetMetric, point_at, threshold_for_target, unsupported_target
-from inspection.report import EvaluationReport
+from inspection.operating_curve import TargetMetric, threshold_for_target, unsupported_target
 from inspection.settings import Settings
 from models import registry
-from models.artifacts import INT8_SERVED_SCORES_FILE, served_evidence_path, serving_file
+from models.artifacts import INT8_SERVED_SCORES_FILE
 from models.promotion import LOG_REASON_CHARS, MAX_REASON_CHARS, MAX_TAG_BYTES, registry_lock
-from models.served_file import FILE_TAG, current_file_identity, threshold_applies
+from models.serving_choice import (
+    FILE_TAG,
+    REASON_TAG,
+    RULE_TAG,
+    SET_AT_TAG,
+    SET_BY_TAG,
+    THRESHOLD_TAG,
+    ServedThreshold,
+    current_file_identity,
+    current_threshold,
+    read_served_scores,
+    served_evidence_path,
+    tagged_threshold,
+)
 
 EXPORT_ACTOR = "inspection export"  # who a threshold move is recorded as when an export re-applies QA's rule
-THRESHOLD_TAG = "served_threshold"
-SET_AT_TAG = "threshold_set_at"
-SET_BY_TAG = "threshold_set_by"
-REASON_TAG = "threshold_reason"
-RULE_TAG = "threshold_rule"
 LOG_TAG = "threshold_log"
 
 log = logging.getLogger(__name__)
@@ -54,114 +57,6 @@ log = logging.getLogger(__name__)
 
 class ThresholdRefused(InspectionError):  # noqa: N818 (reads as the outcome at call sites)
     """The request cannot be served on evidence (validation too small, no recorded scores, bad input)."""
-
-
-@dataclass(frozen=True)
-class LabeledScores:
-    """One split's labels (1 = defective) and served scores."""
-
-    labels: np.ndarray
-    scores: np.ndarray
-
-    @property
-    def n_defect(self) -> int:
-        return int(self.labels.sum())
-
-    @property
-    def n_good(self) -> int:
-        return int(self.labels.size - self.labels.sum())
-
-    def point(self, threshold: float) -> dict[str, Any]:
-        return point_at(self.labels, self.scores, threshold)
-
-
-@dataclass(frozen=True)
-class ServedScores:
-    """What training recorded for choosing a served threshold later: the calibrated one and both splits."""
-
-    calibrated_threshold: float
-    validation: LabeledScores
-    test: LabeledScores
-
-
-def _split(data: Any) -> LabeledScores:
-    labels = np.asarray(data["labels"], dtype=np.int64)
-    scores = np.asarray(data["scores"], dtype=np.float64)
-    if labels.shape != scores.shape or labels.ndim != 1:
-        raise ValueError("labels and scores differ in shape")
-    return LabeledScores(labels, scores)
-
-
-def read_served_scores(info: registry.ModelVersionInfo) -> ServedScores | None:
-    """The served scores of the file the version serves (its accepted INT8 export's own, else training's), or
-    None (trained before they were recorded, or unreadable)."""
-    path = served_evidence_path(info.artifacts)
-    try:
-        data = json.loads(path.read_text())
-        return ServedScores(float(data["threshold"]), _split(data["validation"]), _split(data["test"]))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("unreadable served scores %s: %s", path, exc)
-        return None
-
-
-def tagged_threshold(tags: Mapping[str, str]) -> float | None:
-    """The QA-set served threshold in a version's tags, or None (not set, or not a finite number)."""
-    text = tags.get(THRESHOLD_TAG)
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        log.warning("ignoring served_threshold tag %r: not a number", text)
-        return None
-    return value if math.isfinite(value) else None
-
-
-@dataclass(frozen=True)
-class ServedThreshold:
-    """The threshold a version serves and where it comes from: QA's tag, or training's calibration."""
-
-    value: float
-    source: Literal["qa", "calibrated"]
-    set_at: str | None = None
-    set_by: str | None = None
-    reason: str | None = None
-    rule: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "threshold": self.value,
-            "source": self.source,
-            "set_at": self.set_at,
-            "set_by": self.set_by,
-            "reason": self.reason,
-            "rule": self.rule,
-        }
-
-
-def calibrated_served_threshold(info: registry.ModelVersionInfo, scores: ServedScores | None) -> float | None:
-    """The served threshold training calibrated (from the served scores, else the report's curve), or None."""
-    if scores is not None:
-        return scores.calibrated_threshold
-    curve = report_curve(info)
-    return None if curve is None else curve.threshold
-
-
-def served_threshold(info: registry.ModelVersionInfo, scores: ServedScores | None = None) -> ServedThreshold | None:
-    """The threshold the version serves: QA's tag when set on the file that serves (as replicas apply it), else
-    the calibrated one; None when neither is known (a version trained before the curve was recorded serves its
-    ONNX file's threshold)."""
-    tagged = tagged_threshold(info.tags)
-    served = serving_file(info.artifacts)
-    if tagged is not None and (served is None or threshold_applies(info.tags, served)):
-        tags = info.tags
-        return ServedThreshold(
-            tagged, "qa", tags.get(SET_AT_TAG), tags.get(SET_BY_TAG), tags.get(REASON_TAG), tags.get(RULE_TAG)
-        )
-    calibrated = calibrated_served_threshold(info, scores)
-    return None if calibrated is None else ServedThreshold(calibrated, "calibrated")
 
 
 @dataclass(frozen=True)
@@ -251,7 +146,7 @@ def plan_threshold(
             f"trained before operating curves were recorded), so a threshold cannot be chosen on evidence; retrain "
             f"it with `inspection train {product}`"
         )
-    current = served_threshold(info, scores)
+    current = current_threshold(info, scores)
     assert current is not None  # the served scores carry the calibrated threshold
     target = request.target
     if target is None:
@@ -375,13 +270,3 @@ def _threshold_on_the_new_file(
         f"QA's rule {rule} applied again to the {served_as} file's validation scores: served threshold "
         f"{before:g} -> {plan.threshold:g} (recorded by '{EXPORT_ACTOR}')"
     ), True
-
-
-def report_curve(info: registry.ModelVersionInfo) -> Any:
-    report = registry.read_report(info)
-    if report is None:
-        return None
-    try:
-        return EvaluationReport.from_json(report).operating_curve
-    except ValueError:  # pydantic's ValidationError: not the shape the pipeline writes
-        return None

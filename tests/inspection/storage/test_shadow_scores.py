@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from inspection.metrics import wilson_interval
 from inspection.storage.inspections import add_inspection, record_feedback
-from inspection.storage.shadow import add_shadow_scores, shadow_comparison
+from inspection.storage.shadow_scores import add_shadow_scores, shadow_comparison
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from serving.engine import InferenceEngine, Verdict
-    from serving.shadow import ShadowScorer
+    from serving.shadow_scorer import ShadowScorer
 
 # The real-time budget is 1-200 ms per frame; the tail buckets catch what blows it.
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)

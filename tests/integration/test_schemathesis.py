@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import LiveServer
+from tests.conftest import LiveServer
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")  # what a schema cannot say, per operation
 MAX_EXAMPLES = 10  # per operation and key: the runs stay within about a minute on two cores

@@ -21,17 +21,16 @@ from inspection.operating_curve import (
 from inspection.settings import Settings
 from models import registry
 from models.artifacts import INT8_FILE, onnx_dir
-from models.served_threshold import (
+from models.serving_choice import THRESHOLD_TAG, read_served_scores
+from models.threshold_moves import (
     EXPORT_ACTOR,
     LOG_TAG,
-    THRESHOLD_TAG,
     ThresholdRefused,
     ThresholdRequest,
     plan_threshold,
-    read_served_scores,
     record_threshold,
 )
-from tests.test_cli import assert_clean_error, run_cli
+from tests.cli.cli_runner import assert_clean_error, run_cli
 from tools.home_copy import copy_home
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from inspection.storage.inspections import add_inspections, record_feedback
 from inspection.storage.retention import apply_retention, rebuild_start
 from inspection.storage.rollups import ROLLUPS, rebuild_rollups, recount_differences
 from inspection.storage.schema import Inspection
-from tests.inspection.test_rollups import synthetic_rows
+from tests.inspection.storage.test_rollups import synthetic_rows
 
 NOW = datetime(2026, 12, 31, 12, tzinfo=UTC)
 POLICY = RetentionConfig(pass_days=10, defect_days=30, audited_days=60, unreviewed_audit_days=45)

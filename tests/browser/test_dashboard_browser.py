@@ -415,13 +415,14 @@ def test_roles_and_bad_keys(live_server: Any, posted: dict[str, str], browsing: 
 def test_challenger_in_shadow_card(
     trained_product: Any, synthetic_source: Path, tmp_path: Path, browsing: Browsing
 ) -> None:
+    from tests.conftest import serve_on_loopback
     from tests.serving.test_server_promotion import _home_with_two_exported_versions
-    from tests.serving.test_shadow import _frames, _post_all, _serve, _wait_for
+    from tests.serving.test_shadow_scorer import _frames, _post_all, _wait_for
 
     settings = _home_with_two_exported_versions(trained_product, tmp_path)  # v2 registered as challenger
     product = trained_product.product
     frames = _frames(synthetic_source)[::2]
-    with _serve(settings, product) as live:
+    with serve_on_loopback(settings, product, "shadow") as live:
         ids = [answer["inspection_id"] for answer in _post_all(live, frames, "line-shadow")]
         with live.client("qa") as qa:
             for (label, _), inspection_id in zip(frames, ids, strict=True):

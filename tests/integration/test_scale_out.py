@@ -30,13 +30,15 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from benchmarks.haproxy_config import haproxy_config
 from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from inspection.storage.schema import Inspection
 from models import registry
-from models.artifacts import EVALUATION_DIR, ONNX_DIR, serving_file
+from models.artifacts import EVALUATION_DIR, ONNX_DIR
 from models.promotion import rollback
+from models.serving_choice import serving_file
 from tests.conftest import REPO, S3_BUCKET, free_port, running_mlflow_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -50,32 +52,6 @@ CHECK_INTER_S, CHECK_FALL = 0.5, 2  # HAProxy: a replica is down after FALL fail
 # Loading a new champion after the poll noticed it: the ONNX file's download and an ONNX Runtime session, on two
 # cores shared with three replicas, the load, HAProxy, MLflow and PostgreSQL.
 LOAD_SLACK_S = 10.0
-
-HAPROXY_CFG = """
-global
-    maxconn 512
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    # A connection refused by a dead replica (nothing was sent) is retried on another one.
-    retries 3
-    option redispatch 1
-frontend cameras
-    bind 127.0.0.1:{port}
-    default_backend replicas
-backend replicas
-    balance leastconn
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server inter {inter_ms}ms fall {fall} rise 2
-{servers}
-frontend stats
-    bind 127.0.0.1:{stats_port}
-    stats enable
-    stats uri /stats
-"""
 
 
 @dataclass
@@ -209,9 +185,13 @@ def _cluster(
             for replica in replicas:
                 _wait(lambda r=replica: _ready(r), 120, f"{replica.name} ready", step=0.3)
             port, stats_port = free_port(), free_port()
-            servers = "\n".join(f"    server {r.name} {r.url.removeprefix('http://')} check" for r in replicas)
-            config = HAPROXY_CFG.format(
-                port=port, stats_port=stats_port, inter_ms=int(CHECK_INTER_S * 1000), fall=CHECK_FALL, servers=servers
+            config = haproxy_config(
+                port,
+                [(r.name, r.url.removeprefix("http://")) for r in replicas],
+                check_inter_ms=int(CHECK_INTER_S * 1000),
+                fall=CHECK_FALL,
+                connect_timeout_ms=1000,
+                stats_port=stats_port,
             )
             (tmp_path / "haproxy.cfg").write_text(config)
             haproxy = subprocess.Popen(

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from inspection.errors import InspectionError
 from inspection.metrics import wilson_interval
+from inspection.storage.defect_stats import compute_stats
 from inspection.storage.inspections import add_inspection, record_feedback
-from inspection.storage.stats import compute_stats
 
 DAY = datetime(2026, 11, 29, tzinfo=UTC)
 
