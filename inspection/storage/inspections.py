@@ -200,6 +200,13 @@ def list_inspections(
     return page.rows, page.total
 
 
+def count_inspections(sessions: sessionmaker[Session], where: InspectionFilter) -> int:
+    """The exact number of rows `where` matches: for scripts, benchmarks and tests (a list page counts up to
+    TOTAL_CAP only)."""
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Inspection).where(*_conditions(where))) or 0)
+
+
 @dataclass(frozen=True)
 class AuditProgress:
     """How far QA has got through the audit sample of a filter's frames."""

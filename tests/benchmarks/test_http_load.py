@@ -9,7 +9,7 @@ import numpy as np
 
 from benchmarks.http_load import Connection, build_requests, offered_rate, run, saturation
 from inspection.storage.database import open_database
-from inspection.storage.inspections import InspectionFilter, list_inspections
+from inspection.storage.inspections import InspectionFilter, count_inspections
 
 KEEP_ALIVE_S = 5.0  # uvicorn's default timeout_keep_alive, which the test server keeps
 
@@ -21,7 +21,7 @@ def _frames(n: int = 4) -> list[bytes]:
 
 def _stored(live_server, camera: str) -> int:
     sessions = open_database(live_server.settings.resolved_database_url)
-    return list_inspections(sessions, InspectionFilter(camera_id=camera), limit=1)[1]
+    return count_inspections(sessions, InspectionFilter(camera_id=camera))
 
 
 def test_saturation_counts_every_answer_of_concurrent_clients(live_server) -> None:

@@ -25,7 +25,7 @@ from benchmarks.server_load import free_port, kill_process_group, start_process
 from cli.main import runners_per_worker
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
-from inspection.storage.inspections import InspectionFilter, list_inspections
+from inspection.storage.inspections import InspectionFilter, count_inspections
 from inspection.storage.schema import Inspection
 from tests.serving.test_server import _frame, eight_cameras
 from tests.serving.test_server_promotion import _home_with_two_exported_versions
@@ -48,7 +48,7 @@ class WorkersServer:
 
     def stored(self, line_id: str) -> int:
         sessions = open_database(self.settings.resolved_database_url)  # type: ignore[attr-defined]
-        return list_inspections(sessions, InspectionFilter(line_id=line_id), limit=1)[1]
+        return count_inspections(sessions, InspectionFilter(line_id=line_id))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from inspection.storage.database import open_database
-from inspection.storage.inspections import InspectionFilter, list_inspections
+from inspection.storage.inspections import InspectionFilter, count_inspections
 from serving.routes.inspect import InspectResponse
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def eight_cameras(post: Callable[[int, bytes], httpx.Response], frames_each: int
 
 def _stored(live_server, **where) -> int:
     sessions = open_database(live_server.settings.resolved_database_url)
-    return list_inspections(sessions, InspectionFilter(**where), limit=1)[1]
+    return count_inspections(sessions, InspectionFilter(**where))
 
 
 def test_health_and_readiness(live_server) -> None:
