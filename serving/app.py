@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from inspection.settings import Settings
 from inspection.storage.database import make_engine, open_database, session_factory
+from inspection.storage.rollups import without_rollups
 from serving.archive_check import check_archive_until_ok
 from serving.errors import install_error_handlers
 from serving.fast_path import PlainFrameRoute
@@ -44,6 +45,8 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.resolved_database_url
         sessions = open_database(url) if migrate else session_factory(make_engine(url))
+        if not settings.rollup_upkeep:  # the benchmark's baseline only (Settings.rollup_upkeep)
+            sessions = without_rollups(sessions)
         state = ServingState(
             settings=settings, sessions=sessions, rows=InspectionRowWriter(sessions), metrics=app.state.metrics
         )
