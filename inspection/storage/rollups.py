@@ -352,7 +352,7 @@ def _row_query(
     hourly: bool,
     per_line: bool = True,
 ) -> Any:
-    columns = ("product", "line_id") if per_line else ()
+    columns: tuple[str, ...] = ("product", "line_id") if per_line else ()
     columns += ("verdict", "defect_type", "feedback_label", "audit_stratum")
     keys: list[ColumnElement[Any]] = [INSPECTIONS.c[name] for name in columns]
     keys += [INSPECTIONS.c.audit_probability, INSPECTIONS.c.audit_selected]
