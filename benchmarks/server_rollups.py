@@ -55,6 +55,12 @@ def server_rollups_vs_off(
     result["server_rollups_vs_off_by_cpu"] = round(
         result["server_cpu_ms_per_frame_rollups_off"] / result["server_cpu_ms_per_frame_rollups_on"], 3
     )
+    # And from the one thread rollups change: the row writer's extra CPU per frame, added to the server's CPU per
+    # frame without rollups. The least noisy of the three on a shared machine.
+    extra = result["writer_cpu_ms_per_frame_rollups_on"] - result["writer_cpu_ms_per_frame_rollups_off"]
+    result["server_rollups_vs_off_by_writer_cpu"] = round(
+        result["server_cpu_ms_per_frame_rollups_off"] / (result["server_cpu_ms_per_frame_rollups_off"] + extra), 3
+    )
     # Per-round ratios (each on against the off of its own round): the spread says how much drift is in the mean.
     ratios = [a["fps"] / b["fps"] for a, b in zip(measured["on"], measured["off"], strict=True)]
     result["server_rollups_vs_off_min_round"] = round(min(ratios), 3)
