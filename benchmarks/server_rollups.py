@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.compare_servers import PRODUCT, Variant, measure
+from benchmarks.context import BenchContext
 from benchmarks.server_load import SATURATION_CLIENTS, camera_frames
 from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
@@ -70,6 +71,20 @@ def server_rollups_vs_off(
     rebuild_rollups(sessions, since=since)
     result["rollup_differences_after_rebuild"] = float(len(recount_differences(sessions, since)))
     return result
+
+
+def run(context: BenchContext, rounds: int = 4) -> dict[str, float]:
+    """`make bench`'s entry: on the run's ELPV home (trained and exported first when this run has not)."""
+    from benchmarks.elpv_training import PRODUCT as ELPV_PRODUCT
+    from benchmarks.elpv_training import run as train_elpv
+    from serving.model_store import champion_model
+    from training.export_pipeline import export_product
+
+    if not context.elpv_trained:
+        train_elpv(context)
+    if champion_model(context.elpv_settings, ELPV_PRODUCT) is None:
+        export_product(context.elpv_settings, ELPV_PRODUCT, int8=True)
+    return server_rollups_vs_off(context.elpv_settings, rounds, seconds=8.0)
 
 
 def main() -> None:
