@@ -323,6 +323,32 @@ def measure_sqlite(size: str, now: datetime, workdir: Path) -> dict[str, float]:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+def partition_migration_seconds(size: str, now: datetime) -> float:
+    """Seconds migration 0007 takes to move a 0006 PostgreSQL database of SIZES[size] rows into day partitions:
+    the short stop it asks for (docs/scale.md). `python -m benchmarks.scale_stats migrate-1m`."""
+    from alembic import command
+    from alembic.config import Config
+
+    from inspection.storage.database import MIGRATIONS
+
+    name = f"bench_migrate_{size}"
+    url = _postgres_database(name)
+    engine = make_engine(url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0006")
+        fill_postgres(url, SIZES[size], now)
+        began = time.perf_counter()
+        upgrade_schema(engine)
+        return time.perf_counter() - began
+    finally:
+        engine.dispose()
+        _drop_postgres_database(name)
+
+
 def insert_rollups_vs_off(workdir: Path, rounds: int = 5, rows_per_round: int = 4_000, group: int = 16) -> float:
     """Rows/s of the server's insert (add_inspections, groups of `group` as the row writer commits them under
     load) with rollups kept, over rows/s without; alternating rounds on one SQLite file, the median of each."""
@@ -394,6 +420,10 @@ if __name__ == "__main__":
     import sys
 
     chosen = tuple(sys.argv[1:]) or ("1m", "10m")
+    if chosen[0].startswith("migrate-"):
+        size = chosen[0].removeprefix("migrate-")
+        print(json.dumps({f"migration_0007_s_{size}": partition_migration_seconds(size, datetime.now(UTC))}))
+        raise SystemExit
     with tempfile.TemporaryDirectory() as scratch:
         result = run(BenchContext(configs_dir=Path("configs"), workdir=Path(scratch)), chosen)
     print(json.dumps(result, indent=2))
