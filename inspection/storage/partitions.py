@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, false, not_, or_, select, text
+from sqlalchemy import Connection, Engine, delete, false, func, not_, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.product_config import RetentionConfig
@@ -169,13 +169,17 @@ def drop_expired_partitions(
             keeps = connection.scalar(select(Inspection.id).where(*in_day, not_(expired)).limit(1))
             if keeps is not None:
                 continue
-            rows: dict[str, int] = {}
-            paths: list[str] = []
-            for product, archive_path, map_path in connection.execute(
-                select(Inspection.product, Inspection.archive_path, Inspection.anomaly_map_path).where(*in_day)
-            ):
-                rows[product] = rows.get(product, 0) + 1
-                paths += [path for path in (archive_path, map_path) if path]
+            counted = select(Inspection.product, func.count()).where(*in_day).group_by(Inspection.product)
+            rows = {str(product): int(n) for product, n in connection.execute(counted)}
+            with_files = or_(Inspection.archive_path.is_not(None), Inspection.anomaly_map_path.is_not(None))
+            paths = [
+                path
+                for pair in connection.execute(
+                    select(Inspection.archive_path, Inspection.anomaly_map_path).where(*in_day, with_files)
+                )
+                for path in pair
+                if path
+            ]
             if not dry_run:
                 ids = select(Inspection.id).where(*in_day).scalar_subquery()
                 connection.execute(delete(ShadowScore).where(ShadowScore.inspection_id.in_(ids)))
