@@ -18,6 +18,7 @@ from benchmarks import (
     few_shot,
     scale_out,
     scale_stats,
+    server_rollups,
     tiling,
     untuned_defaults,
 )
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, Callable[[BenchContext], dict[str, float]]] = {
     "drift_loop": drift_loop.run,
     "scale_out": scale_out.run_bench,
     "scale_stats": scale_stats.run,
+    "server_rollups": server_rollups.run,
     "tiling": tiling.run,
 }
 

@@ -112,6 +112,17 @@ def db_retention_cmd(
         else:
             with sessions() as session:
                 products = sorted(session.scalars(select(distinct(InspectionRollup.product))))
+        if product is None:
+            # PostgreSQL: whole days past every product's retention go as partitions first (a DROP, not a delete
+            # per row); what is left, and every day on SQLite, goes in the batch deletes below.
+            from inspection.storage.partitions import drop_expired_partitions, ensure_partitions
+
+            ensure_partitions(sessions.kw["bind"])
+            policies = {name: load_product_config(settings.configs_dir, name).retention for name in products}
+            for dropped in drop_expired_partitions(sessions, policies, archive.delete, dry_run=dry_run):
+                verb = "would drop" if dry_run else "dropped"
+                rows = ", ".join(f"{name} {n}" for name, n in sorted(dropped.rows.items())) or "no rows"
+                console.print(f"{verb} the partition of {dropped.day} ({rows}; {dropped.frames} archived files)")
         for name in products:
             policy = load_product_config(settings.configs_dir, name).retention
             if policy.pass_days is None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.settings import Settings
 from inspection.storage.database import make_engine, open_database, session_factory
+from inspection.storage.partitions import ensure_partitions
+from inspection.storage.rollups import without_rollups
 from serving.archive_check import check_archive_until_ok
 from serving.errors import install_error_handlers
 from serving.fast_path import PlainFrameRoute
@@ -36,6 +40,20 @@ from serving.state import ServingState
 SHADOW_STOP_GRACE_S = 10.0  # beyond the delay budget: one batch still being scored and written
 
 
+PARTITION_CHECK_S = 3600.0
+
+
+async def keep_partitions_ahead(sessions: sessionmaker[Session]) -> None:
+    """PostgreSQL: keep the coming days' `inspections` partitions created, at start and every hour
+    (inspection.storage.partitions); a failed try is logged and retried, rows meanwhile land in the default one."""
+    while True:
+        try:
+            await asyncio.to_thread(ensure_partitions, sessions.kw["bind"])
+        except Exception:
+            logging.getLogger(__name__).exception("creating the coming days' partitions failed")
+        await asyncio.sleep(PARTITION_CHECK_S)
+
+
 def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     """The inspection server for one INSPECTION_HOME; `migrate=False` when the schema was brought up to date
     already (by the parent of several worker processes, so they do not all run Alembic at once)."""
@@ -44,6 +62,8 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.resolved_database_url
         sessions = open_database(url) if migrate else session_factory(make_engine(url))
+        if not settings.rollup_upkeep:  # the benchmark's baseline only (Settings.rollup_upkeep)
+            sessions = without_rollups(sessions)
         state = ServingState(
             settings=settings, sessions=sessions, rows=InspectionRowWriter(sessions), metrics=app.state.metrics
         )
@@ -55,7 +75,9 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         watcher = asyncio.create_task(watch_champions(state, settings.model_poll_seconds))
         archive_checker = asyncio.create_task(check_archive_until_ok(state, settings.model_poll_seconds))
         orphan_sweeper = asyncio.create_task(sweep_orphans_forever(state))
+        partition_keeper = asyncio.create_task(keep_partitions_ahead(sessions))
         yield
+        partition_keeper.cancel()
         orphan_sweeper.cancel()
         archive_checker.cancel()
         watcher.cancel()

@@ -236,6 +236,12 @@ def audit_progress(sessions: sessionmaker[Session], where: InspectionFilter) -> 
 def record_feedback(sessions: sessionmaker[Session], inspection_id: str, label: str, by: str | None) -> Inspection:
     """Store QA's ground truth for an inspection (a later correction replaces an earlier one)."""
     with sessions.begin() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            # pysqlite runs a SELECT outside any transaction (it begins one only before a write), and SQLite ignores
+            # FOR UPDATE: the label read below could be replaced by a concurrent labeller before this transaction
+            # begins, and the rollups would move a count out of the wrong cell (the concurrent-feedback test failed
+            # about one run in six). Taking the write lock first makes the read and the move one transaction.
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
         row = session.get(Inspection, inspection_id, with_for_update=True)
         if row is None:
             raise InspectionNotFound(f"no inspection {inspection_id}")

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, Table, delete, func, insert, null, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -261,9 +261,13 @@ def grouped_counts(
     since: datetime | None = None,
     until: datetime | None = None,
     hourly: bool = False,
+    per_line: bool = True,
 ) -> list[Any]:
     """Inspections counted per (product, line_id, verdict, defect_type, feedback_label, audit_stratum,
     audit_probability, audit_selected[, hour]) as `n_rows`, with NULLs where the rows hold NULLs.
+
+    Without `per_line`, product and line are not grouped by (both NULL): the cells a time-bucketed chart needs,
+    a line's worth of them per hour instead of one per line and hour.
 
     Whole UTC hours come from the rollups; only the partial hours at the edges of a window that does not start
     or end on the hour are counted from the rows, so the cost is the cells shown plus at most two hours of rows.
@@ -291,9 +295,9 @@ def grouped_counts(
         whole = True
     queries = []
     if whole:
-        queries.append(_rollup_query(product, line_id, whole_start, whole_end, hourly))
+        queries.append(_rollup_query(product, line_id, whole_start, whole_end, hourly, per_line))
     for start, end in edges:
-        queries.append(_row_query(dialect, product, line_id, start, end, hourly))
+        queries.append(_row_query(dialect, product, line_id, start, end, hourly, per_line))
     groups: list[Any] = []
     with sessions() as session:
         for query in queries:
@@ -302,11 +306,14 @@ def grouped_counts(
 
 
 def _rollup_query(
-    product: str | None, line_id: str | None, start: datetime | None, end: datetime | None, hourly: bool
+    product: str | None,
+    line_id: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    hourly: bool,
+    per_line: bool = True,
 ) -> Any:
     keys: list[ColumnElement[Any]] = [
-        ROLLUPS.c.product,
-        func.nullif(ROLLUPS.c.line_id, ROLLUP_NONE).label("line_id"),
         ROLLUPS.c.verdict,
         func.nullif(ROLLUPS.c.defect_type, ROLLUP_NONE).label("defect_type"),
         func.nullif(ROLLUPS.c.feedback_label, ROLLUP_NONE).label("feedback_label"),
@@ -316,21 +323,37 @@ def _rollup_query(
     ]
     if hourly:
         keys.append(ROLLUPS.c.hour)
+    if per_line:
+        keys += [ROLLUPS.c.product, func.nullif(ROLLUPS.c.line_id, ROLLUP_NONE).label("line_id")]
     first = format_time_key(start, "hour") if start is not None else None
     last = format_time_key(end, "hour") if end is not None else None
     n_rows = func.sum(ROLLUPS.c.n)
     return (
-        select(*keys, n_rows.label("n_rows"))
+        select(*keys, *_no_line(per_line), n_rows.label("n_rows"))
         .where(*rollup_conditions(product, line_id, first, last))
         .group_by(*keys)
         .having(n_rows > 0)
     )
 
 
+def _no_line(per_line: bool) -> list[ColumnElement[Any]]:
+    """NULL product and line columns, for a query that does not group by them."""
+    if per_line:
+        return []
+    return [null().label("product"), null().label("line_id")]
+
+
 def _row_query(
-    dialect: str, product: str | None, line_id: str | None, start: datetime, end: datetime, hourly: bool
+    dialect: str,
+    product: str | None,
+    line_id: str | None,
+    start: datetime,
+    end: datetime,
+    hourly: bool,
+    per_line: bool = True,
 ) -> Any:
-    columns = ("product", "line_id", "verdict", "defect_type", "feedback_label", "audit_stratum")
+    columns: tuple[str, ...] = ("product", "line_id") if per_line else ()
+    columns += ("verdict", "defect_type", "feedback_label", "audit_stratum")
     keys: list[ColumnElement[Any]] = [INSPECTIONS.c[name] for name in columns]
     keys += [INSPECTIONS.c.audit_probability, INSPECTIONS.c.audit_selected]
     if hourly:
@@ -340,4 +363,4 @@ def _row_query(
         conditions.append(INSPECTIONS.c.product == product)
     if line_id is not None:
         conditions.append(INSPECTIONS.c.line_id == line_id)
-    return select(*keys, func.count().label("n_rows")).where(*conditions).group_by(*keys)
+    return select(*keys, *_no_line(per_line), func.count().label("n_rows")).where(*conditions).group_by(*keys)

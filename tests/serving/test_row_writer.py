@@ -47,7 +47,8 @@ def test_bulk_insert_is_all_or_none(sessions) -> None:
     add_inspections(sessions, [first, _row()])
     assert _count(sessions) == 2
     with pytest.raises(Exception):  # noqa: B017 - the driver's integrity error: a duplicate primary key
-        add_inspections(sessions, [_row(), _row(id=first["id"])])
+        # (id, received_at): the primary key on both databases (PostgreSQL's day partitions need the time in it)
+        add_inspections(sessions, [_row(), _row(id=first["id"], received_at=first["received_at"])])
     assert _count(sessions) == 2  # the good row of the failed group was rolled back with it
     with pytest.raises(InspectionError, match="id and a received_at"):
         add_inspections(sessions, [_row(received_at=None)])
@@ -80,7 +81,7 @@ def test_a_bad_row_fails_only_its_own_write(sessions) -> None:
     async def main() -> list[object]:
         writer = InspectionRowWriter(sessions)
         rows = [_row() for _ in range(20)]
-        rows.insert(7, _row(id=existing["id"]))  # a duplicate id: the database refuses it
+        rows.insert(7, _row(id=existing["id"], received_at=existing["received_at"]))  # a duplicate key: refused
         outcomes = await asyncio.gather(*(writer.write(row) for row in rows), return_exceptions=True)
         await writer.close()
         return outcomes
