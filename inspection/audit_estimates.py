@@ -18,10 +18,12 @@ in docs/decisions/0014-audit-sampling.md.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 import numpy as np
@@ -109,6 +111,17 @@ def _rate(estimate: float | None, draws: np.ndarray | None) -> dict[str, Any]:
 def audit_estimates(counts: Iterable[AuditCount], draws: int = DRAWS) -> dict[str, Any]:
     """The `audit` block of a group: the three estimates with intervals, the audit's size and backlog, a warning."""
     cells, outside = _cells(counts)
+    key = tuple(sorted((cell_key, astuple(cell)) for cell_key, cell in cells.items()))
+    return copy.deepcopy(_estimates_of(key, outside, draws))
+
+
+# A dashboard refreshing an hourly chart asks again for every past hour, whose counts no longer change; the block is
+# a function of the counts alone (the simulation is seeded by them), so it is kept rather than simulated again.
+@functools.lru_cache(maxsize=8192)
+def _estimates_of(
+    key: tuple[tuple[tuple[str, str, float], tuple[int, int, int, int]], ...], outside: int, draws: int
+) -> dict[str, Any]:
+    cells = {cell_key: _Cell(*counts) for cell_key, counts in key}
     n_selected = sum(cell.selected for cell in cells.values())
     n_audited = sum(cell.audited for cell in cells.values())
     n_pass = sum(cell.n for (verdict, _, _), cell in cells.items() if verdict != DEFECT_STRATUM)
