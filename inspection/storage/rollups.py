@@ -42,7 +42,7 @@ Deltas = dict[RollupKey, tuple[int, float]]
 
 
 def rollups_enabled(sessions: sessionmaker[Session]) -> bool:
-    """Whether writes through this session factory keep the rollups (only a benchmark's baseline turns it off)."""
+    """Whether writes through the given session factory keep the rollups (only a benchmark's baseline turns it off)."""
     return not (sessions.kw.get("info") or {}).get(ROLLUPS_OFF, False)
 
 
