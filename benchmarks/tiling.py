@@ -14,7 +14,9 @@ import socket
 import statistics
 import threading
 import time
+import uuid
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from training.pipeline import train_product
 FRAMES = int(os.environ.get("INSPECTION_BENCH_TILING_FRAMES", "200"))
 SIZE, MAX_DEFECT_PX = 2048, 16
 SERVED_FRAMES = 12
+ROUNDS = 3  # the served designs and ORT alone interleaved, a third of the frames a round
 BUDGET = 0.05
 KIND = "classifier"
 COMMON = f"kind: {KIND}\ntarget_false_detection_rate: {BUDGET}\ncolor_mode: gray\n"
@@ -113,9 +116,17 @@ async def _in_process(path: Path, frames: list[bytes]) -> tuple[list[float], flo
     return latencies, seconds
 
 
-def _http(settings: Settings, product: str, frames: list[bytes], designs: list[tuple[str, bool, int]]) -> dict:
+def _http(
+    settings: Settings,
+    product: str,
+    frames: list[bytes],
+    designs: list[tuple[str, bool, int]],
+    between: Callable[[list[int]], None],
+) -> dict:
     """The real server (its defaults: a single-threaded session, a runner per core) on loopback, each frame posted
-    by `clients` cameras at once; per design (name, split_tiles, clients): latencies, seconds, answers stored."""
+    by `clients` cameras at once; per design (name, split_tiles, clients): latencies, seconds, answers stored.
+    The frames go in ROUNDS slices, every design in each, `between(slice)` first (the cores are shared and the
+    load drifts: interleaved, every design and ORT alone see the same drift)."""
     import httpx
     import uvicorn
 
@@ -143,32 +154,40 @@ def _http(settings: Settings, product: str, frames: list[bytes], designs: list[t
         engine = app.state.serving.engines[product]
         with httpx.Client(timeout=120) as warm:
             assert warm.post(url, content=frames[0], headers=headers).status_code == 200
-        for name, split, clients in designs:
-            engine.split_tiles = split
-            line = f"bench-{name}".replace(" ", "-")
-            latencies: list[float] = []
+        run_tag = uuid.uuid4().hex[:6]
+        for round_ in range(ROUNDS):
+            chosen = list(range(round_, len(frames), ROUNDS))
+            between(chosen)
+            for name, split, clients in designs:
+                engine.split_tiles = split
+                line = f"bench-{run_tag}-{name}".replace(" ", "-").replace(",", "")[:60]
+                run = results.setdefault(name, {"latencies": [], "seconds": 0.0, "answered": 0, "stored": 0})
+                part = [frames[i] for i in chosen]
 
-            def camera(index: int, line: str = line, clients: int = clients, into: list[float] = latencies) -> int:
-                answered = 0
-                with httpx.Client(timeout=120) as client:
-                    for data in frames[index::clients]:
-                        t0 = time.perf_counter()
-                        response = client.post(url, content=data, headers=headers, params={"line_id": line})
-                        into.append(time.perf_counter() - t0)
-                        answered += response.status_code == 200
-                return answered
+                def camera(
+                    index: int, line: str = line, clients: int = clients, part: list[bytes] = part, run: dict = run
+                ) -> int:
+                    answered = 0
+                    with httpx.Client(timeout=120) as client:
+                        for data in part[index::clients]:
+                            t0 = time.perf_counter()
+                            response = client.post(url, content=data, headers=headers, params={"line_id": line})
+                            run["latencies"].append(time.perf_counter() - t0)
+                            answered += response.status_code == 200
+                    return answered
 
-            started = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
-                answered = sum(pool.map(camera, range(clients)))
-            seconds = time.perf_counter() - started
-            stored = 0
+                started = time.perf_counter()
+                with ThreadPoolExecutor(clients) as pool:
+                    run["answered"] += sum(pool.map(camera, range(clients)))
+                run["seconds"] += time.perf_counter() - started
+        for name, _, _ in designs:
+            line = f"bench-{run_tag}-{name}".replace(" ", "-").replace(",", "")[:60]
             for _ in range(100):  # rows are written behind the answers
                 stored = list_inspections(sessions, InspectionFilter(product=product, line_id=line), limit=1)[1]
-                if stored >= answered:
+                if stored >= results[name]["answered"]:
                     break
                 time.sleep(0.1)
-            results[name] = {"latencies": latencies, "seconds": seconds, "answered": answered, "stored": stored}
+            results[name]["stored"] = stored
     finally:
         server.should_exit = True
         thread.join(timeout=60)
@@ -191,19 +210,18 @@ def serving_figures(settings: Settings, product: str, path: Path) -> dict[str, f
     tiled = [frame_to_inputs(data, spec, 50_000_000) for data in frames]
     assert all(isinstance(t, TiledFrame) for t in tiled)
     tiles = sum(len(t.boxes) for t in tiled)  # type: ignore[union-attr]
-    before = _model_only(path, tiled)  # type: ignore[arg-type]
-    latencies, seconds = asyncio.run(_in_process(path, frames))
-    runs = {"in process, one by one, 1 runner": {"latencies": latencies, "seconds": seconds}}
-    runs.update(_http(settings, product, frames, HTTP_DESIGNS))
-    after = _model_only(path, tiled)  # type: ignore[arg-type]
-    # Measured before and after the served designs (the cores are shared: the load drifts); the ratio is against the
-    # fastest ORT-alone figure seen, the strictest reading.
-    model = {
-        f"{name} ({when})": secs
-        for when, runs_ in (("before", before), ("after", after))
-        for name, secs in runs_.items()
-    }
-    model_seconds = min(model.values())
+    model: dict[str, float] = {}
+    runs: dict[str, dict] = {"in process, one by one, 1 runner": {"latencies": [], "seconds": 0.0}}
+
+    def between(chosen: list[int]) -> None:
+        for name, secs in _model_only(path, [tiled[i] for i in chosen]).items():  # type: ignore[misc]
+            model[name] = model.get(name, 0.0) + secs
+        latencies, seconds = asyncio.run(_in_process(path, [frames[i] for i in chosen]))
+        runs["in process, one by one, 1 runner"]["latencies"] += latencies
+        runs["in process, one by one, 1 runner"]["seconds"] += seconds
+
+    runs.update(_http(settings, product, frames, HTTP_DESIGNS, between))
+    model_seconds = min(model.values())  # ORT alone's better way of using the cores
     console.print(f"served {SERVED_FRAMES} 2448x2048 frames of {tiles // SERVED_FRAMES} tiles each:")
     for name, secs in model.items():
         console.print(f"  ORT alone, {name}: {tiles / secs:.1f} tiles/s")
