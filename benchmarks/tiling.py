@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import statistics
+import threading
 import time
+import uuid
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,6 +39,7 @@ from training.pipeline import train_product
 FRAMES = int(os.environ.get("INSPECTION_BENCH_TILING_FRAMES", "200"))
 SIZE, MAX_DEFECT_PX = 2048, 16
 SERVED_FRAMES = 12
+ROUNDS = 3  # the served designs and ORT alone interleaved, a third of the frames a round
 BUDGET = 0.05
 KIND = "classifier"
 COMMON = f"kind: {KIND}\ntarget_false_detection_rate: {BUDGET}\ncolor_mode: gray\n"
@@ -73,22 +80,177 @@ def _jpeg_frames(count: int) -> list[bytes]:
     return frames
 
 
-async def _serve(scorer: OnnxScorer, frames: list[bytes]) -> tuple[list[float], float, int]:
-    """Each frame decoded, tiled and scored as the server does, one after another: latencies, seconds, tiles."""
-    engine = InferenceEngine(scorer, model_version=1, runners=1)
-    latencies, tiles = [], 0
+def _model_only(path: Path, tiled: list[TiledFrame]) -> dict[str, float]:
+    """ONNX Runtime alone on the frames' tile batches, warmed up, both ways of using the cores: seconds."""
+    two = OnnxScorer(path)  # one run at a time, an intra-op thread per core (spinning: fastest alone)
+    two.score_batch_with_maps(tiled[0].inputs)
     started = time.perf_counter()
+    for inputs in tiled:
+        two.score_batch_with_maps(inputs.inputs)
+    sequential = time.perf_counter() - started
+    one = OnnxScorer(path, threads=1)  # two runs side by side on single-threaded sessions, a frame each
+    one.score_batch_with_maps(tiled[0].inputs)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda inputs: one.score_batch_with_maps(inputs.inputs), tiled))
+    return {"2-thread runs one by one": sequential, "two 1-thread runs side by side": time.perf_counter() - started}
+
+
+async def _in_process(path: Path, frames: list[bytes]) -> tuple[list[float], float]:
+    """The earlier measurement: decode, tiles and the engine in process, one frame after another, one runner on a
+    2-thread session (decode never overlaps scoring). Latencies and seconds."""
+    scorer = OnnxScorer(path)
+    engine = InferenceEngine(scorer, model_version=1, runners=1)
+    latencies = []
     try:
+        await engine.submit(frame_to_inputs(frames[0], scorer.spec, 50_000_000))  # warm-up
+        started = time.perf_counter()
         for data in frames:
             t0 = time.perf_counter()
             inputs = await asyncio.to_thread(frame_to_inputs, data, scorer.spec, 50_000_000)
-            assert isinstance(inputs, TiledFrame)
             await engine.submit(inputs)
-            tiles += len(inputs.boxes)
             latencies.append(time.perf_counter() - t0)
+        seconds = time.perf_counter() - started
     finally:
         await engine.close()
-    return latencies, time.perf_counter() - started, tiles
+    return latencies, seconds
+
+
+def _http(
+    settings: Settings,
+    product: str,
+    frames: list[bytes],
+    designs: list[tuple[str, bool, int]],
+    between: Callable[[list[int]], None],
+) -> dict:
+    """The real server (its defaults: a single-threaded session, a runner per core) on loopback, each frame posted
+    by `clients` cameras at once; per design (name, split_tiles, clients): latencies, seconds, answers stored.
+    The frames go in ROUNDS slices, every design in each, `between(slice)` first (the cores are shared and the
+    load drifts: interleaved, every design and ORT alone see the same drift)."""
+    import httpx
+    import uvicorn
+
+    from inspection.storage.api_keys import create_api_key
+    from inspection.storage.database import open_database
+    from inspection.storage.inspections import InspectionFilter, list_inspections
+    from serving.app import create_app
+
+    sessions = open_database(settings.resolved_database_url)
+    key = create_api_key(sessions, "camera", "tiling bench")
+    app = create_app(settings)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    url, headers = f"http://127.0.0.1:{port}/v1/inspect/{product}", {"X-API-Key": key, "Content-Type": "image/jpeg"}
+    results: dict[str, dict] = {}
+    try:
+        engine = app.state.serving.engines[product]
+        with httpx.Client(timeout=120) as warm:
+            assert warm.post(url, content=frames[0], headers=headers).status_code == 200
+        run_tag = uuid.uuid4().hex[:6]
+        for round_ in range(ROUNDS):
+            chosen = list(range(round_, len(frames), ROUNDS))
+            between(chosen)
+            for name, split, clients in designs:
+                engine.split_tiles = split
+                line = f"bench-{run_tag}-{name}".replace(" ", "-").replace(",", "")[:60]
+                run = results.setdefault(name, {"latencies": [], "seconds": 0.0, "answered": 0, "stored": 0})
+                part = [frames[i] for i in chosen]
+
+                def camera(
+                    index: int, line: str = line, clients: int = clients, part: list[bytes] = part, run: dict = run
+                ) -> int:
+                    answered = 0
+                    with httpx.Client(timeout=120) as client:
+                        for data in part[index::clients]:
+                            t0 = time.perf_counter()
+                            response = client.post(url, content=data, headers=headers, params={"line_id": line})
+                            run["latencies"].append(time.perf_counter() - t0)
+                            answered += response.status_code == 200
+                    return answered
+
+                started = time.perf_counter()
+                with ThreadPoolExecutor(clients) as pool:
+                    run["answered"] += sum(pool.map(camera, range(clients)))
+                run["seconds"] += time.perf_counter() - started
+        for name, _, _ in designs:
+            line = f"bench-{run_tag}-{name}".replace(" ", "-").replace(",", "")[:60]
+            for _ in range(100):  # rows are written behind the answers
+                stored = list_inspections(sessions, InspectionFilter(product=product, line_id=line), limit=1)[1]
+                if stored >= results[name]["answered"]:
+                    break
+                time.sleep(0.1)
+            results[name]["stored"] = stored
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+    return results
+
+
+HTTP_DESIGNS = [
+    ("http 1 camera, whole frame per runner", False, 1),
+    ("http 1 camera, tiles split across runners", True, 1),
+    ("http 2 cameras, whole frame per runner", False, 2),
+    ("http 2 cameras, tiles split across runners", True, 2),
+]
+HEADLINE = "http 2 cameras, tiles split across runners"  # the served default, under a line's concurrent cameras
+
+
+def serving_figures(settings: Settings, product: str, path: Path) -> dict[str, float]:
+    """Served 2448x2048 figures of an exported tiled model: every design in one run against ORT alone."""
+    spec = OnnxScorer(path, threads=1).spec
+    frames = _jpeg_frames(SERVED_FRAMES)
+    tiled = [frame_to_inputs(data, spec, 50_000_000) for data in frames]
+    assert all(isinstance(t, TiledFrame) for t in tiled)
+    tiles = sum(len(t.boxes) for t in tiled)  # type: ignore[union-attr]
+    model: dict[str, float] = {}
+    runs: dict[str, dict] = {"in process, one by one, 1 runner": {"latencies": [], "seconds": 0.0}}
+
+    def between(chosen: list[int]) -> None:
+        for name, secs in _model_only(path, [tiled[i] for i in chosen]).items():  # type: ignore[misc]
+            model[name] = model.get(name, 0.0) + secs
+        latencies, seconds = asyncio.run(_in_process(path, [frames[i] for i in chosen]))
+        runs["in process, one by one, 1 runner"]["latencies"] += latencies
+        runs["in process, one by one, 1 runner"]["seconds"] += seconds
+
+    runs.update(_http(settings, product, frames, HTTP_DESIGNS, between))
+    model_seconds = min(model.values())  # ORT alone's better way of using the cores
+    console.print(f"served {SERVED_FRAMES} 2448x2048 frames of {tiles // SERVED_FRAMES} tiles each:")
+    for name, secs in model.items():
+        console.print(f"  ORT alone, {name}: {tiles / secs:.1f} tiles/s")
+    for name, run in runs.items():
+        stored = f", {run['stored']}/{run['answered']} answers stored" if "stored" in run else ""
+        console.print(
+            f"  {name}: {tiles / run['seconds']:.1f} tiles/s, ratio {model_seconds / run['seconds']:.3f}, "
+            f"median {1000 * statistics.median(run['latencies']):.0f} ms{stored}"
+        )
+    headline = runs[HEADLINE]
+    megapixels = 2448 * 2048 / 1e6
+    figures = {
+        "tiled_served_fps_2448x2048": round(SERVED_FRAMES / headline["seconds"], 3),
+        "tiled_served_p99_ms_2448x2048": round(1000 * float(np.percentile(headline["latencies"], 99)), 1),
+        "tiled_served_median_ms_2448x2048": round(1000 * statistics.median(headline["latencies"]), 1),
+        "tiled_tiles_per_frame_2448x2048": tiles / SERVED_FRAMES,
+        "tiled_server_tiles_per_s": round(tiles / headline["seconds"], 1),
+        "tiled_model_only_tiles_per_s": round(tiles / model_seconds, 1),
+        "tiled_server_vs_model_only": round(model_seconds / headline["seconds"], 3),
+        "tiled_server_answers_stored": float(
+            all(r["stored"] == r["answered"] == SERVED_FRAMES for r in runs.values() if "stored" in r)
+        ),
+        "tiled_ms_per_megapixel": round(1000 * headline["seconds"] / SERVED_FRAMES / megapixels, 1),
+        "tiled_50mp_header_refused": float(_refused_50mp()),
+    }
+    for name, run in runs.items():
+        key = name.replace(",", "").replace(" ", "_")
+        figures[f"tiled_ratio_{key}"] = round(model_seconds / run["seconds"], 3)
+    return figures
 
 
 def run(context: BenchContext) -> dict[str, float]:
@@ -112,30 +274,7 @@ def run(context: BenchContext) -> dict[str, float]:
             figures["large_tiled_tile_px"] = outcome.report["tiling"]["geometry"]["tile"]
     console.print(f"training {FRAMES} {SIZE}-px frames on tiles took {figures['large_tiled_train_seconds']} s")
 
-    scorer = OnnxScorer(export_product(settings, "large-tiled").fp32_path)
-    frames = _jpeg_frames(SERVED_FRAMES)
-    latencies, seconds, tiles = asyncio.run(_serve(scorer, frames))
-    tiled = [frame_to_inputs(data, scorer.spec, 50_000_000) for data in frames]
-    started = time.perf_counter()
-    for inputs in tiled:
-        assert isinstance(inputs, TiledFrame)
-        scorer.score_batch_with_maps(inputs.inputs)
-    model_seconds = time.perf_counter() - started
-    megapixels = 2448 * 2048 / 1e6
-    fps = SERVED_FRAMES / seconds
-    figures.update(
-        {
-            "tiled_served_fps_2448x2048": round(fps, 3),
-            "tiled_served_p99_ms_2448x2048": round(1000 * float(np.percentile(latencies, 99)), 1),
-            "tiled_served_median_ms_2448x2048": round(1000 * statistics.median(latencies), 1),
-            "tiled_tiles_per_frame_2448x2048": tiles / SERVED_FRAMES,
-            "tiled_server_tiles_per_s": round(tiles / seconds, 1),
-            "tiled_model_only_tiles_per_s": round(tiles / model_seconds, 1),
-            "tiled_server_vs_model_only": round(model_seconds / seconds, 3),
-            "tiled_ms_per_megapixel": round(1000 * seconds / SERVED_FRAMES / megapixels, 1),
-            "tiled_50mp_header_refused": float(_refused_50mp()),
-        }
-    )
+    figures.update(serving_figures(settings, "large-tiled", export_product(settings, "large-tiled").fp32_path))
     return figures
 
 

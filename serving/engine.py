@@ -56,14 +56,43 @@ class EngineClosed(Exception):  # noqa: N818 - the name is the HTTP layer's cont
     """The engine is closing or closed and takes no new frames."""
 
 
+class _TiledJob:
+    """One tiled frame split into parts that runners score side by side; the runner that finishes the last part
+    forms the verdict. The first part to start pins the model, so a swap meanwhile cannot mix two models' tiles."""
+
+    def __init__(self, frame: TiledFrame, parts: int) -> None:
+        self.frame = frame
+        self.model: tuple[OnnxScorer, int, float] | None = None
+        self.results: list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | None] = [None] * parts
+        self.failed = False
+        self.lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class _TilePart:
+    """Tiles [start, stop) of a tiled frame: what one runner scores of it."""
+
+    job: _TiledJob
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def inputs(self) -> np.ndarray:
+        return self.job.frame.inputs[self.start : self.stop]
+
+
 @dataclass(frozen=True, slots=True)
 class _Frame:
-    inputs: np.ndarray | TiledFrame
+    inputs: np.ndarray | TiledFrame | _TilePart
     future: asyncio.Future[Verdict]
     loop: asyncio.AbstractEventLoop
     want_map: bool
 
 
+# A tiled frame's tiles are split among the runners (one part each, contiguous) so that one frame keeps every core
+# busy, not only several frames side by side; parts smaller than this are not worth a queue trip.
+MIN_TILES_PER_PART = 8
 RUNNER_THREAD_NAME = "engine-runner"  # its name in the OS (top -H), where the scoring's CPU shows
 _STOP = object()  # queued by close(): FIFO puts it behind every accepted frame, so all of them are answered first
 
@@ -93,12 +122,14 @@ class InferenceEngine:
         model_version: int | None = None,
         threshold: float | None = None,
         runners: int = 1,
+        split_tiles: bool = True,
     ):
         if max_batch < 1 or queue_size < 1 or max_wait_ms < 0 or runners < 1:
             raise ValueError("max_batch, queue_size and runners must be at least 1 and max_wait_ms non-negative")
         # One tuple, replaced whole by swap(): the worker reads model, version and threshold in one step.
         self._current = _servable(scorer, model_version, threshold)
         self._threshold_override = threshold
+        self._runners, self.split_tiles = runners, split_tiles
         self._max_batch, self._max_wait_s, self._queue_size = max_batch, max_wait_ms / 1000, queue_size
         # Bounded: overload is refused at once (503), never piled up; a slot per runner kept free for close()'s stop
         # markers.
@@ -147,13 +178,28 @@ class InferenceEngine:
         frame_inputs = inputs if isinstance(inputs, TiledFrame) else np.asarray(inputs, dtype=np.float32)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Verdict] = loop.create_future()
+        items = [_Frame(part, future, loop, want_map) for part in self._parts(frame_inputs)]
         with self._accepting:
             if self._closed:
                 raise EngineClosed("the inference engine is closed")
-            if self._queue.qsize() >= self._queue_size:  # safe: all puts hold the lock, the worker only takes
+            # safe: all puts hold the lock, the worker only takes; the parts of a split frame count one slot each
+            # (at most `runners` of them, so the slots kept for close()'s markers stay free)
+            if self._queue.qsize() + len(items) > self._queue_size:
                 raise EngineOverloaded(f"inference queue full ({self._queue_size} frames waiting)")
-            self._queue.put_nowait(_Frame(frame_inputs, future, loop, want_map))
+            for item in items:
+                self._queue.put_nowait(item)
         return await future
+
+    def _parts(self, inputs: np.ndarray | TiledFrame) -> list[np.ndarray | TiledFrame | _TilePart]:
+        """What is queued for one frame: the frame, or a tiled frame's tiles in one contiguous part per runner."""
+        if not isinstance(inputs, TiledFrame) or not self.split_tiles:
+            return [inputs]
+        count = min(self._runners, len(inputs.boxes) // MIN_TILES_PER_PART, self._queue_size)
+        if count < 2:
+            return [inputs]
+        job = _TiledJob(inputs, count)
+        bounds = np.linspace(0, len(inputs.boxes), count + 1).round().astype(int).tolist()
+        return [_TilePart(job, i, bounds[i], bounds[i + 1]) for i in range(count)]
 
     @property
     def threshold_override(self) -> float | None:
@@ -193,7 +239,10 @@ class InferenceEngine:
         name_os_thread(RUNNER_THREAD_NAME)
         stopping = False
         while not stopping:
-            frames, stopping = collect_batch(self._queue, self._max_batch, _STOP, self._max_wait_s)
+            # A tiled model scores one frame (or part) a run: a runner gathering a second part of the same frame
+            # would leave the other runner idle.
+            limit = 1 if self._current[0].spec.tiling is not None else self._max_batch
+            frames, stopping = collect_batch(self._queue, limit, _STOP, self._max_wait_s)
             self._score(frames)
 
     def _score(self, frames: list[_Frame]) -> None:
@@ -211,7 +260,10 @@ class InferenceEngine:
             return
         if tiled:
             for frame in fitting:
-                self._score_tiles(frame, scorer, version, threshold)
+                if isinstance(frame.inputs, _TilePart):
+                    self._score_part(frame, frame.inputs)
+                else:
+                    self._score_tiles(frame, scorer, version, threshold)
             return
         try:
             # ORT releases the GIL while it runs, so the event loop keeps accepting frames meanwhile.
@@ -241,6 +293,49 @@ class InferenceEngine:
         tiles = frame.inputs
         try:
             defect, types, maps = scorer.score_batch_with_maps(tiles.inputs)
+        except Exception as error:
+            _settle(frame, error)
+            return
+        self._tiled_verdict(frame, tiles, (defect, types, maps), scorer, version, threshold)
+
+    def _score_part(self, frame: _Frame, part: _TilePart) -> None:
+        """One part of a split tiled frame on the model its first part pinned; the last part done forms the
+        verdict from all of them (in tile order), a failed part fails the frame."""
+        job = part.job
+        with job.lock:
+            if job.failed:
+                return
+            if job.model is None:
+                job.model = self._current
+            scorer, version, threshold = job.model
+        try:
+            result = scorer.score_batch_with_maps(part.inputs)
+        except Exception as error:
+            with job.lock:
+                job.failed = True
+            _settle(frame, error)
+            return
+        with job.lock:
+            job.results[part.index] = result
+            if any(r is None for r in job.results):
+                return
+        results = [r for r in job.results if r is not None]
+        merged_maps = None if any(r[2] is None for r in results) else np.concatenate([r[2] for r in results])
+        merged = (np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]), merged_maps)
+        self._tiled_verdict(frame, job.frame, merged, scorer, version, threshold)
+
+    def _tiled_verdict(
+        self,
+        frame: _Frame,
+        tiles: TiledFrame,
+        scored: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+        scorer: OnnxScorer,
+        version: int,
+        threshold: float,
+    ) -> None:
+        """A tiled frame's verdict from all its tiles' outputs: the maximum tile, the maps stitched."""
+        defect, types, maps = scored
+        try:
             best = int(np.argmax(defect))
             probability = float(defect[best])
             flagged = probability >= threshold
@@ -258,9 +353,11 @@ class InferenceEngine:
         _settle(frame, verdict)
 
 
-def _shape_of(inputs: np.ndarray | TiledFrame, tiled: bool) -> tuple[int, ...] | None:
+def _shape_of(inputs: np.ndarray | TiledFrame | _TilePart, tiled: bool) -> tuple[int, ...] | None:
     """The per-image input shape a queued frame holds (a tiled frame's tile shape), None when a tiled frame meets
     an untiled model or the other way round (the model was swapped since the frame was cut)."""
+    if isinstance(inputs, _TilePart):
+        return tuple(inputs.job.frame.inputs.shape[1:]) if tiled else None
     if isinstance(inputs, TiledFrame):
         return tuple(inputs.inputs.shape[1:]) if tiled else None
     return None if tiled else tuple(inputs.shape)

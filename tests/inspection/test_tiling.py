@@ -67,9 +67,23 @@ def test_preprocess_tiles_gives_each_tile_what_preprocess_gives_its_crop() -> No
     spec = PreprocessSpec(image_size=64, color_mode="gray", tiling=TileGeometry(tile=100, overlap=20))
     tiled = preprocess_tiles(image, spec)
     assert tiled.inputs.shape == (len(tiled.boxes), 3, 64, 64) and (tiled.height, tiled.width) == (200, 260)
-    box = tiled.boxes[-1]
-    crop = np.ascontiguousarray(image[box.y : box.y + box.height, box.x : box.x + box.width])
-    np.testing.assert_array_equal(tiled.inputs[-1], preprocess(crop, spec))
+    for index, box in enumerate(tiled.boxes):
+        crop = np.ascontiguousarray(image[box.y : box.y + box.height, box.x : box.x + box.width])
+        np.testing.assert_array_equal(tiled.inputs[index], preprocess(crop, spec))
+
+
+@pytest.mark.parametrize(("channels", "mode"), [(3, "color"), (3, "gray"), (None, "color")])
+def test_tiles_scaled_together_are_the_numbers_each_crop_gets_alone(channels: int | None, mode: str) -> None:
+    shape = (160, 170) if channels is None else (160, 170, channels)
+    image = np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8)
+    geometry = TileGeometry(tile=64, overlap=8, roi=Box(3, 5, 140, 150))
+    spec = PreprocessSpec(image_size=48, color_mode=mode, tiling=geometry)  # type: ignore[arg-type]
+    tiled = preprocess_tiles(image, spec)
+    expected = np.stack(
+        [preprocess(np.ascontiguousarray(image[b.y : b.y + b.height, b.x : b.x + b.width]), spec) for b in tiled.boxes]
+    )
+    assert tiled.inputs.dtype == np.float32 and tiled.inputs.flags.c_contiguous
+    np.testing.assert_array_equal(tiled.inputs, expected)
 
 
 def test_the_spec_carries_the_geometry_and_an_untiled_spec_keeps_its_old_metadata() -> None:

@@ -15,11 +15,19 @@ import onnx
 import pytest
 import torch
 
-from inspection.preprocessing import PreprocessSpec, preprocess
+from inspection.preprocessing import PreprocessSpec, preprocess, preprocess_tiles
+from inspection.tiling import TileGeometry
 from models.classifier import DefectClassifier
 from models.onnx_export import export_classifier
 from models.onnx_runtime import OnnxScorer
-from serving.engine import EngineClosed, EngineOverloaded, InferenceEngine, Verdict, engine_runners
+from serving.engine import (
+    MIN_TILES_PER_PART,
+    EngineClosed,
+    EngineOverloaded,
+    InferenceEngine,
+    Verdict,
+    engine_runners,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = PreprocessSpec(image_size=64, color_mode="gray")
@@ -306,3 +314,53 @@ def test_runners_default_to_one_per_core_the_sessions_threads_leave() -> None:
     assert engine_runners(0, 0, cores=8) == 1  # ORT takes every core itself
     assert engine_runners(0, 4, cores=2) == 1
     assert engine_runners(3, 1, cores=2) == 3  # as configured
+
+
+def test_a_tiled_frame_split_across_runners_gets_the_verdict_of_one_run(tmp_path: Path) -> None:
+    """Parts of one frame scored by two runners side by side: the same score, type, tile count and stitched map
+    as all the tiles in one run; a part that fails fails its frame, and the engine keeps serving."""
+    torch.manual_seed(0)
+    model = DefectClassifier(num_defect_types=len(DEFECT_TYPES), trainable_stages=1, pretrained=True).eval()
+    spec = PreprocessSpec(image_size=64, color_mode="gray", tiling=TileGeometry(tile=64, overlap=16))
+    metadata = {"model_version": 1, "threshold": 0.0, "defect_types": DEFECT_TYPES}
+    scorer = OnnxScorer(export_classifier(model, spec, tmp_path / "tiled.onnx", metadata), threads=1)
+    image = np.random.default_rng(5).integers(0, 256, (200, 330), dtype=np.uint8)
+    tiles = preprocess_tiles(image, scorer.spec)
+    assert len(tiles.boxes) >= 2 * MIN_TILES_PER_PART
+
+    async def verdict(runners: int, split: bool) -> Verdict:
+        engine = InferenceEngine(scorer, max_batch=2, runners=runners, split_tiles=split)
+        try:
+            return await engine.submit(tiles, want_map=True)
+        finally:
+            await engine.close()
+
+    whole, split = asyncio.run(verdict(1, False)), asyncio.run(verdict(2, True))
+    assert split.batch_size == whole.batch_size == len(tiles.boxes)
+    assert split.defect_probability == pytest.approx(whole.defect_probability, abs=ATOL_BATCHED)
+    assert split.defect_type == whole.defect_type and split.is_defect
+    assert split.anomaly_map is not None and whole.anomaly_map is not None
+    assert split.anomaly_map.shape == whole.anomaly_map.shape == (200, 330)
+    assert np.abs(split.anomaly_map.astype(int) - whole.anomaly_map.astype(int)).max() <= 1
+
+    class FailingSecondPart(SlowScorer):
+        def score_batch_with_maps(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            if len(inputs) < len(tiles.boxes) and np.shares_memory(inputs, tiles.inputs[-1]):
+                raise RuntimeError("part failed")
+            return self.inner.score_batch_with_maps(inputs)
+
+    async def failing() -> tuple[BaseException | None, Verdict]:
+        engine = InferenceEngine(FailingSecondPart(scorer, 0), runners=2)  # type: ignore[arg-type]
+        try:
+            error = None
+            try:
+                await engine.submit(tiles)
+            except RuntimeError as exc:
+                error = exc
+            engine.swap(scorer, 1)
+            return error, await engine.submit(tiles)
+        finally:
+            await engine.close()
+
+    error, after = asyncio.run(failing())
+    assert isinstance(error, RuntimeError) and after.batch_size == len(tiles.boxes)

@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
+import zlib
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 import torch
+import uvicorn
 
 from datasets.layout import scan_dataset
-from datasets.synth_large import generate_large_frame_product
+from datasets.synth_large import generate_large_frame_product, make_large_frame
 from inspection.imaging import read_image
 from inspection.preprocessing import TiledFrame, preprocess_tiles
 from inspection.settings import Settings
+from inspection.storage.api_keys import create_api_key
+from inspection.storage.database import open_database
+from inspection.storage.inspections import InspectionFilter, list_inspections
 from inspection.tiling import TileGeometry, tile_boxes
 from models.artifacts import bundle_path
 from models.onnx_runtime import OnnxScorer, read_onnx_metadata
 from models.registry import resolve_version
+from serving.app import create_app
 from serving.engine import InferenceEngine
 from serving.frames import frame_to_inputs
-from tests.conftest import make_configs_dir
+from tests.conftest import free_port, make_configs_dir, wait_until_started
 from training.export_pipeline import export_product
 from training.kinds import kind_of, load_bundle
 from training.pipeline import train_product
@@ -102,3 +111,63 @@ def test_the_resolved_config_of_the_run_holds_the_tiles(tiled: tuple[Settings, d
     artifacts = resolve_version(settings, PRODUCT, None).artifacts
     found = [json.loads(p.read_text()) for p in Path(settings.home).rglob("resolved_config.json")]
     assert found and found[-1]["tiling"] == {"tile": 128, "overlap": 16}, artifacts
+
+
+def _png_header_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width x height pixels (its pixels are never read)."""
+    png = cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes()
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + png[24:29]
+    return png[:16] + ihdr + zlib.crc32(b"IHDR" + ihdr).to_bytes(4, "big") + png[33:]
+
+
+@pytest.mark.slow
+def test_the_real_server_scores_a_large_frame_in_tiles_and_refuses_a_50_megapixel_header(
+    tiled: tuple[Settings, dict],
+) -> None:
+    """Over HTTP on loopback: a 1024x1024 frame (81 tiles of 128 px) is scored, its row stored and its stitched
+    heatmap served at the frame's size; a header declaring 56 megapixels is answered 413 and writes no row."""
+    settings, _ = tiled
+    export_product(settings, PRODUCT)
+    sessions = open_database(settings.resolved_database_url)
+    keys = {role: create_api_key(sessions, role, f"tiled {role}") for role in ("camera", "qa")}
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until_started(server, thread)
+    frame, _ = make_large_frame(np.random.default_rng(7), 1024, "spot", 12)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, headers={"X-API-Key": keys["camera"]}, timeout=120) as camera:
+            png = {"Content-Type": "image/png"}
+            refused = camera.post(
+                f"/v1/inspect/{PRODUCT}",
+                content=_png_header_declaring(8000, 7000),
+                headers=png,
+                params={"line_id": "huge"},
+            )
+            answer = camera.post(
+                f"/v1/inspect/{PRODUCT}",
+                content=cv2.imencode(".png", frame)[1].tobytes(),
+                headers=png,
+                params={"line_id": "large", "heatmap": "true"},
+            )
+        assert refused.status_code == 413 and "Traceback" not in refused.text
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["heatmap_url"] == f"/v1/inspections/{body['inspection_id']}/heatmap"
+        with httpx.Client(base_url=url, headers={"X-API-Key": keys["qa"]}, timeout=60) as qa:
+            for _ in range(100):  # rows are written behind the answers
+                stored = list_inspections(sessions, InspectionFilter(product=PRODUCT, line_id="large"))[0]
+                if stored:
+                    break
+                time.sleep(0.1)
+            heatmap = qa.get(body["heatmap_url"])
+        assert [row.id for row in stored] == [body["inspection_id"]]
+        assert list_inspections(sessions, InspectionFilter(product=PRODUCT, line_id="huge"))[1] == 0
+        assert heatmap.status_code == 200
+        drawn = cv2.imdecode(np.frombuffer(heatmap.content, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert drawn.shape[:2] == (1024, 1024)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
