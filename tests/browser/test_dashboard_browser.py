@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -290,6 +291,7 @@ def test_audit_estimates_on_the_dashboard_and_the_audit_queue_on_the_review_page
 ) -> None:
     product = live_server.product
     good = sorted((synthetic_source / "good").glob("*.png"))[14:22]
+    posted_from = datetime.now(UTC).isoformat()
     with live_server.client("camera") as camera:
         answers = [
             camera.post(
@@ -364,7 +366,9 @@ def test_audit_estimates_on_the_dashboard_and_the_audit_queue_on_the_review_page
     assert received == sorted(received)  # oldest first
     # The three left unlabelled wait in the queue (behind older picks of the session's other tests, oldest first).
     with live_server.client("qa") as qa:
-        whole = qa.get("/v1/inspections", params={"product": product, "audit": "true", "limit": 500}).json()
+        whole = qa.get(
+            "/v1/inspections", params={"product": product, "audit": "true", "since": posted_from, "limit": 500}
+        ).json()
     assert {a["inspection_id"] for a in answers[5:]} <= {item["id"] for item in whole["items"]}
     assert listed("cards") == [item["id"] for item in look["items"]]
     progress = page.get_by_test_id("audit-progress")
