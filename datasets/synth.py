@@ -199,22 +199,49 @@ def generate_synthetic_product(
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"{root} already exists and is not an empty folder")
 
-    counts = {label: 0 for label in ("good", *types)}
+    return write_product(
+        root,
+        n,
+        seed=seed,
+        defect_fraction=defect_fraction,
+        defect_types=types,
+        draw=lambda rng, label: _make_image(rng, image_size, color, label),
+        stem="part",
+        write=_write_png,
+        on_progress=on_progress,
+    )
+
+
+def write_product(
+    root: Path,
+    n: int,
+    *,
+    seed: int,
+    defect_fraction: float,
+    defect_types: Sequence[str],
+    draw: Callable[[np.random.Generator, str], tuple[np.ndarray, np.ndarray]],
+    stem: str,
+    write: Callable[[Path, np.ndarray], None],
+    on_progress: Callable[[int], None] | None = None,
+) -> SynthSummary:
+    """Write n images drawn by `draw(rng, label)` (image, mask) in the dataset layout under root, which must be
+    absent or empty: built in a hidden sibling and moved into place at the end, so a failure never leaves half a
+    dataset. Image i's label and pixels depend only on (seed, i) and the arguments, never on n."""
+    counts = {label: 0 for label in ("good", *defect_types)}
     root.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a hidden sibling and move it into place at the end, so a failure never leaves half a dataset.
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         for i in range(n):
             # Image i is a defect when the running count round(i * f) steps up: exactly round(n * f) in all,
             # evenly spread, and decided by i alone so a longer run only appends images.
             k = round(i * defect_fraction)
-            label = types[k % len(types)] if round((i + 1) * defect_fraction) > k else "good"
+            label = defect_types[k % len(defect_types)] if round((i + 1) * defect_fraction) > k else "good"
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
-            image, mask = _make_image(rng, image_size, color, label)
-            stem = f"part_{i:05d}"
-            _write_png(staging / label / f"{stem}.png", image)
+            image, mask = draw(rng, label)
+            name = f"{stem}_{i:05d}.png"
+            write(staging / label / name, image)
             if label != "good":
-                _write_png(staging / "masks" / label / f"{stem}.png", mask)
+                write(staging / "masks" / label / name, mask)
             counts[label] += 1
             if on_progress is not None:
                 on_progress(1)

@@ -7,15 +7,13 @@ lighting) so a 2048 px frame renders in a fraction of a second on one core.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from datasets.synth import MASK_MIN_DELTA, SynthSummary
+from datasets.synth import MASK_MIN_DELTA, SynthSummary, write_product
 
 LARGE_DEFECT_TYPES: tuple[str, ...] = ("spot", "scratch", "crack")
 _PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]
@@ -104,29 +102,17 @@ def generate_large_frame_product(
         raise ValueError(f"max_defect_px must lie in [8, size / 8 = {size // 8}], got {max_defect_px}")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"{root} already exists and is not an empty folder")
-    counts = {label: 0 for label in ("good", *LARGE_DEFECT_TYPES)}
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        for i in range(n):
-            k = round(i * defect_fraction)  # as in datasets.synth: decided by i alone, evenly spread
-            label = LARGE_DEFECT_TYPES[k % len(LARGE_DEFECT_TYPES)] if round((i + 1) * defect_fraction) > k else "good"
-            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
-            image, mask = make_large_frame(rng, size, label, max_defect_px)
-            stem = f"frame_{i:05d}"
-            _write(staging / label / f"{stem}.png", image)
-            if label != "good":
-                _write(staging / "masks" / label / f"{stem}.png", mask)
-            counts[label] += 1
-            if on_progress is not None:
-                on_progress(1)
-        if root.exists():
-            root.rmdir()
-        staging.rename(root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return SynthSummary(root=root, counts=counts)
+    return write_product(
+        root,
+        n,
+        seed=seed,
+        defect_fraction=defect_fraction,
+        defect_types=LARGE_DEFECT_TYPES,
+        draw=lambda rng, label: make_large_frame(rng, size, label, max_defect_px),
+        stem="frame",
+        write=_write,
+        on_progress=on_progress,
+    )
 
 
 def _write(path: Path, image: np.ndarray) -> None:
