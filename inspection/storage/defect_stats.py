@@ -17,7 +17,7 @@ from inspection.audit_estimates import AuditCount, audit_estimates
 from inspection.errors import InspectionError
 from inspection.metrics import wilson_interval
 from inspection.spc import p_chart
-from inspection.storage.rollups import grouped_counts as rollup_grouped_counts
+from inspection.storage.rollups import grouped_counts
 from inspection.storage.time_keys import parse_time_key
 
 Bucket = Literal["hour", "shift", "day"]
@@ -113,40 +113,6 @@ def bucket_bounds(hour: datetime, bucket: Bucket, shift_starts: Sequence[int]) -
     return day + timedelta(hours=start_hour), end
 
 
-# What every statistic is computed from: row counts per these columns (and per UTC hour when bucketing).
-GROUP_COLUMNS = (
-    "product",
-    "line_id",
-    "verdict",
-    "defect_type",
-    "feedback_label",
-    "audit_stratum",
-    "audit_probability",
-    "audit_selected",
-)
-
-
-def grouped_counts(
-    sessions: sessionmaker[Session],
-    *,
-    product: str | None,
-    line_id: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    by_hour: bool,
-    per_line: bool = True,
-) -> Sequence[Any]:
-    """Rows with the GROUP_COLUMNS (and `hour` when `by_hour`) and `n_rows`, the inspections that share them
-    (without `per_line`, product and line are None: not grouped by).
-
-    Whole hours are summed from the rollups, so the cost follows the cells shown, not the rows stored; rows are
-    read only for a window's partial first and last hour.
-    """
-    return rollup_grouped_counts(
-        sessions, product=product, line_id=line_id, since=since, until=until, hourly=by_hour, per_line=per_line
-    )
-
-
 def _audit_count(group: Any) -> tuple[int, AuditCount]:
     count = int(group.n_rows)
     audit = AuditCount(
@@ -183,7 +149,7 @@ def compute_stats(
     # lines), and per hour without the line (the buckets). One read per (line, hour) cell made the product's
     # hourly chart fold about 23,000 cells for a week at 20 lines (docs/scale.md); now it is the cells of the
     # lines plus one line's worth per hour.
-    groups = grouped_counts(sessions, product=product, line_id=line_id, since=since, until=until, by_hour=False)
+    groups = grouped_counts(sessions, product=product, line_id=line_id, since=since, until=until)
     totals = _Tally()
     by_product: defaultdict[str, _Tally] = defaultdict(_Tally)
     by_line: defaultdict[str, _Tally] = defaultdict(_Tally)
@@ -194,7 +160,7 @@ def compute_stats(
     by_bucket: defaultdict[tuple[datetime, datetime], _Tally] = defaultdict(_Tally)
     if bucket is not None:
         hours = grouped_counts(
-            sessions, product=product, line_id=line_id, since=since, until=until, by_hour=True, per_line=False
+            sessions, product=product, line_id=line_id, since=since, until=until, hourly=True, per_line=False
         )
         bounds: dict[str, tuple[datetime, datetime]] = {}
         for group in hours:

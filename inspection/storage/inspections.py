@@ -12,26 +12,12 @@ from sqlalchemy import Table, and_, func, insert, literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
-from inspection.storage.rollups import apply_deltas, count_rows, relabel_deltas, rollups_enabled
+from inspection.storage.rollups import ROW_FIELDS, apply_deltas, count_rows, relabel_deltas, rollups_enabled
 from inspection.storage.schema import Inspection
 from inspection.validation import check_text, parse_time
 
 MAX_PAGE_SIZE = 500
 TOTAL_CAP = 1_000  # a list page counts its matches up to here ("1,000+"), and says when there are more
-# What rollup_key reads of a stored row.
-ROLLUP_ROW_FIELDS = (
-    "product",
-    "line_id",
-    "camera_id",
-    "received_at",
-    "verdict",
-    "defect_type",
-    "feedback_label",
-    "audit_stratum",
-    "audit_probability",
-    "audit_selected",
-    "latency_ms",
-)
 # A pass scored at or above this fraction of its threshold is "low confidence": close enough to the line that
 # QA should see it, and worth keeping for retraining. Half the threshold keeps the review queue short on a
 # well-separated product while still catching the near misses.
@@ -245,7 +231,7 @@ def record_feedback(sessions: sessionmaker[Session], inspection_id: str, label: 
         row = session.get(Inspection, inspection_id, with_for_update=True)
         if row is None:
             raise InspectionNotFound(f"no inspection {inspection_id}")
-        moved = relabel_deltas({field: getattr(row, field) for field in ROLLUP_ROW_FIELDS}, row.feedback_label, label)
+        moved = relabel_deltas({field: getattr(row, field) for field in ROW_FIELDS}, row.feedback_label, label)
         if rollups_enabled(sessions):
             apply_deltas(session, moved)  # same transaction as the label: the counts follow it or neither changes
         row.feedback_label = label

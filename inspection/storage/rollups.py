@@ -33,6 +33,20 @@ KEY_COLUMNS: tuple[str, ...] = (
     "audit_probability",
     "audit_selected",
 )
+# What rollup_key reads of a stored inspection row.
+ROW_FIELDS = (
+    "product",
+    "line_id",
+    "camera_id",
+    "received_at",
+    "verdict",
+    "defect_type",
+    "feedback_label",
+    "audit_stratum",
+    "audit_probability",
+    "audit_selected",
+    "latency_ms",
+)
 ROLLUPS = cast(Table, InspectionRollup.__table__)
 INSPECTIONS = cast(Table, Inspection.__table__)
 
