@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,32 +13,18 @@ import pytest
 from sqlalchemy import func, select
 
 from inspection.settings import Settings
-from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from inspection.storage.schema import AuditPolicyRecord
-from tests.serving.test_metrics_mqtt import _serving
+from tests.conftest import LiveServer, serve_on_loopback
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class AuditServer:
-    url: str
-    settings: Settings
-    product: str
-    keys: dict[str, str]
-
-    def client(self, role: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"X-API-Key": self.keys[role]}, timeout=30)
-
-
 @pytest.fixture
-def audit_server(live_server, tmp_path: Path) -> Iterator[AuditServer]:
+def audit_server(live_server, tmp_path: Path) -> Iterator[LiveServer]:
     settings = live_server.settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'audit.db'}"})
-    sessions = open_database(settings.resolved_database_url)
-    keys = {role: create_api_key(sessions, role, f"audit {role}") for role in ("camera", "qa", "manager")}
-    with _serving(settings) as url:
-        yield AuditServer(url, settings, live_server.product, keys)
+    with serve_on_loopback(settings, live_server.product, "audit") as server:
+        yield server
 
 
 def _labelled_frames(settings: Settings, product: str) -> list[tuple[bytes, str]]:
@@ -50,12 +35,12 @@ def _labelled_frames(settings: Settings, product: str) -> list[tuple[bytes, str]
     return [frame for group in itertools.zip_longest(*groups) for frame in group if frame is not None]
 
 
-def _set_rates(server: AuditServer, **body: object) -> httpx.Response:
+def _set_rates(server: LiveServer, **body: object) -> httpx.Response:
     with server.client("qa") as qa:
         return qa.put(f"/v1/products/{server.product}/audit", json=body)
 
 
-def _post(server: AuditServer, frames: list[tuple[bytes, str]], line: str) -> list[tuple[dict, str]]:
+def _post(server: LiveServer, frames: list[tuple[bytes, str]], line: str) -> list[tuple[dict, str]]:
     answers = []
     with server.client("camera") as camera:
         for index, (data, label) in enumerate(frames):
@@ -70,21 +55,21 @@ def _post(server: AuditServer, frames: list[tuple[bytes, str]], line: str) -> li
     return answers
 
 
-def _label(server: AuditServer, answers: list[tuple[dict, str]]) -> None:
+def _label(server: LiveServer, answers: list[tuple[dict, str]]) -> None:
     with server.client("qa") as qa:
         for answer, label in answers:
             response = qa.post(f"/v1/inspections/{answer['inspection_id']}/feedback", json={"label": label})
             assert response.status_code == 200, response.text
 
 
-def _stats(server: AuditServer, line: str) -> dict:
+def _stats(server: LiveServer, line: str) -> dict:
     with server.client("manager") as manager:
         response = manager.get("/v1/stats", params={"product": server.product, "line": line})
     assert response.status_code == 200, response.text
     return response.json()["totals"]
 
 
-def test_qa_sets_the_rates_and_the_server_draws_at_them(audit_server: AuditServer) -> None:
+def test_qa_sets_the_rates_and_the_server_draws_at_them(audit_server: LiveServer) -> None:
     frames = _labelled_frames(audit_server.settings, audit_server.product)[:6]
     assert _set_rates(audit_server, pass_rate=1.0, defect_rate=1.0, reason="audit everything").status_code == 200
     everything = _post(audit_server, frames, "line-all")
@@ -125,7 +110,7 @@ def test_impossible_rates_are_refused_and_nothing_is_recorded(audit_server, body
         assert session.scalar(select(func.count()).select_from(AuditPolicyRecord)) == 0
 
 
-def test_only_qa_sets_rates_and_only_for_a_known_product(audit_server: AuditServer) -> None:
+def test_only_qa_sets_rates_and_only_for_a_known_product(audit_server: LiveServer) -> None:
     for role in ("camera", "manager"):
         with audit_server.client(role) as client:
             answer = client.put(f"/v1/products/{audit_server.product}/audit", json={"pass_rate": 0.1, "reason": "x"})
@@ -134,7 +119,7 @@ def test_only_qa_sets_rates_and_only_for_a_known_product(audit_server: AuditServ
         assert qa.put("/v1/products/no-such-product/audit", json={"pass_rate": 0.1, "reason": "x"}).status_code == 404
 
 
-def test_labels_outside_the_audit_move_the_qa_block_and_not_the_estimates(audit_server: AuditServer) -> None:
+def test_labels_outside_the_audit_move_the_qa_block_and_not_the_estimates(audit_server: LiveServer) -> None:
     frames = _labelled_frames(audit_server.settings, audit_server.product)[:40]
     assert _set_rates(audit_server, pass_rate=0.3, defect_rate=1.0, reason="test").status_code == 200
     answers = _post(audit_server, frames, "line-fixed")
@@ -155,11 +140,10 @@ def test_labels_outside_the_audit_move_the_qa_block_and_not_the_estimates(audit_
     assert more["audit"] == audited["audit"]
 
 
-def test_replicas_on_one_database_draw_independently(audit_server: AuditServer) -> None:
+def test_replicas_on_one_database_draw_independently(audit_server: LiveServer) -> None:
     frames = _labelled_frames(audit_server.settings, audit_server.product)[:40]
     assert _set_rates(audit_server, pass_rate=0.5, defect_rate=0.5, reason="test").status_code == 200
-    with _serving(audit_server.settings) as second_url:
-        second = AuditServer(second_url, audit_server.settings, audit_server.product, audit_server.keys)
+    with serve_on_loopback(audit_server.settings, audit_server.product, "second") as second:
         first_answers = _post(audit_server, frames, "line-replicas")
         second_answers = _post(second, frames, "line-replicas")
     first_draws = [answer["audit"] for answer, _ in first_answers]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -14,24 +13,21 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 
 from datasets.layout import scan_dataset
 from datasets.synth_large import generate_large_frame_product, make_large_frame
 from inspection.imaging import read_image
 from inspection.preprocessing import TiledFrame, preprocess_tiles
 from inspection.settings import Settings
-from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
 from inspection.storage.inspections import InspectionFilter, list_inspections
 from inspection.tiling import TileGeometry, tile_boxes
 from models.artifacts import bundle_path
 from models.onnx_runtime import OnnxScorer, read_onnx_metadata
 from models.registry import resolve_version
-from serving.app import create_app
 from serving.engine import InferenceEngine
 from serving.frames import frame_to_inputs
-from tests.conftest import free_port, make_configs_dir, wait_until_started
+from tests.conftest import make_configs_dir, serve_on_loopback
 from training.export_pipeline import export_product
 from training.kinds import kind_of, load_bundle
 from training.pipeline import train_product
@@ -129,16 +125,9 @@ def test_the_real_server_scores_a_large_frame_in_tiles_and_refuses_a_50_megapixe
     settings, _ = tiled
     export_product(settings, PRODUCT)
     sessions = open_database(settings.resolved_database_url)
-    keys = {role: create_api_key(sessions, role, f"tiled {role}") for role in ("camera", "qa")}
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until_started(server, thread)
     frame, _ = make_large_frame(np.random.default_rng(7), 1024, "spot", 12)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, headers={"X-API-Key": keys["camera"]}, timeout=120) as camera:
+    with serve_on_loopback(settings, PRODUCT, "tiled") as server:
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": server.keys["camera"]}, timeout=120) as camera:
             png = {"Content-Type": "image/png"}
             refused = camera.post(
                 f"/v1/inspect/{PRODUCT}",
@@ -156,7 +145,7 @@ def test_the_real_server_scores_a_large_frame_in_tiles_and_refuses_a_50_megapixe
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert body["heatmap_url"] == f"/v1/inspections/{body['inspection_id']}/heatmap"
-        with httpx.Client(base_url=url, headers={"X-API-Key": keys["qa"]}, timeout=60) as qa:
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": server.keys["qa"]}, timeout=60) as qa:
             for _ in range(100):  # rows are written behind the answers
                 stored = list_inspections(sessions, InspectionFilter(product=PRODUCT, line_id="large"))[0]
                 if stored:
@@ -168,6 +157,3 @@ def test_the_real_server_scores_a_large_frame_in_tiles_and_refuses_a_50_megapixe
         assert heatmap.status_code == 200
         drawn = cv2.imdecode(np.frombuffer(heatmap.content, np.uint8), cv2.IMREAD_UNCHANGED)
         assert drawn.shape[:2] == (1024, 1024)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
