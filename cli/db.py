@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -59,6 +59,7 @@ def db_rollups_cmd(
     """
     from inspection.progress import progress_task
     from inspection.storage.database import open_database
+    from inspection.storage.minute_counts import KEEP_DAYS, minute_differences, rebuild_minute_counts
     from inspection.storage.retention import rebuild_start
     from inspection.storage.rollups import rebuild_rollups, recount_differences
 
@@ -76,13 +77,19 @@ def db_rollups_cmd(
             with progress_task("rebuilding rollups (days)") as advance:
                 cells = rebuild_rollups(sessions, since=start, until=end, on_step=lambda *_: advance(1))
             console.print(f"rollups rebuilt: {cells} cells")
+            minutes = rebuild_minute_counts(sessions)
+            console.print(f"throughput minutes of the last {KEEP_DAYS} days recounted: {minutes} cells")
         if check:
             differences = recount_differences(sessions, since=rebuild_start(sessions))
             for key, rolled, recounted in differences[:20]:
                 console.print(f"differs: {key}: rollups {rolled}, rows {recounted}")
-            if differences:
+            # The minute counts of the last day (older ones are pruned by age, whatever the rows).
+            minute_gaps = minute_differences(sessions, since=datetime.now(UTC) - timedelta(days=KEEP_DAYS - 1))
+            for minute_key, kept, recounted in minute_gaps[:20]:
+                console.print(f"differs: minute {minute_key}: counts {kept}, rows {recounted}")
+            if differences or minute_gaps:
                 raise typer.Exit(1)
-            console.print("rollups equal a recount from the rows")
+            console.print("rollups and minute counts equal a recount from the rows")
     finally:
         sessions.kw["bind"].dispose()
 

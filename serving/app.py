@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.settings import Settings
 from inspection.storage.database import make_engine, open_database, session_factory
+from inspection.storage.minute_counts import prune_minute_counts
 from inspection.storage.partitions import ensure_partitions
 from inspection.storage.rollups import without_rollups
 from serving.archive_check import check_archive_until_ok
@@ -40,18 +41,29 @@ from serving.state import ServingState
 SHADOW_STOP_GRACE_S = 10.0  # beyond the delay budget: one batch still being scored and written
 
 
-PARTITION_CHECK_S = 3600.0
+STORAGE_UPKEEP_S = 3600.0
 
 
-async def keep_partitions_ahead(sessions: sessionmaker[Session]) -> None:
-    """PostgreSQL: keep the coming days' `inspections` partitions created, at start and every hour
-    (inspection.storage.partitions); a failed try is logged and retried, rows meanwhile land in the default one."""
+async def keep_storage_tidy(sessions: sessionmaker[Session]) -> None:
+    """At start and every hour: PostgreSQL's coming days' `inspections` partitions created
+    (inspection.storage.partitions; rows meanwhile land in the default one), and the throughput chart's minute
+    counts older than their two days deleted (inspection.storage.minute_counts). A failed try is logged and retried."""
+    log = logging.getLogger(__name__)
     while True:
         try:
             await asyncio.to_thread(ensure_partitions, sessions.kw["bind"])
         except Exception:
-            logging.getLogger(__name__).exception("creating the coming days' partitions failed")
-        await asyncio.sleep(PARTITION_CHECK_S)
+            log.exception("creating the coming days' partitions failed")
+        try:
+            await asyncio.to_thread(_prune_minutes, sessions)
+        except Exception:
+            log.exception("pruning the old minute counts failed")
+        await asyncio.sleep(STORAGE_UPKEEP_S)
+
+
+def _prune_minutes(sessions: sessionmaker[Session]) -> None:
+    with sessions.kw["bind"].begin() as connection:
+        prune_minute_counts(connection)
 
 
 def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
@@ -75,9 +87,9 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         watcher = asyncio.create_task(watch_champions(state, settings.model_poll_seconds))
         archive_checker = asyncio.create_task(check_archive_until_ok(state, settings.model_poll_seconds))
         orphan_sweeper = asyncio.create_task(sweep_orphans_forever(state))
-        partition_keeper = asyncio.create_task(keep_partitions_ahead(sessions))
+        storage_upkeep = asyncio.create_task(keep_storage_tidy(sessions))
         yield
-        partition_keeper.cancel()
+        storage_upkeep.cancel()
         orphan_sweeper.cancel()
         archive_checker.cancel()
         watcher.cancel()

@@ -12,6 +12,7 @@ from sqlalchemy import Table, and_, func, insert, literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.errors import InspectionError
+from inspection.storage.minute_counts import apply_minute_deltas, count_minutes
 from inspection.storage.rollups import ROW_FIELDS, apply_deltas, count_rows, relabel_deltas, rollups_enabled
 from inspection.storage.schema import Inspection
 from inspection.validation import check_text, parse_time
@@ -79,6 +80,7 @@ def add_inspections(sessions: sessionmaker[Session], rows: list[dict[str, Any]])
         if rollups_enabled(sessions):
             # Same transaction: a row is never stored without being counted, nor counted without being stored.
             apply_deltas(connection, count_rows(rows))
+            apply_minute_deltas(connection, count_minutes(rows))
 
 
 def get_inspection(sessions: sessionmaker[Session], inspection_id: str) -> Inspection:

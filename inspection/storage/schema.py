@@ -160,6 +160,21 @@ class InspectionRollup(Base):
     )
 
 
+class InspectionMinuteCount(Base):
+    """How many inspections one product's line answered in one UTC minute, and their summed latency: the
+    throughput chart's cells, kept for two days (inspection.storage.minute_counts)."""
+
+    __tablename__ = "inspection_minute_counts"
+
+    product: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" for frames without a line
+    minute: Mapped[str] = mapped_column(String(16), primary_key=True)  # UTC "YYYY-MM-DDTHH:MM", as time_key writes
+    n: Mapped[int] = mapped_column(Integer)
+    latency_ms_sum: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_inspection_minute_counts_minute", "minute"),)
+
+
 class RetentionRun(Base):
     """One retention run over one product: the cutoffs it applied and what it removed.
 

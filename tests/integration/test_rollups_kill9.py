@@ -1,5 +1,6 @@
 """A real server killed with SIGKILL under concurrent load (frames and late QA feedback): every row that reached
-the database is counted in the rollups and nothing else is, since rows and their counts share one transaction."""
+the database is counted in the rollups (and the minute counts) and nothing else is, since rows and their counts
+share one transaction."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ from benchmarks.server_load import free_port, kill_process_group, start_process
 from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
+from inspection.storage.minute_counts import minute_differences
 from inspection.storage.rollups import ROLLUPS, recount_differences
 from inspection.storage.schema import Inspection
 from tests.serving.test_server import _frame
@@ -113,3 +116,4 @@ def test_sigkill_under_load_leaves_rollups_equal_to_a_recount(
     assert labelled > 0
     assert counted == stored
     assert recount_differences(sessions) == []
+    assert minute_differences(sessions, since=datetime.now(UTC) - timedelta(hours=1)) == []

@@ -291,6 +291,8 @@ async function loadThroughput() {
       labels: minutes.map((m) => new Date(m.start).toLocaleTimeString([], CLOCK)),
       datasets: [
         { type: "bar", label: "frames/s", data: minutes.map((m) => m.fps), backgroundColor: COLORS.green, yAxisID: "y", order: 2 },
+        // Every minute has its mean (from the minute counts); only the newest frames' minutes have percentiles.
+        { type: "line", label: "mean latency", data: minutes.map((m) => m.latency_mean_ms), borderColor: COLORS.grey, backgroundColor: COLORS.grey, borderDash: [4, 3], pointRadius: 0, yAxisID: "y1", order: 1, spanGaps: true },
         { type: "line", label: "p50 latency", data: minutes.map((m) => m.latency_p50_ms), borderColor: COLORS.blue, backgroundColor: COLORS.blue, pointRadius: 2, yAxisID: "y1", order: 1, spanGaps: true },
         { type: "line", label: "p95 latency", data: minutes.map((m) => m.latency_p95_ms), borderColor: COLORS.amber, backgroundColor: COLORS.amber, pointRadius: 2, yAxisID: "y1", order: 1, spanGaps: true },
       ],
