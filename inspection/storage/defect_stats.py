@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from inspection.audit_estimates import AuditCount, audit_estimates
+from inspection.audit_estimates import BUCKET_DRAWS, DRAWS, AuditCount, audit_estimates
 from inspection.errors import InspectionError
 from inspection.metrics import wilson_interval
 from inspection.spc import p_chart
@@ -59,8 +59,8 @@ class _Tally:
             self.defects_reviewed += count
             self.defects_missed += count if verdict == "pass" else 0
 
-    def block(self) -> dict[str, Any]:
-        """The JSON-ready summary of this group."""
+    def block(self, draws: int = DRAWS) -> dict[str, Any]:
+        """The JSON-ready summary of this group (its audit interval simulated with `draws` draws)."""
         warnings = []
         if self.defects_reviewed < MIN_TRUSTED_N:
             warnings.append(f"only {self.defects_reviewed} QA-checked defective frames: too few to trust the miss rate")
@@ -73,7 +73,7 @@ class _Tally:
             "n_defect": self.n_defect,
             "defect_rate": self.n_defect / self.n if self.n else None,
             "per_type": dict(sorted(self.per_type.items(), key=lambda item: (-item[1], item[0]))),
-            "audit": audit_estimates(self.audit),
+            "audit": audit_estimates(self.audit, draws=draws),
             "qa": {
                 "scope": QA_SCOPE,
                 "n_reviewed": self.n_reviewed,
@@ -190,7 +190,7 @@ def compute_stats(
             {
                 "start": start.isoformat(),
                 "end": end.isoformat(),
-                **by_bucket[start, end].block(),
+                **by_bucket[start, end].block(draws=BUCKET_DRAWS),
                 "control": None if control is None else asdict(control),
             }
             for (start, end), control in zip(ordered, limits, strict=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from inspection.audit import AuditPolicy, PassBand, band_stratum
-from inspection.audit_estimates import AuditCount, audit_estimates
+from inspection.audit_estimates import BUCKET_DRAWS, AuditCount, audit_estimates
 from inspection.metrics import wilson_interval
 
 N_FRAMES = 20_000
@@ -81,14 +81,14 @@ def _simulate(line: Line, rng: np.random.Generator) -> tuple[list[AuditCount], d
     return audit, truth, convenience
 
 
-def _coverage(line: Line, seed: int) -> dict[str, dict[str, float]]:
+def _coverage(line: Line, seed: int, draws: int = 2000) -> dict[str, dict[str, float]]:
     rng = np.random.default_rng(seed)
     hits: Counter[str] = Counter()
     errors: dict[str, list[float]] = {"miss_rate": [], "false_detection_rate": []}
     convenience_hits: Counter[str] = Counter()
     for _ in range(REPETITIONS):
         counts, truth, convenience = _simulate(line, rng)
-        block = audit_estimates(counts, draws=2000)
+        block = audit_estimates(counts, draws=draws)
         for name, true in truth.items():
             low, high = block[name]["ci95"]
             hits[name] += low <= true <= high
@@ -121,9 +121,10 @@ LINES = {
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("draws", [BUCKET_DRAWS, 2000], ids=["chart-bucket-draws", "2000-draws"])
 @pytest.mark.parametrize("name", list(LINES))
-def test_audit_intervals_cover_the_true_rates_and_the_convenience_figure_does_not(name: str) -> None:
-    result = _coverage(LINES[name], seed=sum(map(ord, name)))
+def test_audit_intervals_cover_the_true_rates_and_the_convenience_figure_does_not(name: str, draws: int) -> None:
+    result = _coverage(LINES[name], seed=sum(map(ord, name)), draws=draws)
     for rate, figures in result.items():
         assert figures["coverage"] >= 0.93, (name, rate, figures)
         assert abs(figures["bias"]) < 0.01, (name, rate, figures)
