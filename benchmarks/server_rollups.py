@@ -4,7 +4,8 @@ The same `inspection serve` on the same home, frames and lean client (benchmarks
 alternately with rollups kept (the default) and with `INSPECTION_ROLLUP_UPKEEP=false` (the measurement-only
 switch, Settings.rollup_upkeep), `--rounds` times each, order swapped every round so drift within a round hits
 both. The figure is the ratio of the mean frames/s; the CPU the row writer spent per frame is reported beside it.
-Rows the "off" rounds stored are not in the rollups: the bench recounts them afterwards (`rebuild_rollups`).
+"On" keeps the hourly rollups and the throughput chart's minute counts, "off" neither. Rows the "off" rounds stored
+are not counted: the bench recounts them afterwards (`rebuild_rollups`, `rebuild_minute_counts`).
 
     python -m benchmarks.server_rollups --home /path/to/copied/elpv-home --rounds 3
 """
@@ -12,6 +13,7 @@ Rows the "off" rounds stored are not in the rollups: the bench recounts them aft
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +24,12 @@ from benchmarks.server_load import SATURATION_CLIENTS, camera_frames
 from inspection.settings import Settings
 from inspection.storage.api_keys import create_api_key
 from inspection.storage.database import open_database
+from inspection.storage.minute_counts import minute_differences, rebuild_minute_counts
 from inspection.storage.retention import rebuild_start
 from inspection.storage.rollups import rebuild_rollups, recount_differences
 
 REPO = Path(__file__).resolve().parents[1]
+DAY = timedelta(days=1)
 
 
 def server_rollups_vs_off(
@@ -69,7 +73,9 @@ def server_rollups_vs_off(
     # The "off" rounds stored rows without counting them: recount, so the home's statistics stay right.
     since = rebuild_start(sessions)
     rebuild_rollups(sessions, since=since)
+    rebuild_minute_counts(sessions)
     result["rollup_differences_after_rebuild"] = float(len(recount_differences(sessions, since)))
+    result["minute_differences_after_rebuild"] = float(len(minute_differences(sessions, datetime.now(UTC) - DAY)))
     return result
 
 

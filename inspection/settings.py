@@ -50,9 +50,9 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(default=5.0, gt=0, description="How often replicas check for promotions.")
     rollup_upkeep: bool = Field(
         default=True,
-        description="Keep the hourly rollups in the rows' transaction. For measurement only (the baseline of the "
-        "`server_rollups_vs_off` bench): a server with it off stores rows the statistics never count, until "
-        "`inspection db rollups --rebuild` recounts them.",
+        description="Keep the hourly rollups and the minute counts in the rows' transaction. For measurement only "
+        "(the baseline of the `server_rollups_vs_off` bench): a server with it off stores rows the statistics "
+        "never count, until `inspection db rollups --rebuild` recounts them.",
     )
     archive_pass_fraction: float = Field(default=0.02, ge=0, le=1, description="Share of passes archived.")
     mqtt_url: str | None = Field(default=None, description="Broker for reject messages (mqtt://host:1883); None: off.")
