@@ -5,6 +5,10 @@ Every statistic is a sum over these counts, so its cost follows the number of (h
 not the number of rows stored. The key is everything the live rates, the audit estimates, the p-chart, the Pareto
 and the per-line charts group by. Not the camera: with it, 10M rows over 30 days made about one cell per seven
 rows (docs/scale.md); a per-camera chart would get a table of its own.
+
+The same cells summed per UTC day (a second table, kept in the same transactions) serve what a statistic reads in
+whole days: a month is 30 cells per group instead of 720, and the cells an hour holds grow with the line's rate
+(more label and type combinations fill) until every combination is there.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from sqlalchemy import ColumnElement, Connection, Table, delete, func, insert, n
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from inspection.storage.schema import Inspection, InspectionRollup
-from inspection.storage.time_keys import dialect_time_key, format_time_key, parse_time_key
+from inspection.storage.schema import Inspection, InspectionDailyRollup, InspectionRollup
+from inspection.storage.time_keys import TimeUnit, dialect_time_key, format_time_key, parse_time_key
 
 ROLLUP_NONE = ""  # a NULL line, defect type, label or stratum, in a key column that cannot hold NULL
 NO_PROBABILITY = -1.0  # a NULL audit probability (a row answered before audit sampling existed)
@@ -48,6 +52,9 @@ ROW_FIELDS = (
     "latency_ms",
 )
 ROLLUPS = cast(Table, InspectionRollup.__table__)
+DAILY = cast(Table, InspectionDailyRollup.__table__)
+HOUR_AT = KEY_COLUMNS.index("hour")
+DAY_KEY_COLUMNS = tuple("day" if name == "hour" else name for name in KEY_COLUMNS)
 INSPECTIONS = cast(Table, Inspection.__table__)
 
 ROLLUPS_OFF = "rollups_off"
@@ -93,37 +100,49 @@ def count_rows(rows: Iterable[Mapping[str, Any]]) -> Deltas:
 
 
 def apply_deltas(connection: Connection | Session, deltas: Deltas) -> None:
-    """Add the deltas to their cells in one upsert, inside the caller's transaction.
+    """Add the deltas to their hour cells, and their sums to the day cells, in one upsert each, inside the caller's
+    transaction.
 
     Cells are written in key order, so two transactions touching the same cells lock them in the same order
     and never deadlock each other on PostgreSQL.
     """
     if not deltas:
         return
-    values = [
-        {**dict(zip(KEY_COLUMNS, key, strict=True)), "n": n, "latency_ms_sum": latency}
-        for key, (n, latency) in sorted(deltas.items())
-    ]
     dialect = connection.get_bind().dialect.name if isinstance(connection, Session) else connection.dialect.name
-    statement = _UPSERTS.get(dialect)
-    if statement is None:
-        statement = _UPSERTS[dialect] = _upsert(dialect)
-    connection.execute(statement, values)
+    for table, columns, cells in ((ROLLUPS, KEY_COLUMNS, deltas), (DAILY, DAY_KEY_COLUMNS, day_deltas(deltas))):
+        values = [
+            {**dict(zip(columns, key, strict=True)), "n": n, "latency_ms_sum": latency}
+            for key, (n, latency) in sorted(cells.items())
+        ]
+        statement = _UPSERTS.get((dialect, table.name))
+        if statement is None:
+            statement = _UPSERTS[dialect, table.name] = _upsert(dialect, table, columns)
+        connection.execute(statement, values)
 
 
-# One upsert construct per dialect, built once: building it and its cache key on every group commit cost about
-# as much as the insert of the rows themselves in groups of 16.
-_UPSERTS: dict[str, Any] = {}
+def day_deltas(deltas: Deltas) -> Deltas:
+    """The hour cells' deltas summed per day cell (the hour key "YYYY-MM-DDTHH" cut to its day)."""
+    days: Deltas = {}
+    for key, (n, latency) in deltas.items():
+        day_key = (*key[:HOUR_AT], key[HOUR_AT][:10], *key[HOUR_AT + 1 :])
+        old_n, old_latency = days.get(day_key, (0, 0.0))
+        days[day_key] = (old_n + n, old_latency + latency)
+    return days
 
 
-def _upsert(dialect: str) -> Any:
+# One upsert construct per dialect and table, built once: building it and its cache key on every group commit
+# cost about as much as the insert of the rows themselves in groups of 16.
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert(dialect: str, table: Table, columns: tuple[str, ...]) -> Any:
     module: Any = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(ROLLUPS)
+    statement = module.insert(table)
     return statement.on_conflict_do_update(
-        index_elements=list(KEY_COLUMNS),
+        index_elements=list(columns),
         set_={
-            "n": ROLLUPS.c.n + statement.excluded.n,
-            "latency_ms_sum": ROLLUPS.c.latency_ms_sum + statement.excluded.latency_ms_sum,
+            "n": table.c.n + statement.excluded.n,
+            "latency_ms_sum": table.c.latency_ms_sum + statement.excluded.latency_ms_sum,
         },
     )
 
@@ -172,14 +191,39 @@ def row_hours(connection: Connection) -> tuple[datetime, datetime] | None:
 
 
 def rebuild_range(connection: Connection, start: datetime, end: datetime) -> int:
-    """Recount the rollups of the UTC hours in [start, end) from the rows, in the caller's transaction; returns
-    the number of cells written. Rows outside the range are not read, so a rebuild goes in bounded steps."""
+    """Recount the rollups of the UTC hours in [start, end) from the rows, in the caller's transaction, then the
+    day cells of the days they touch from the hour cells; returns the number of hour cells written. Rows outside
+    the range are not read, so a rebuild goes in bounded steps."""
     dialect = connection.dialect.name
     first, last = format_time_key(start, "hour"), format_time_key(end, "hour")
     connection.execute(delete(ROLLUPS).where(ROLLUPS.c.hour >= first, ROLLUPS.c.hour < last))
     source = _grouped_source(dialect, [INSPECTIONS.c.received_at >= start, INSPECTIONS.c.received_at < end])
     result = connection.execute(insert(ROLLUPS).from_select([*KEY_COLUMNS, "n", "latency_ms_sum"], source))
+    refresh_days(connection, start, end - timedelta(microseconds=1))
     return max(int(result.rowcount or 0), 0)
+
+
+def _day_of_hour() -> ColumnElement[str]:
+    return func.substr(ROLLUPS.c.hour, 1, 10)
+
+
+def refresh_days(connection: Connection, first: datetime, last: datetime) -> None:
+    """Rewrite the day cells of the UTC days from `first`'s to `last`'s (inclusive) as sums of their hour cells."""
+    first_day, after_last = _day_floor(first), _day_floor(last) + timedelta(days=1)
+    connection.execute(
+        delete(DAILY).where(
+            DAILY.c.day >= format_time_key(first_day, "day"), DAILY.c.day < format_time_key(after_last, "day")
+        )
+    )
+    keys = [_day_of_hour() if name == "hour" else ROLLUPS.c[name] for name in KEY_COLUMNS]
+    source = (
+        select(*keys, func.sum(ROLLUPS.c.n), func.sum(ROLLUPS.c.latency_ms_sum))
+        .where(
+            ROLLUPS.c.hour >= format_time_key(first_day, "hour"), ROLLUPS.c.hour < format_time_key(after_last, "hour")
+        )
+        .group_by(*keys)
+    )
+    connection.execute(insert(DAILY).from_select([*DAY_KEY_COLUMNS, "n", "latency_ms_sum"], source))
 
 
 def rebuild_rollups(
@@ -218,6 +262,7 @@ def recount_differences(
     sessions: sessionmaker[Session], since: datetime | None = None
 ) -> list[tuple[RollupKey, int, int]]:
     """Cells where the rollups and a recount from the rows disagree: (key, rolled up, recounted); [] when equal.
+    Day cells are compared with the sum of their hour cells (their key holds the day where the hour was).
 
     `since` (an hour start) leaves out the hours before it: those retention pruned, whose rollups outlive the rows.
     """
@@ -235,27 +280,54 @@ def recount_differences(
                 select(*(ROLLUPS.c[name] for name in KEY_COLUMNS), ROLLUPS.c.n).where(*cell_terms)
             )
         }
-    keys = {key for key, n in recount.items() if n} | {key for key, n in rolled.items() if n}
-    return sorted(
-        ((key, rolled.get(key, 0), recount.get(key, 0)) for key in keys if rolled.get(key, 0) != recount.get(key, 0)),
-        key=repr,
-    )
+        # The day cells against the hour cells they sum (both outlive the rows, so every day is compared).
+        day_terms = [] if since is None else [DAILY.c.day >= format_time_key(since, "day")]
+        hour_terms = [] if since is None else [ROLLUPS.c.hour >= format_time_key(_day_floor(since), "hour")]
+        hour_keys = [_day_of_hour() if name == "hour" else ROLLUPS.c[name] for name in KEY_COLUMNS]
+        summed = {
+            tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
+            for row in connection.execute(
+                select(*hour_keys, func.sum(ROLLUPS.c.n)).where(*hour_terms).group_by(*hour_keys)
+            )
+        }
+        days = {
+            tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
+            for row in connection.execute(
+                select(*(DAILY.c[name] for name in DAY_KEY_COLUMNS), DAILY.c.n).where(*day_terms)
+            )
+        }
+    return sorted(_differing(rolled, recount) + _differing(days, summed), key=repr)
+
+
+def _differing(kept: dict[RollupKey, int], counted: dict[RollupKey, int]) -> list[tuple[RollupKey, int, int]]:
+    keys = {key for key, n in counted.items() if n} | {key for key, n in kept.items() if n}
+    return [(key, kept.get(key, 0), counted.get(key, 0)) for key in keys if kept.get(key, 0) != counted.get(key, 0)]
 
 
 def rollup_conditions(
-    product: str | None, line_id: str | None, first_hour: str | None, end_hour: str | None
+    product: str | None, line_id: str | None, first_key: str | None, end_key: str | None, table: Table = ROLLUPS
 ) -> list[ColumnElement[bool]]:
-    """WHERE terms on the rollup table: a product, a line, whole UTC hours in [first_hour, end_hour)."""
+    """WHERE terms on a rollup table: a product, a line, its whole UTC hours (or days) in [first_key, end_key)."""
+    time_column = table.c.day if table is DAILY else table.c.hour
     conditions: list[ColumnElement[bool]] = []
     if product is not None:
-        conditions.append(ROLLUPS.c.product == product)
+        conditions.append(table.c.product == product)
     if line_id is not None:
-        conditions.append(ROLLUPS.c.line_id == line_id)
-    if first_hour is not None:
-        conditions.append(ROLLUPS.c.hour >= first_hour)
-    if end_hour is not None:
-        conditions.append(ROLLUPS.c.hour < end_hour)
+        conditions.append(table.c.line_id == line_id)
+    if first_key is not None:
+        conditions.append(time_column >= first_key)
+    if end_key is not None:
+        conditions.append(time_column < end_key)
     return conditions
+
+
+def _day_floor(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day_ceil(moment: datetime) -> datetime:
+    floor = _day_floor(moment)
+    return floor if floor == moment else floor + timedelta(days=1)
 
 
 def _hour_floor(moment: datetime) -> datetime:
@@ -309,7 +381,8 @@ def grouped_counts(
         whole = True
     queries = []
     if whole:
-        queries.append(_rollup_query(product, line_id, whole_start, whole_end, hourly, per_line))
+        for table, start, end in _whole_spans(whole_start, whole_end, hourly):
+            queries.append(_rollup_query(product, line_id, start, end, hourly, per_line, table))
     for start, end in edges:
         queries.append(_row_query(dialect, product, line_id, start, end, hourly, per_line))
     groups: list[Any] = []
@@ -319,6 +392,25 @@ def grouped_counts(
     return groups
 
 
+def _whole_spans(
+    start: datetime | None, end: datetime | None, hourly: bool
+) -> list[tuple[Table, datetime | None, datetime | None]]:
+    """Whole hours [start, end) (None: unbounded) as the cells to read: the whole days among them from the day
+    cells and the hours before and after those from the hour cells; all hours when the hour itself is wanted."""
+    if hourly:
+        return [(ROLLUPS, start, end)]
+    first_day = _day_ceil(start) if start is not None else None
+    last_day = _day_floor(end) if end is not None else None
+    if first_day is not None and last_day is not None and first_day >= last_day:
+        return [(ROLLUPS, start, end)]  # no whole day inside
+    spans: list[tuple[Table, datetime | None, datetime | None]] = [(DAILY, first_day, last_day)]
+    if start is not None and first_day is not None and start < first_day:
+        spans.append((ROLLUPS, start, first_day))
+    if end is not None and last_day is not None and last_day < end:
+        spans.append((ROLLUPS, last_day, end))
+    return spans
+
+
 def _rollup_query(
     product: str | None,
     line_id: str | None,
@@ -326,25 +418,27 @@ def _rollup_query(
     end: datetime | None,
     hourly: bool,
     per_line: bool = True,
+    table: Table = ROLLUPS,
 ) -> Any:
     keys: list[ColumnElement[Any]] = [
-        ROLLUPS.c.verdict,
-        func.nullif(ROLLUPS.c.defect_type, ROLLUP_NONE).label("defect_type"),
-        func.nullif(ROLLUPS.c.feedback_label, ROLLUP_NONE).label("feedback_label"),
-        func.nullif(ROLLUPS.c.audit_stratum, ROLLUP_NONE).label("audit_stratum"),
-        func.nullif(ROLLUPS.c.audit_probability, NO_PROBABILITY).label("audit_probability"),
-        ROLLUPS.c.audit_selected,
+        table.c.verdict,
+        func.nullif(table.c.defect_type, ROLLUP_NONE).label("defect_type"),
+        func.nullif(table.c.feedback_label, ROLLUP_NONE).label("feedback_label"),
+        func.nullif(table.c.audit_stratum, ROLLUP_NONE).label("audit_stratum"),
+        func.nullif(table.c.audit_probability, NO_PROBABILITY).label("audit_probability"),
+        table.c.audit_selected,
     ]
     if hourly:
-        keys.append(ROLLUPS.c.hour)
+        keys.append(table.c.hour)
     if per_line:
-        keys += [ROLLUPS.c.product, func.nullif(ROLLUPS.c.line_id, ROLLUP_NONE).label("line_id")]
-    first = format_time_key(start, "hour") if start is not None else None
-    last = format_time_key(end, "hour") if end is not None else None
-    n_rows = func.sum(ROLLUPS.c.n)
+        keys += [table.c.product, func.nullif(table.c.line_id, ROLLUP_NONE).label("line_id")]
+    unit: TimeUnit = "day" if table is DAILY else "hour"
+    first = format_time_key(start, unit) if start is not None else None
+    last = format_time_key(end, unit) if end is not None else None
+    n_rows = func.sum(table.c.n)
     return (
         select(*keys, *_no_line(per_line), n_rows.label("n_rows"))
-        .where(*rollup_conditions(product, line_id, first, last))
+        .where(*rollup_conditions(product, line_id, first, last, table))
         .group_by(*keys)
         .having(n_rows > 0)
     )

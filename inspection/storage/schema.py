@@ -157,6 +157,33 @@ class InspectionRollup(Base):
     __table_args__ = (
         Index("ix_inspection_rollups_hour", "hour"),
         Index("ix_inspection_rollups_product_hour", "product", "hour"),
+        Index("ix_inspection_rollups_line_hour", "line_id", "hour"),
+    )
+
+
+class InspectionDailyRollup(Base):
+    """The hourly rollups summed per UTC day (the same key with `day` for `hour`): what a statistic over whole days
+    reads, 24 times fewer cells than the hours. Kept in the same transactions as the hourly cells, and refreshed
+    from them by a rebuild (inspection.storage.rollups)."""
+
+    __tablename__ = "inspection_daily_rollups"
+
+    product: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # UTC "YYYY-MM-DD": the hour key's first 10
+    verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
+    defect_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    feedback_label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    audit_stratum: Mapped[str] = mapped_column(String(32), primary_key=True)
+    audit_probability: Mapped[float] = mapped_column(Float, primary_key=True, autoincrement=False)
+    audit_selected: Mapped[bool] = mapped_column(Boolean, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(Integer)
+    latency_ms_sum: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_inspection_daily_rollups_day", "day"),
+        Index("ix_inspection_daily_rollups_product_day", "product", "day"),
+        Index("ix_inspection_daily_rollups_line_day", "line_id", "day"),
     )
 
 

@@ -1,4 +1,4 @@
-"""Truncating `received_at` to the UTC hour or minute inside SQL, the same way on SQLite and PostgreSQL.
+"""Truncating `received_at` to the UTC day, hour or minute inside SQL, the same way on SQLite and PostgreSQL.
 
 Grouping in the database keeps the rows sent to Python to one per time unit and group, however many frames a
 line sends.
@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.storage.schema import Inspection
 
-TimeUnit = Literal["hour", "minute"]
-_SQLITE_FORMATS = {"hour": "%Y-%m-%dT%H", "minute": "%Y-%m-%dT%H:%M"}
-_POSTGRES_FORMATS = {"hour": 'YYYY-MM-DD"T"HH24', "minute": 'YYYY-MM-DD"T"HH24:MI'}
+TimeUnit = Literal["day", "hour", "minute"]
+_SQLITE_FORMATS = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H", "minute": "%Y-%m-%dT%H:%M"}
+_POSTGRES_FORMATS = {"day": "YYYY-MM-DD", "hour": 'YYYY-MM-DD"T"HH24', "minute": 'YYYY-MM-DD"T"HH24:MI'}
 
 
 def time_key(sessions: sessionmaker[Session], unit: TimeUnit) -> ColumnElement[str]:

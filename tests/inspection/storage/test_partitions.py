@@ -25,7 +25,7 @@ from inspection.storage.partitions import (
     partition_name,
 )
 from inspection.storage.retention import apply_retention
-from inspection.storage.rollups import ROLLUPS, rebuild_rollups, recount_differences, without_rollups
+from inspection.storage.rollups import ROLLUPS, recount_differences, without_rollups
 from inspection.storage.schema import Inspection
 from tests.inspection.storage.test_rollups import synthetic_rows
 
@@ -40,15 +40,13 @@ def test_migration_moves_every_row_into_day_partitions(postgres_url: str) -> Non
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "0006")
+        command.upgrade(config, "0005")
     rows = synthetic_rows(random.Random(5), 700)
     for index, row in enumerate(rows):
         row["received_at"] -= timedelta(days=index % 40)  # 40 days, some before and after midnight UTC
-    # With their rollups, as a server of 0006 wrote them (this version's writer also keeps minute counts, a
-    # table 0006 does not have).
+    # Rows of an older server; 0006 counts their rollups, then 0007 moves them.
     add_inspections(without_rollups(session_factory(engine)), rows)
-    rebuild_rollups(session_factory(engine))
-    upgrade_schema(engine)  # 0007
+    upgrade_schema(engine)
     sessions = session_factory(engine)
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT relkind FROM pg_class WHERE relname = 'inspections'")) == "p"

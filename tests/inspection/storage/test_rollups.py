@@ -158,3 +158,47 @@ def test_keyset_pages_walk_every_row_once_and_the_total_is_capped(sessions, monk
     assert len(seen) == len(set(seen)) == 230
     offset_order = [row.id for row in list_inspection_page(sessions, InspectionFilter(), limit=500).rows]
     assert seen == offset_order
+
+
+def test_statistics_over_whole_days_read_day_cells_and_agree_with_the_hours(sessions, monkeypatch) -> None:
+    from inspection.storage import rollups
+    from inspection.storage.defect_stats import compute_stats
+
+    rng = random.Random(12)
+    rows = synthetic_rows(rng, 600)
+    for index, row in enumerate(rows):
+        row["received_at"] -= timedelta(days=index % 6)  # eight days of rows
+    add_inspections(sessions, rows)
+    for row in rows[:40]:
+        record_feedback(sessions, row["id"], rng.choice(["good", "crack"]), "qa")
+    assert recount_differences(sessions) == []  # hour cells against the rows, day cells against the hours
+    read: list[str] = []
+    original = rollups._rollup_query
+
+    def recording(*args, **kwargs):
+        read.append(kwargs.get("table", args[6] if len(args) > 6 else rollups.ROLLUPS).name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rollups, "_rollup_query", recording)
+    windows = [
+        (None, None),
+        (START - timedelta(days=4, hours=3, minutes=10), START + timedelta(days=1, hours=5, minutes=20)),
+        (START - timedelta(days=3), START + timedelta(days=1)),
+    ]
+    with_days = [compute_stats(sessions, since=since, until=until) for since, until in windows]
+    assert read.count(rollups.DAILY.name) == len(windows)
+    monkeypatch.setattr(rollups, "_whole_spans", lambda start, end, hourly: [(rollups.ROLLUPS, start, end)])
+    for (since, until), stats in zip(windows, with_days, strict=True):
+        assert stats == compute_stats(sessions, since=since, until=until)
+        expected = [
+            r
+            for r in rows
+            if (since is None or since <= r["received_at"]) and (until is None or r["received_at"] < until)
+        ]
+        assert stats["totals"]["n"] == len(expected)
+    # A lost day cell is found by the check and restored by a rebuild of its hours.
+    with sessions.begin() as session:
+        session.execute(delete(rollups.DAILY).where(rollups.DAILY.c.product == "gadget"))
+    assert recount_differences(sessions) != []
+    rebuild_rollups(sessions)
+    assert recount_differences(sessions) == []
