@@ -215,8 +215,9 @@ def _median_ms(call: Callable[[], Any]) -> float:
 
 
 def dashboard_requests(sessions: sessionmaker[Session], now: datetime) -> dict[str, Callable[[], Any]]:
-    """The requests the dashboard and the review page make, by name, as their routes make them."""
-    week = now - timedelta(hours=168)
+    """The requests the dashboard and the review page make, by name, as their routes make them: the dashboard's
+    window starts on the hour 168 hours back and is open at the end (serving/dashboard/static/dashboard.js)."""
+    week = (now - timedelta(hours=168)).replace(minute=0, second=0, microsecond=0)
     product, line = PRODUCTS[0], "line-00"
 
     def list_page(where: InspectionFilter, page: int = 1) -> Callable[[], Any]:
@@ -240,9 +241,9 @@ def dashboard_requests(sessions: sessionmaker[Session], now: datetime) -> dict[s
             ).all()
 
     return {
-        "stats_overall_week": lambda: compute_stats(sessions, since=week, until=now),
+        "stats_overall_week": lambda: compute_stats(sessions, since=week),
         "stats_overall_all": lambda: compute_stats(sessions),
-        "stats_product_week": lambda: compute_stats(sessions, product=product, since=week, until=now),
+        "stats_product_week": lambda: compute_stats(sessions, product=product, since=week),
         "stats_product_hourly": lambda: compute_stats(sessions, product=product, since=week, bucket="hour"),
         "stats_product_shift": lambda: compute_stats(sessions, product=product, since=week, bucket="shift"),
         "stats_line_hourly": lambda: compute_stats(sessions, line_id=line, since=week, bucket="hour"),

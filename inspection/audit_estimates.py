@@ -22,7 +22,7 @@ import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,15 +86,22 @@ def _seed(cells: dict[tuple[str, str, float], _Cell]) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
-def _interval(draws: np.ndarray, estimate: float) -> list[float]:
-    # np.quantile's linear interpolation, from one partial sort (np.quantile itself cost ten times as much on
-    # these small arrays: its overhead, not the sort).
-    positions = np.array([0.025, 0.975]) * (len(draws) - 1)
+@functools.lru_cache(maxsize=8)
+def _quantile_plan(draws: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where np.quantile's linear interpolation reads the 2.5 % and 97.5 % points of `draws` sorted values: the
+    ranks below and above each, the weight of the one above, and the ranks a partial sort must place."""
+    positions = np.array([0.025, 0.975]) * (draws - 1)
     below = np.floor(positions).astype(int)
-    ordered = np.partition(draws, np.unique(np.concatenate([below, np.minimum(below + 1, len(draws) - 1)])))
-    weights = positions - below
-    ends = ordered[below] * (1 - weights) + ordered[np.minimum(below + 1, len(draws) - 1)] * weights
-    low, high = float(ends[0]), float(ends[1])
+    above = np.minimum(below + 1, draws - 1)
+    return below, above, positions - below, np.unique(np.concatenate([below, above]))
+
+
+def _interval(draws: np.ndarray, estimate: float) -> list[float]:
+    # np.quantile's numbers from one partial sort: np.quantile itself cost ten times as much on these small arrays
+    # (its overhead, not the sort), and a chart asks for hundreds of them.
+    below, above, weights, ranks = _quantile_plan(len(draws))
+    ordered = np.partition(draws, ranks)
+    low, high = (ordered[below] * (1 - weights) + ordered[above] * weights).tolist()
     # The point estimate lies inside its interval (with zero escapes the estimate is 0, the bound above is not).
     return [float(min(low, estimate)), float(max(high, estimate))]
 
@@ -122,7 +129,7 @@ def _rate(estimate: float | None, draws: np.ndarray | None) -> dict[str, Any]:
 def audit_estimates(counts: Iterable[AuditCount], draws: int = DRAWS) -> dict[str, Any]:
     """The `audit` block of a group: the three estimates with intervals, the audit's size and backlog, a warning."""
     cells, outside = _cells(counts)
-    key = tuple(sorted((cell_key, astuple(cell)) for cell_key, cell in cells.items()))
+    key = tuple(sorted((cell_key, (c.n, c.selected, c.audited, c.defective)) for cell_key, c in cells.items()))
     return _copied(_estimates_of(key, outside, draws))
 
 

@@ -245,8 +245,14 @@ function fillLineSelect(byLine) {
   select.value = state.line;
 }
 
+function startOfHour(ms) {
+  return new Date(Math.floor(ms / 3_600_000) * 3_600_000).toISOString();
+}
+
 async function loadStats() {
-  const since = state.windowHours ? new Date(Date.now() - Number(state.windowHours) * 3_600_000).toISOString() : "";
+  // From the start of the UTC hour the window reaches back to: the first hourly bucket is a whole hour (not a
+  // sliver with a small n on the p-chart), and the server sums whole hours from its rollups without reading rows.
+  const since = state.windowHours ? startOfHour(Date.now() - Number(state.windowHours) * 3_600_000) : "";
   const panels = ["panel-pchart", "panel-pareto", "panel-lines", "panel-trust", "panel-trend"].map($);
   try {
     const stats = await api(`/v1/stats${query({ product: state.product, line: state.line, since, bucket: state.bucket })}`);
