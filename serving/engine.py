@@ -93,6 +93,11 @@ class _Frame:
 # A tiled frame's tiles are split among the runners (one part each, contiguous) so that one frame keeps every core
 # busy, not only several frames side by side; parts smaller than this are not worth a queue trip.
 MIN_TILES_PER_PART = 8
+# When a tiled frame is split (`split_tiles`): never, always (into a part per runner), or only across the runners
+# the frames already in flight leave idle: one camera's frame gets every core, while frames from several cameras at
+# once go whole, a runner each, and skip the extra queue trips and the wait for a frame's slowest part.
+SPLIT_NEVER, SPLIT_ALWAYS, SPLIT_IDLE_RUNNERS = "never", "always", "idle runners"
+SPLIT_MODES = (SPLIT_NEVER, SPLIT_ALWAYS, SPLIT_IDLE_RUNNERS)
 RUNNER_THREAD_NAME = "engine-runner"  # its name in the OS (top -H), where the scoring's CPU shows
 _STOP = object()  # queued by close(): FIFO puts it behind every accepted frame, so all of them are answered first
 
@@ -122,10 +127,12 @@ class InferenceEngine:
         model_version: int | None = None,
         threshold: float | None = None,
         runners: int = 1,
-        split_tiles: bool = True,
+        split_tiles: str = SPLIT_IDLE_RUNNERS,
     ):
         if max_batch < 1 or queue_size < 1 or max_wait_ms < 0 or runners < 1:
             raise ValueError("max_batch, queue_size and runners must be at least 1 and max_wait_ms non-negative")
+        if split_tiles not in SPLIT_MODES:
+            raise ValueError(f"split_tiles must be one of {', '.join(SPLIT_MODES)}, not {split_tiles!r}")
         # One tuple, replaced whole by swap(): the worker reads model, version and threshold in one step.
         self._current = _servable(scorer, model_version, threshold)
         self._threshold_override = threshold
@@ -136,6 +143,7 @@ class InferenceEngine:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size + runners)
         # The lock makes "closed?", "full?" and "enqueue" one step against close().
         self._accepting, self._closed = threading.Lock(), False
+        self._in_flight = 0  # frames submitted and not yet answered (queued or being scored)
         # Several runners score batches side by side on the one session (ORT allows concurrent runs), each on its
         # own core when the session has one intra-op thread. Daemons: an engine nobody closed must not keep the
         # interpreter alive at exit.
@@ -188,13 +196,20 @@ class InferenceEngine:
                 raise EngineOverloaded(f"inference queue full ({self._queue_size} frames waiting)")
             for item in items:
                 self._queue.put_nowait(item)
-        return await future
+            self._in_flight += 1
+        try:
+            return await future
+        finally:
+            with self._accepting:
+                self._in_flight -= 1
 
     def _parts(self, inputs: np.ndarray | TiledFrame) -> list[np.ndarray | TiledFrame | _TilePart]:
-        """What is queued for one frame: the frame, or a tiled frame's tiles in one contiguous part per runner."""
-        if not isinstance(inputs, TiledFrame) or not self.split_tiles:
+        """What is queued for one frame: the frame, or a tiled frame's tiles in one contiguous part per runner (per
+        runner left idle by the frames in flight, as `split_tiles` says)."""
+        if not isinstance(inputs, TiledFrame) or self.split_tiles == SPLIT_NEVER:
             return [inputs]
-        count = min(self._runners, len(inputs.boxes) // MIN_TILES_PER_PART, self._queue_size)
+        runners = self._runners if self.split_tiles == SPLIT_ALWAYS else self._runners - self._in_flight
+        count = min(runners, len(inputs.boxes) // MIN_TILES_PER_PART, self._queue_size)
         if count < 2:
             return [inputs]
         job = _TiledJob(inputs, count)
