@@ -2,8 +2,10 @@
 
 On the synthetic large-frame product (2048 px gray frames, defects of at most 16 px, masks) the same kind is
 trained twice, resized whole (today's default) and on `tiling: auto`; both are judged per frame on the frozen test
-split. The tiled model is then exported and served in process (JPEG decode, tiling, the engine) on 2448x2048
-frames, against ONNX Runtime alone on the same tile batches. INSPECTION_BENCH_TILING_FRAMES sets the frame count.
+split. The tiled model is then exported and served on 2448x2048 JPEG frames, in process and by the real HTTP
+server under 1 and 2 cameras with each way of splitting a frame's tiles across the runners, every design against
+ONNX Runtime alone on the same tile batches measured right before it. INSPECTION_BENCH_TILING_FRAMES sets the frame
+count.
 """
 
 from __future__ import annotations
