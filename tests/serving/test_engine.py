@@ -23,6 +23,7 @@ from models.onnx_runtime import OnnxScorer
 from serving.engine import (
     MIN_TILES_PER_PART,
     SPLIT_ALWAYS,
+    SPLIT_IDLE_RUNNERS,
     SPLIT_NEVER,
     EngineClosed,
     EngineOverloaded,
@@ -387,7 +388,7 @@ class RecordingScorer(SlowScorer):
         return super().score_batch_with_maps(inputs)
 
 
-def test_by_default_a_tiled_frame_is_split_only_across_the_runners_left_idle(tiled_scorer: OnnxScorer) -> None:
+def test_split_across_idle_runners_splits_only_a_frame_alone_in_flight(tiled_scorer: OnnxScorer) -> None:
     """A frame alone in flight is split across both runners; a frame that arrives while another is in flight goes
     whole to the idle runner; the verdicts are the same either way."""
     image = np.random.default_rng(5).integers(0, 256, (200, 330), dtype=np.uint8)
@@ -396,7 +397,7 @@ def test_by_default_a_tiled_frame_is_split_only_across_the_runners_left_idle(til
     scorer = RecordingScorer(tiled_scorer, delay=0.1)
 
     async def scenario() -> tuple[Verdict, list[Verdict]]:
-        engine = InferenceEngine(scorer, runners=2)  # type: ignore[arg-type]
+        engine = InferenceEngine(scorer, runners=2, split_tiles=SPLIT_IDLE_RUNNERS)  # type: ignore[arg-type]
         try:
             alone = await engine.submit(tiles)
             together = await asyncio.gather(engine.submit(tiles), engine.submit(tiles))
@@ -411,3 +412,24 @@ def test_by_default_a_tiled_frame_is_split_only_across_the_runners_left_idle(til
     for verdict in [alone, *together]:
         assert verdict.batch_size == count
         assert verdict.defect_probability == pytest.approx(alone.defect_probability, abs=ATOL_BATCHED)
+
+
+def test_a_tiled_frame_is_split_across_the_runners_by_default_and_an_unknown_mode_is_refused(
+    tiled_scorer: OnnxScorer,
+) -> None:
+    image = np.random.default_rng(5).integers(0, 256, (200, 330), dtype=np.uint8)
+    tiles = preprocess_tiles(image, tiled_scorer.spec)
+    scorer = RecordingScorer(tiled_scorer, delay=0.0)
+
+    async def scenario() -> None:
+        engine = InferenceEngine(scorer, runners=2)  # type: ignore[arg-type]
+        try:
+            assert engine.split_tiles == SPLIT_ALWAYS
+            await asyncio.gather(engine.submit(tiles), engine.submit(tiles))
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+    assert len(scorer.runs) == 4 and sum(scorer.runs) == 2 * len(tiles.boxes)  # both frames split, in flight together
+    with pytest.raises(ValueError, match="split_tiles"):
+        InferenceEngine(tiled_scorer, split_tiles="sometimes")
