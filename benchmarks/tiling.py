@@ -33,7 +33,7 @@ from inspection.preprocessing import TiledFrame
 from inspection.progress import console
 from inspection.settings import Settings
 from models.onnx_runtime import OnnxScorer
-from serving.engine import SPLIT_ALWAYS, SPLIT_NEVER, InferenceEngine
+from serving.engine import SPLIT_MODES, InferenceEngine
 from serving.frames import frame_size, frame_to_inputs
 from training.export_pipeline import export_product
 from training.pipeline import train_product
@@ -128,13 +128,13 @@ def _http(
     settings: Settings,
     product: str,
     frames: list[bytes],
-    designs: list[tuple[int, str | None]],
+    designs: list[tuple[int, str]],
     between: Callable[[list[int]], None],
     baseline: Callable[[str, list[int]], None],
 ) -> tuple[dict, str]:
     """The real server (its defaults: a single-threaded session, a runner per core) on loopback, each frame posted
-    by `clients` cameras at once; per design (clients, split_tiles, None for the server's default): latencies,
-    seconds, answers stored; and the server's default split.
+    by `clients` cameras at once; per design (clients, split_tiles): latencies, seconds, answers stored; and the
+    server's default split.
     The frames go in ROUNDS slices, every design in each, `between(slice)` first, and `baseline(design, slice)`
     (ORT alone on the same frames) right before each design: the cores are shared and the load drifts, so each
     design is compared with ORT alone measured seconds before it, not minutes."""
@@ -171,8 +171,8 @@ def _http(
             chosen = list(range(round_, len(frames), ROUNDS))
             between(chosen)
             for clients, split in designs:
-                name = _design_name(clients, split or default, split is None)
-                engine.split_tiles = split or default
+                name = _design_name(clients, split, split == default)
+                engine.split_tiles = split
                 line = f"bench-{run_tag}-{name}".replace(" ", "-").replace(",", "")[:60]
                 run = results.setdefault(name, {"latencies": [], "seconds": 0.0, "answered": 0, "stored": 0})
                 part = [frames[i] for i in chosen]
@@ -213,16 +213,9 @@ def _design_name(clients: int, split: str, default: bool) -> str:
     return f"http {cameras}, split {split}" + (" (default)" if default else "")
 
 
-# (cameras posting at once, how a frame's tiles are split across the runners; None: the server's default, which
-# with the line's 2 concurrent cameras is the headline)
-HTTP_DESIGNS: list[tuple[int, str | None]] = [
-    (1, SPLIT_NEVER),
-    (1, SPLIT_ALWAYS),
-    (1, None),
-    (2, SPLIT_NEVER),
-    (2, SPLIT_ALWAYS),
-    (2, None),
-]
+# (cameras posting at once, how a frame's tiles are split across the runners): every mode under 1 and 2 cameras; the
+# server's default mode under the line's 2 concurrent cameras is the headline
+HTTP_DESIGNS = [(clients, split) for clients in (1, 2) for split in SPLIT_MODES]
 HEADLINE_CAMERAS = 2
 
 
