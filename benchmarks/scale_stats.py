@@ -290,6 +290,21 @@ def _keep_end(database: str, size: str, end: datetime) -> None:
         (Path(KEEP) / f"{database}-{size}.end").write_text(end.isoformat())
 
 
+def _fill_and_count(
+    database: str, size: str, now: datetime, sessions: sessionmaker[Session], fill: Callable[[], None]
+) -> None:
+    """Fill the rows, then recount the rollups and minute counts as a bulk load must; say how long each took."""
+    began = time.perf_counter()
+    fill()
+    filled = time.perf_counter()
+    rebuild_rollups(sessions)
+    rebuild_minute_counts(sessions)
+    console.print(
+        f"{database} {size}: filled in {filled - began:.0f} s, rollups rebuilt in {time.perf_counter() - filled:.0f} s"
+    )
+    _keep_end(database, size, now)
+
+
 def measure_postgres(size: str, now: datetime) -> dict[str, float]:
     """Fill a fresh PostgreSQL database with SIZES[size] rows, time every request, measure bytes per row.
 
@@ -307,15 +322,7 @@ def measure_postgres(size: str, now: datetime) -> dict[str, float]:
         upgrade_schema(engine)
         sessions = session_factory(engine)
         if kept_end is None:
-            began = time.perf_counter()
-            fill_postgres(url, SIZES[size], now)
-            filled = time.perf_counter()
-            rebuild_rollups(sessions)
-            rebuild_minute_counts(sessions)
-            console.print(
-                f"pg {size}: filled in {filled - began:.0f} s, rollups rebuilt in {time.perf_counter() - filled:.0f} s"
-            )
-            _keep_end("pg", size, now)
+            _fill_and_count("pg", size, now, sessions, lambda: fill_postgres(url, SIZES[size], now))
         with engine.begin() as connection:
             for table in ("inspection_rollups", "inspection_daily_rollups", "inspection_minute_counts"):
                 connection.execute(text(f"ANALYZE {table}"))
@@ -362,16 +369,7 @@ def measure_sqlite(size: str, now: datetime, workdir: Path) -> dict[str, float]:
         upgrade_schema(engine)
         sessions = session_factory(engine)
         if kept_end is None:
-            began = time.perf_counter()
-            fill_sqlite(path, SIZES[size], now)
-            filled = time.perf_counter()
-            rebuild_rollups(sessions)
-            rebuild_minute_counts(sessions)
-            console.print(
-                f"sqlite {size}: filled in {filled - began:.0f} s, "
-                f"rollups rebuilt in {time.perf_counter() - filled:.0f} s"
-            )
-            _keep_end("sqlite", size, now)
+            _fill_and_count("sqlite", size, now, sessions, lambda: fill_sqlite(path, SIZES[size], now))
         with engine.begin() as connection:
             connection.exec_driver_sql("ANALYZE")  # as after a restore; the planner's statistics of the new cells
         figures = {f"sqlite_{request}_ms_{size}": ms for request, ms in _time_requests(sessions, now).items()}

@@ -130,21 +130,16 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
-class InspectionRollup(Base):
-    """How many inspections share one hour, place, verdict, QA label and audit design cell: what every statistic
-    is summed from, so a chart costs the buckets it shows, not the rows stored.
+class _RollupCellColumns:
+    """The key and counts an hour cell and a day cell share; each table adds its time column (`hour`, `day`).
 
     Every key column is NOT NULL (a missing value is stored as ROLLUP_NONE, or -1 for a missing audit
     probability) because a unique key treats NULLs as distinct on both databases, and an upsert could never find
-    its row. Kept up to date in the transaction that writes the rows (inspection.storage.rollups); retention never
-    deletes from it.
+    its row.
     """
-
-    __tablename__ = "inspection_rollups"
 
     product: Mapped[str] = mapped_column(String(64), primary_key=True)
     line_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    hour: Mapped[str] = mapped_column(String(13), primary_key=True)  # UTC "YYYY-MM-DDTHH", as time_key writes it
     verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
     defect_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     feedback_label: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -153,6 +148,17 @@ class InspectionRollup(Base):
     audit_selected: Mapped[bool] = mapped_column(Boolean, primary_key=True, autoincrement=False)
     n: Mapped[int] = mapped_column(Integer)
     latency_ms_sum: Mapped[float] = mapped_column(Float)
+
+
+class InspectionRollup(_RollupCellColumns, Base):
+    """How many inspections share one hour, place, verdict, QA label and audit design cell: what every statistic
+    is summed from, so a chart costs the buckets it shows, not the rows stored. Kept up to date in the
+    transaction that writes the rows (inspection.storage.rollups); retention never deletes from it.
+    """
+
+    __tablename__ = "inspection_rollups"
+
+    hour: Mapped[str] = mapped_column(String(13), primary_key=True)  # UTC "YYYY-MM-DDTHH", as time_key writes it
 
     __table_args__ = (
         Index("ix_inspection_rollups_hour", "hour"),
@@ -161,24 +167,14 @@ class InspectionRollup(Base):
     )
 
 
-class InspectionDailyRollup(Base):
-    """The hourly rollups summed per UTC day (the same key with `day` for `hour`): what a statistic over whole days
-    reads, 24 times fewer cells than the hours. Kept in the same transactions as the hourly cells, and refreshed
-    from them by a rebuild (inspection.storage.rollups)."""
+class InspectionDailyRollup(_RollupCellColumns, Base):
+    """The hourly rollups summed per UTC day: what a statistic over whole days reads, 24 times fewer cells than
+    the hours. Kept in the same transactions as the hourly cells, and refreshed from them by a rebuild
+    (inspection.storage.rollups)."""
 
     __tablename__ = "inspection_daily_rollups"
 
-    product: Mapped[str] = mapped_column(String(64), primary_key=True)
-    line_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # UTC "YYYY-MM-DD": the hour key's first 10
-    verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
-    defect_type: Mapped[str] = mapped_column(String(64), primary_key=True)
-    feedback_label: Mapped[str] = mapped_column(String(64), primary_key=True)
-    audit_stratum: Mapped[str] = mapped_column(String(32), primary_key=True)
-    audit_probability: Mapped[float] = mapped_column(Float, primary_key=True, autoincrement=False)
-    audit_selected: Mapped[bool] = mapped_column(Boolean, primary_key=True, autoincrement=False)
-    n: Mapped[int] = mapped_column(Integer)
-    latency_ms_sum: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (
         Index("ix_inspection_daily_rollups_day", "day"),

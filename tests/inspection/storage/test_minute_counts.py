@@ -8,12 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import delete, func, insert, select
 
 from inspection.storage import throughput
-from inspection.storage.database import MIGRATIONS, make_engine, session_factory, upgrade_schema
+from inspection.storage.database import make_engine, session_factory, upgrade_schema
 from inspection.storage.inspections import add_inspections
 from inspection.storage.minute_counts import (
     KEEP_DAYS,
@@ -25,6 +23,7 @@ from inspection.storage.minute_counts import (
 from inspection.storage.rollups import without_rollups
 from inspection.storage.schema import Inspection
 from inspection.storage.throughput import compute_throughput
+from tests.inspection.storage.migrating import upgrade_to
 from tests.inspection.storage.test_rollups import START, synthetic_rows
 
 END = START + timedelta(hours=48)  # synthetic_rows spreads its rows over the two days after START
@@ -80,11 +79,7 @@ def test_throughput_counts_every_minute_and_percentiles_only_where_the_sample_ho
 def test_migration_backfills_the_last_days_of_minutes(kind: str, tmp_path: Path, postgres_url: str) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}" if kind == "sqlite" else postgres_url
     engine = make_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0007")
+    upgrade_to(engine, "0007")
     rows = synthetic_rows(random.Random(10), 500)
     old = dict(rows[0], id="old-row", received_at=START - timedelta(days=5))  # older than the days backfilled
     with engine.begin() as connection:

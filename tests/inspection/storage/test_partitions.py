@@ -8,13 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import func, select, text
 
 from inspection.frame_archive import LocalArchive
 from inspection.product_config import RetentionConfig
-from inspection.storage.database import MIGRATIONS, make_engine, session_factory, upgrade_schema
+from inspection.storage.database import make_engine, session_factory, upgrade_schema
 from inspection.storage.inspections import add_inspections, get_inspection, record_feedback
 from inspection.storage.partitions import (
     DEFAULT_PARTITION,
@@ -27,6 +25,7 @@ from inspection.storage.partitions import (
 from inspection.storage.retention import apply_retention
 from inspection.storage.rollups import ROLLUPS, recount_differences, without_rollups
 from inspection.storage.schema import Inspection
+from tests.inspection.storage.migrating import upgrade_to
 from tests.inspection.storage.test_rollups import synthetic_rows
 
 pytestmark = pytest.mark.postgres
@@ -36,11 +35,7 @@ POLICY = RetentionConfig(pass_days=10, defect_days=15, audited_days=20, unreview
 
 def test_migration_moves_every_row_into_day_partitions(postgres_url: str) -> None:
     engine = make_engine(postgres_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0005")
+    upgrade_to(engine, "0005")
     rows = synthetic_rows(random.Random(5), 700)
     for index, row in enumerate(rows):
         row["received_at"] -= timedelta(days=index % 40)  # 40 days, some before and after midnight UTC

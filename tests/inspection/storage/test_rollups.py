@@ -10,14 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import delete, func, insert, select
 
-from inspection.storage.database import MIGRATIONS, make_engine, session_factory, upgrade_schema
+from inspection.storage.database import make_engine, session_factory, upgrade_schema
 from inspection.storage.inspections import add_inspections, record_feedback
 from inspection.storage.rollups import ROLLUPS, rebuild_rollups, recount_differences
 from inspection.storage.schema import Inspection
+from tests.inspection.storage.migrating import upgrade_to
 
 START = datetime(2026, 11, 29, 5, 30, tzinfo=UTC)
 
@@ -104,11 +103,7 @@ def test_relabel_moves_one_count_and_rebuild_restores_lost_rollups(sessions) -> 
 def test_migration_backfills_rollups_from_rows_already_stored(kind: str, tmp_path: Path, postgres_url: str) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}" if kind == "sqlite" else postgres_url
     engine = make_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0005")
+    upgrade_to(engine, "0005")
     rows = synthetic_rows(random.Random(9), 500)
     with engine.begin() as connection:  # rows written by a server of the previous version: no rollups
         connection.execute(insert(Inspection.__table__), rows)
