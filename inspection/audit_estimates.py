@@ -11,8 +11,9 @@ noisy totals is biased low by about B Var(A) / (A + B)^3: a point at a 25 % miss
 
 The 95 % interval is simulated: each cell's defective share is drawn from its Jeffreys posterior
 Beta(k + 1/2, m - k + 1/2) (k defective among m audited) and the unaudited frames of the cell from a binomial at
-that share, so a fully audited cell has no sampling error and zero escapes in m audited passes still bound the miss
-rate from above. Coverage is checked by simulation in tests/inspection/test_audit_estimates.py; the reasons are
+that share (a rounded normal with its mean and variance where the unaudited frames outnumber the audited ones 20 to
+1), so a fully audited cell has no sampling error and zero escapes in m audited passes still bound the miss rate
+from above. Coverage is checked by simulation in tests/inspection/test_audit_estimates.py; the reasons are
 in docs/decisions/0014-audit-sampling.md.
 """
 
@@ -139,7 +140,8 @@ def clear_audit_cache() -> None:
 
 
 def _copied(block: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a cached block that a caller may change (copy.deepcopy cost as much as a bucket's SQL)."""
+    """A copy of a cached block that a caller may change (copy.deepcopy of a chart's blocks cost about as much as
+    the chart's SQL)."""
     return {
         name: {**value, "ci95": None if value["ci95"] is None else list(value["ci95"])}
         if isinstance(value, dict)
@@ -241,7 +243,7 @@ def _binomial_draws(rng: np.random.Generator, n: int, shares: np.ndarray, *, aud
 
     Where the unaudited frames outnumber the audited ones NORMAL_FROM times or more, the binomial's own variance is
     at most about 1/NORMAL_FROM of the share's (their ratio is about (audited + 1) / n), so a rounded normal draw
-    with the binomial's mean and variance stands in for it: a tenth of numpy's binomial sampler's cost, which sets
+    with the binomial's mean and variance stands in for it: about a tenth of numpy's binomial sampler's cost, which sets
     up its algorithm afresh for every share. The coverage simulation runs in this regime.
     """
     if n < NORMAL_FROM * (audited + 1):
