@@ -91,7 +91,8 @@ def print_pass_rates(product: str, point: str, stats: dict[str, Any], truth: Tru
     table.add_column("truth (all frames)", justify="right")
     for name, key in RATES:
         table.add_row(name, audit_cell(audit, key), qa_cell(qa, key), _fmt(key, truth.rate(key)))
-    table.add_row("defect rate", pct(block["defect_rate"]), "", f"{block['n']} frames inspected")
+    # The share flagged is counted from every answer, not estimated: it belongs with the truth, not the audit.
+    table.add_row("flagged as defect", "", "", f"{pct(block['defect_rate'])} of {block['n']} frames")
     console.print(table)
     console.print(
         f"audit: {audit['n_audited']} of {audit['n_selected']} drawn frames labelled, backlog {audit['backlog']}; "
