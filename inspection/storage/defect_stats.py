@@ -17,7 +17,7 @@ from inspection.audit_estimates import BUCKET_DRAWS, DRAWS, AuditCount, audit_es
 from inspection.errors import InspectionError
 from inspection.metrics import wilson_interval
 from inspection.spc import p_chart
-from inspection.storage.rollups import grouped_counts
+from inspection.storage.rollup_reads import grouped_counts
 from inspection.storage.time_keys import parse_time_key
 
 Bucket = Literal["hour", "shift", "day"]

@@ -8,7 +8,8 @@ rows (docs/scale.md); a per-camera chart would get a table of its own.
 
 The same cells summed per UTC day (a second table, kept in the same transactions) serve what a statistic reads in
 whole days: a month is 30 cells per group instead of 720, and the cells an hour holds grow with the line's rate
-(more label and type combinations fill) until every combination is there.
+(more label and type combinations fill) until every combination is there. Statistics read the cells through
+inspection.storage.rollup_reads.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, delete, func, insert, null, select
+from sqlalchemy import ColumnElement, Connection, Table, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.storage.schema import Inspection, InspectionDailyRollup, InspectionRollup
-from inspection.storage.time_keys import TimeUnit, dialect_time_key, format_time_key, parse_time_key
+from inspection.storage.time_keys import dialect_time_key, format_time_key, parse_time_key
 
 ROLLUP_NONE = ""  # a NULL line, defect type, label or stratum, in a key column that cannot hold NULL
 NO_PROBABILITY = -1.0  # a NULL audit probability (a row answered before audit sampling existed)
@@ -209,7 +210,7 @@ def _day_of_hour() -> ColumnElement[str]:
 
 def refresh_days(connection: Connection, first: datetime, last: datetime) -> None:
     """Rewrite the day cells of the UTC days from `first`'s to `last`'s (inclusive) as sums of their hour cells."""
-    first_day, after_last = _day_floor(first), _day_floor(last) + timedelta(days=1)
+    first_day, after_last = day_floor(first), day_floor(last) + timedelta(days=1)
     connection.execute(
         delete(DAILY).where(
             DAILY.c.day >= format_time_key(first_day, "day"), DAILY.c.day < format_time_key(after_last, "day")
@@ -282,7 +283,7 @@ def recount_differences(
         }
         # The day cells against the hour cells they sum (both outlive the rows, so every day is compared).
         day_terms = [] if since is None else [DAILY.c.day >= format_time_key(since, "day")]
-        hour_terms = [] if since is None else [ROLLUPS.c.hour >= format_time_key(_day_floor(since), "hour")]
+        hour_terms = [] if since is None else [ROLLUPS.c.hour >= format_time_key(day_floor(since), "hour")]
         hour_keys = [_day_of_hour() if name == "hour" else ROLLUPS.c[name] for name in KEY_COLUMNS]
         summed = {
             tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
@@ -304,171 +305,6 @@ def _differing(kept: dict[RollupKey, int], counted: dict[RollupKey, int]) -> lis
     return [(key, kept.get(key, 0), counted.get(key, 0)) for key in keys if kept.get(key, 0) != counted.get(key, 0)]
 
 
-def rollup_conditions(
-    product: str | None, line_id: str | None, first_key: str | None, end_key: str | None, table: Table = ROLLUPS
-) -> list[ColumnElement[bool]]:
-    """WHERE terms on a rollup table: a product, a line, its whole UTC hours (or days) in [first_key, end_key)."""
-    time_column = table.c.day if table is DAILY else table.c.hour
-    conditions: list[ColumnElement[bool]] = []
-    if product is not None:
-        conditions.append(table.c.product == product)
-    if line_id is not None:
-        conditions.append(table.c.line_id == line_id)
-    if first_key is not None:
-        conditions.append(time_column >= first_key)
-    if end_key is not None:
-        conditions.append(time_column < end_key)
-    return conditions
-
-
-def _day_floor(moment: datetime) -> datetime:
+def day_floor(moment: datetime) -> datetime:
+    """The start of the UTC day holding `moment`."""
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _day_ceil(moment: datetime) -> datetime:
-    floor = _day_floor(moment)
-    return floor if floor == moment else floor + timedelta(days=1)
-
-
-def _hour_floor(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
-
-
-def _hour_ceil(moment: datetime) -> datetime:
-    floor = _hour_floor(moment)
-    return floor if floor == moment else floor + timedelta(hours=1)
-
-
-def grouped_counts(
-    sessions: sessionmaker[Session],
-    *,
-    product: str | None = None,
-    line_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    hourly: bool = False,
-    per_line: bool = True,
-) -> list[Any]:
-    """Inspections counted per (product, line_id, verdict, defect_type, feedback_label, audit_stratum,
-    audit_probability, audit_selected[, hour]) as `n_rows`, with NULLs where the rows hold NULLs.
-
-    Without `per_line`, product and line are not grouped by (both NULL): the cells a time-bucketed chart needs,
-    a line's worth of them per hour instead of one per line and hour.
-
-    Whole UTC hours come from the rollups; only the partial hours at the edges of a window that does not start
-    or end on the hour are counted from the rows, so the cost is the cells shown plus at most two hours of rows.
-    `since` and `until` must be aware UTC times; `until` is exclusive.
-    """
-    dialect = sessions.kw["bind"].dialect.name
-    whole_start = _hour_ceil(since) if since is not None else None
-    whole_end = _hour_floor(until) if until is not None else None
-    edges: list[tuple[datetime, datetime]]
-    if (
-        since is not None
-        and until is not None
-        and whole_start is not None
-        and whole_end is not None
-        and whole_start >= whole_end
-    ):
-        edges = [(since, until)]  # the window lies inside one or two partial hours: rows only
-        whole = False
-    else:
-        edges = []
-        if since is not None and whole_start is not None and since < whole_start:
-            edges.append((since, whole_start))
-        if until is not None and whole_end is not None and whole_end < until:
-            edges.append((whole_end, until))
-        whole = True
-    queries = []
-    if whole:
-        for table, start, end in _whole_spans(whole_start, whole_end, hourly):
-            queries.append(_rollup_query(product, line_id, start, end, hourly, per_line, table))
-    for start, end in edges:
-        queries.append(_row_query(dialect, product, line_id, start, end, hourly, per_line))
-    groups: list[Any] = []
-    with sessions() as session:
-        for query in queries:
-            groups.extend(session.execute(query).all())
-    return groups
-
-
-def _whole_spans(
-    start: datetime | None, end: datetime | None, hourly: bool
-) -> list[tuple[Table, datetime | None, datetime | None]]:
-    """Whole hours [start, end) (None: unbounded) as the cells to read: the whole days among them from the day
-    cells and the hours before and after those from the hour cells; all hours when the hour itself is wanted."""
-    if hourly:
-        return [(ROLLUPS, start, end)]
-    first_day = _day_ceil(start) if start is not None else None
-    last_day = _day_floor(end) if end is not None else None
-    if first_day is not None and last_day is not None and first_day >= last_day:
-        return [(ROLLUPS, start, end)]  # no whole day inside
-    spans: list[tuple[Table, datetime | None, datetime | None]] = [(DAILY, first_day, last_day)]
-    if start is not None and first_day is not None and start < first_day:
-        spans.append((ROLLUPS, start, first_day))
-    if end is not None and last_day is not None and last_day < end:
-        spans.append((ROLLUPS, last_day, end))
-    return spans
-
-
-def _rollup_query(
-    product: str | None,
-    line_id: str | None,
-    start: datetime | None,
-    end: datetime | None,
-    hourly: bool,
-    per_line: bool = True,
-    table: Table = ROLLUPS,
-) -> Any:
-    keys: list[ColumnElement[Any]] = [
-        table.c.verdict,
-        func.nullif(table.c.defect_type, ROLLUP_NONE).label("defect_type"),
-        func.nullif(table.c.feedback_label, ROLLUP_NONE).label("feedback_label"),
-        func.nullif(table.c.audit_stratum, ROLLUP_NONE).label("audit_stratum"),
-        func.nullif(table.c.audit_probability, NO_PROBABILITY).label("audit_probability"),
-        table.c.audit_selected,
-    ]
-    if hourly:
-        keys.append(table.c.hour)
-    if per_line:
-        keys += [table.c.product, func.nullif(table.c.line_id, ROLLUP_NONE).label("line_id")]
-    unit: TimeUnit = "day" if table is DAILY else "hour"
-    first = format_time_key(start, unit) if start is not None else None
-    last = format_time_key(end, unit) if end is not None else None
-    n_rows = func.sum(table.c.n)
-    return (
-        select(*keys, *_no_line(per_line), n_rows.label("n_rows"))
-        .where(*rollup_conditions(product, line_id, first, last, table))
-        .group_by(*keys)
-        .having(n_rows > 0)
-    )
-
-
-def _no_line(per_line: bool) -> list[ColumnElement[Any]]:
-    """NULL product and line columns, for a query that does not group by them."""
-    if per_line:
-        return []
-    return [null().label("product"), null().label("line_id")]
-
-
-def _row_query(
-    dialect: str,
-    product: str | None,
-    line_id: str | None,
-    start: datetime,
-    end: datetime,
-    hourly: bool,
-    per_line: bool = True,
-) -> Any:
-    columns: tuple[str, ...] = ("product", "line_id") if per_line else ()
-    columns += ("verdict", "defect_type", "feedback_label", "audit_stratum")
-    keys: list[ColumnElement[Any]] = [INSPECTIONS.c[name] for name in columns]
-    keys += [INSPECTIONS.c.audit_probability, INSPECTIONS.c.audit_selected]
-    if hourly:
-        keys.append(dialect_time_key(dialect, "hour").label("hour"))
-    conditions = [INSPECTIONS.c.received_at >= start, INSPECTIONS.c.received_at < end]
-    if product is not None:
-        conditions.append(INSPECTIONS.c.product == product)
-    if line_id is not None:
-        conditions.append(INSPECTIONS.c.line_id == line_id)
-    return select(*keys, *_no_line(per_line), func.count().label("n_rows")).where(*conditions).group_by(*keys)

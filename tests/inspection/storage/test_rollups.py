@@ -156,7 +156,7 @@ def test_keyset_pages_walk_every_row_once_and_the_total_is_capped(sessions, monk
 
 
 def test_statistics_over_whole_days_read_day_cells_and_agree_with_the_hours(sessions, monkeypatch) -> None:
-    from inspection.storage import rollups
+    from inspection.storage import rollup_reads, rollups
     from inspection.storage.defect_stats import compute_stats
 
     rng = random.Random(12)
@@ -168,13 +168,13 @@ def test_statistics_over_whole_days_read_day_cells_and_agree_with_the_hours(sess
         record_feedback(sessions, row["id"], rng.choice(["good", "crack"]), "qa")
     assert recount_differences(sessions) == []  # hour cells against the rows, day cells against the hours
     read: list[str] = []
-    original = rollups._rollup_query
+    original = rollup_reads._rollup_query
 
     def recording(*args, **kwargs):
         read.append(kwargs.get("table", args[6] if len(args) > 6 else rollups.ROLLUPS).name)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(rollups, "_rollup_query", recording)
+    monkeypatch.setattr(rollup_reads, "_rollup_query", recording)
     windows = [
         (None, None),
         (START - timedelta(days=4, hours=3, minutes=10), START + timedelta(days=1, hours=5, minutes=20)),
@@ -182,7 +182,7 @@ def test_statistics_over_whole_days_read_day_cells_and_agree_with_the_hours(sess
     ]
     with_days = [compute_stats(sessions, since=since, until=until) for since, until in windows]
     assert read.count(rollups.DAILY.name) == len(windows)
-    monkeypatch.setattr(rollups, "_whole_spans", lambda start, end, hourly: [(rollups.ROLLUPS, start, end)])
+    monkeypatch.setattr(rollup_reads, "_whole_spans", lambda start, end, hourly: [(rollups.ROLLUPS, start, end)])
     for (since, until), stats in zip(windows, with_days, strict=True):
         assert stats == compute_stats(sessions, since=since, until=until)
         expected = [
