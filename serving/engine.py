@@ -146,7 +146,7 @@ class InferenceEngine:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size + runners)
         # The lock makes "closed?", "full?" and "enqueue" one step against close().
         self._accepting, self._closed = threading.Lock(), False
-        self._in_flight = 0  # frames submitted and not yet answered (queued or being scored)
+        self._in_flight = 0  # frames submitted, not yet answered; counted in `idle runners` mode only
         # Several runners score batches side by side on the one session (ORT allows concurrent runs), each on its
         # own core when the session has one intra-op thread. Daemons: an engine nobody closed must not keep the
         # interpreter alive at exit.
@@ -199,7 +199,11 @@ class InferenceEngine:
                 raise EngineOverloaded(f"inference queue full ({self._queue_size} frames waiting)")
             for item in items:
                 self._queue.put_nowait(item)
-            self._in_flight += 1
+            # Only `idle runners` reads the count; counting every frame would cost each one a second lock.
+            tracked = self.split_tiles == SPLIT_IDLE_RUNNERS
+            self._in_flight += tracked
+        if not tracked:
+            return await future
         try:
             return await future
         finally:
