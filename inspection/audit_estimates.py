@@ -23,7 +23,7 @@ import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,21 +64,48 @@ class _Cell:
     defective: int = 0
 
 
-def _cells(counts: Iterable[AuditCount]) -> tuple[dict[tuple[str, str, float], _Cell], int]:
-    cells: defaultdict[tuple[str, str, float], _Cell] = defaultdict(_Cell)
-    outside = 0
-    for count in counts:
-        if count.probability is None or count.stratum is None:
-            outside += count.n  # answered before audit sampling: not part of any design
-            continue
-        cell = cells[count.verdict, count.stratum, count.probability]
-        cell.n += count.n
-        if count.selected:
-            cell.selected += count.n
-            if count.label is not None:
-                cell.audited += count.n
-                cell.defective += count.n if count.label != GOOD else 0
-    return dict(cells), outside
+@dataclass
+class AuditCells:
+    """What the estimates need of a group of rows: each design cell's counts (verdict, stratum, probability) and
+    the rows answered before audit sampling, which belong to no design. Statistics read them summed in SQL
+    (inspection.storage.rollup_reads) rather than one AuditCount per label."""
+
+    cells: defaultdict[tuple[str, str, float], _Cell] = field(default_factory=lambda: defaultdict(_Cell))
+    outside: int = 0
+
+    def add(
+        self,
+        verdict: str,
+        stratum: str | None,
+        probability: float | None,
+        *,
+        n: int,
+        selected: int,
+        audited: int,
+        defective: int,
+    ) -> None:
+        """Count `n` rows of one design cell, `selected` of them drawn, `audited` of those labelled by QA and
+        `defective` of those labelled anything but good."""
+        if probability is None or stratum is None:
+            self.outside += n  # answered before audit sampling: not part of any design
+            return
+        cell = self.cells[verdict, stratum, probability]
+        cell.n += n
+        cell.selected += selected
+        cell.audited += audited
+        cell.defective += defective
+
+    def add_count(self, count: AuditCount) -> None:
+        labelled = count.selected and count.label is not None
+        self.add(
+            count.verdict,
+            count.stratum,
+            count.probability,
+            n=count.n,
+            selected=count.n if count.selected else 0,
+            audited=count.n if labelled else 0,
+            defective=count.n if labelled and count.label != GOOD else 0,
+        )
 
 
 def _seed(cells: dict[tuple[str, str, float], _Cell]) -> int:
@@ -129,9 +156,16 @@ def _rate(estimate: float | None, draws: np.ndarray | None) -> dict[str, Any]:
 
 def audit_estimates(counts: Iterable[AuditCount], draws: int = DRAWS) -> dict[str, Any]:
     """The `audit` block of a group: the three estimates with intervals, the audit's size and backlog, a warning."""
-    cells, outside = _cells(counts)
-    key = tuple(sorted((cell_key, (c.n, c.selected, c.audited, c.defective)) for cell_key, c in cells.items()))
-    return _copied(_estimates_of(key, outside, draws))
+    audit = AuditCells()
+    for count in counts:
+        audit.add_count(count)
+    return estimates_for(audit, draws)
+
+
+def estimates_for(audit: AuditCells, draws: int = DRAWS) -> dict[str, Any]:
+    """audit_estimates of a group whose design cells are already counted."""
+    key = tuple(sorted((cell_key, (c.n, c.selected, c.audited, c.defective)) for cell_key, c in audit.cells.items()))
+    return _copied(_estimates_of(key, audit.outside, draws))
 
 
 def clear_audit_cache() -> None:

@@ -12,6 +12,7 @@ _LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # What a client may send as a label before it is trimmed and lower-cased (letters, digits, '-', '_', spaces).
 LABEL_INPUT_PATTERN = r"^\s*[A-Za-z0-9][A-Za-z0-9_-]{0,63}\s*$"
 GOOD_LABEL = "good"
+DEFECT_VERDICT = "defect"  # a stored verdict: "pass" or this
 RESERVED_FOLDERS = frozenset({"masks"})
 
 

@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from inspection.audit_estimates import BUCKET_DRAWS, DRAWS, AuditCount, audit_estimates
+from inspection.audit_estimates import BUCKET_DRAWS, DRAWS, AuditCells, estimates_for
 from inspection.errors import InspectionError
 from inspection.metrics import wilson_interval
+from inspection.names import DEFECT_VERDICT
 from inspection.spc import p_chart
 from inspection.storage.rollup_reads import grouped_counts
 from inspection.storage.time_keys import parse_time_key
@@ -40,24 +41,30 @@ class _Tally:
     defects_missed: int = 0
     goods_reviewed: int = 0
     goods_flagged: int = 0
-    audit: list[AuditCount] = field(default_factory=list)
+    audit: AuditCells = field(default_factory=AuditCells)
 
-    def add(self, verdict: str, defect_type: str | None, label: str | None, count: int, audit: AuditCount) -> None:
-        """Count `count` inspections that share this verdict, type, QA label and audit cell."""
-        self.audit.append(audit)
+    def add(self, group: Any) -> None:
+        """Count one group read by grouped_counts: rows that share a verdict, defect type and audit design cell."""
+        count, reviewed, good = int(group.n_rows), int(group.n_reviewed), int(group.n_reviewed_good)
+        self.audit.add(
+            group.verdict,
+            group.audit_stratum,
+            group.audit_probability,
+            n=count,
+            selected=int(group.n_selected),
+            audited=int(group.n_audited),
+            defective=int(group.n_audited_defective),
+        )
         self.n += count
-        if verdict == "defect":
+        self.n_reviewed += reviewed
+        self.goods_reviewed += good
+        self.defects_reviewed += reviewed - good
+        if group.verdict == DEFECT_VERDICT:
             self.n_defect += count
-            self.per_type[defect_type or UNTYPED] += count
-        if label is None:
-            return
-        self.n_reviewed += count
-        if label == "good":
-            self.goods_reviewed += count
-            self.goods_flagged += count if verdict == "defect" else 0
-        else:
-            self.defects_reviewed += count
-            self.defects_missed += count if verdict == "pass" else 0
+            self.per_type[group.defect_type or UNTYPED] += count
+            self.goods_flagged += good
+        elif group.verdict == "pass":
+            self.defects_missed += reviewed - good
 
     def block(self, draws: int = DRAWS) -> dict[str, Any]:
         """The JSON-ready summary of this group (its audit interval simulated with `draws` draws)."""
@@ -73,7 +80,7 @@ class _Tally:
             "n_defect": self.n_defect,
             "defect_rate": self.n_defect / self.n if self.n else None,
             "per_type": dict(sorted(self.per_type.items(), key=lambda item: (-item[1], item[0]))),
-            "audit": audit_estimates(self.audit, draws=draws),
+            "audit": estimates_for(self.audit, draws=draws),
             "qa": {
                 "scope": QA_SCOPE,
                 "n_reviewed": self.n_reviewed,
@@ -113,19 +120,6 @@ def bucket_bounds(hour: datetime, bucket: Bucket, shift_starts: Sequence[int]) -
     return day + timedelta(hours=start_hour), end
 
 
-def _audit_count(group: Any) -> tuple[int, AuditCount]:
-    count = int(group.n_rows)
-    audit = AuditCount(
-        group.verdict,
-        group.audit_stratum,
-        group.audit_probability,
-        bool(group.audit_selected),
-        group.feedback_label,
-        count,
-    )
-    return count, audit
-
-
 def compute_stats(
     sessions: sessionmaker[Session],
     *,
@@ -154,9 +148,8 @@ def compute_stats(
     by_product: defaultdict[str, _Tally] = defaultdict(_Tally)
     by_line: defaultdict[str, _Tally] = defaultdict(_Tally)
     for group in groups:
-        count, audit = _audit_count(group)
         for tally in (totals, by_product[group.product], by_line[group.line_id or NO_LINE]):
-            tally.add(group.verdict, group.defect_type, group.feedback_label, count, audit)
+            tally.add(group)
     by_bucket: defaultdict[tuple[datetime, datetime], _Tally] = defaultdict(_Tally)
     if bucket is not None:
         hours = grouped_counts(
@@ -167,8 +160,7 @@ def compute_stats(
             key = bounds.get(group.hour)
             if key is None:
                 key = bounds[group.hour] = bucket_bounds(parse_time_key(group.hour, "hour"), bucket, shift_starts)
-            count, audit = _audit_count(group)
-            by_bucket[key].add(group.verdict, group.defect_type, group.feedback_label, count, audit)
+            by_bucket[key].add(group)
 
     result: dict[str, Any] = {
         "filters": {

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, null, select
+from sqlalchemy import ColumnElement, Table, and_, case, func, literal_column, not_, null, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from inspection.names import DEFECT_VERDICT, GOOD_LABEL
 from inspection.storage.rollups import DAILY, INSPECTIONS, NO_PROBABILITY, ROLLUP_NONE, ROLLUPS, day_floor
 from inspection.storage.time_keys import TimeUnit, dialect_time_key, format_time_key
 
@@ -54,8 +55,10 @@ def grouped_counts(
     hourly: bool = False,
     per_line: bool = True,
 ) -> list[Any]:
-    """Inspections counted per (product, line_id, verdict, defect_type, feedback_label, audit_stratum,
-    audit_probability, audit_selected[, hour]) as `n_rows`, with NULLs where the rows hold NULLs.
+    """Inspections counted per (product, line_id, verdict, defect_type, audit_stratum, audit_probability[, hour]),
+    NULLs where the rows hold NULLs and the defect type of defect verdicts only: `n_rows` of them, `n_selected`
+    drawn into the audit, `n_audited` drawn and labelled by QA, `n_audited_defective` of those labelled a defect,
+    `n_reviewed` labelled (drawn or not) and `n_reviewed_good` labelled good.
 
     Without `per_line`, product and line are not grouped by (both NULL): the cells a time-bucketed chart needs,
     a line's worth of them per hour instead of one per line and hour.
@@ -116,6 +119,29 @@ def _whole_spans(
     return spans
 
 
+def _cell_sums(n: Any, selected: Any, labelled: Any, good: Any) -> list[ColumnElement[Any]]:
+    """The counts a group's tallies need, summed in SQL over its rows or cells (`n` rows each): all rows, those
+    drawn into the audit, drawn and labelled, drawn and labelled defective, labelled, labelled good. Summing
+    here instead of returning one group per QA label keeps a bucket to a row per design cell and defect type."""
+
+    def where(condition: Any) -> Any:
+        return func.sum(case((condition, n), else_=0))
+
+    return [
+        func.sum(n).label("n_rows"),
+        where(selected).label("n_selected"),
+        where(and_(selected, labelled)).label("n_audited"),
+        where(and_(selected, labelled, not_(good))).label("n_audited_defective"),
+        where(labelled).label("n_reviewed"),
+        where(good).label("n_reviewed_good"),
+    ]
+
+
+def _defect_type(verdict: Any, defect_type: Any) -> Any:
+    # Only a defect verdict's type is counted (per_type); a pass's would split its cell for nothing.
+    return case((verdict == DEFECT_VERDICT, defect_type), else_=null()).label("defect_type")
+
+
 def _rollup_query(
     product: str | None,
     line_id: str | None,
@@ -127,11 +153,9 @@ def _rollup_query(
 ) -> Any:
     keys: list[ColumnElement[Any]] = [
         table.c.verdict,
-        func.nullif(table.c.defect_type, ROLLUP_NONE).label("defect_type"),
-        func.nullif(table.c.feedback_label, ROLLUP_NONE).label("feedback_label"),
+        _defect_type(table.c.verdict, func.nullif(table.c.defect_type, ROLLUP_NONE)),
         func.nullif(table.c.audit_stratum, ROLLUP_NONE).label("audit_stratum"),
         func.nullif(table.c.audit_probability, NO_PROBABILITY).label("audit_probability"),
-        table.c.audit_selected,
     ]
     if hourly:
         keys.append(table.c.hour)
@@ -140,12 +164,13 @@ def _rollup_query(
     unit: TimeUnit = "day" if table is DAILY else "hour"
     first = format_time_key(start, unit) if start is not None else None
     last = format_time_key(end, unit) if end is not None else None
-    n_rows = func.sum(table.c.n)
+    label = table.c.feedback_label
+    sums = _cell_sums(table.c.n, table.c.audit_selected.is_(True), label != ROLLUP_NONE, label == GOOD_LABEL)
     return (
-        select(*keys, *_no_line(per_line), n_rows.label("n_rows"))
+        select(*keys, *_no_line(per_line), *sums)
         .where(*rollup_conditions(product, line_id, first, last, table))
         .group_by(*keys)
-        .having(n_rows > 0)
+        .having(func.sum(table.c.n) > 0)
     )
 
 
@@ -165,15 +190,16 @@ def _row_query(
     hourly: bool,
     per_line: bool = True,
 ) -> Any:
-    columns: tuple[str, ...] = ("product", "line_id") if per_line else ()
-    columns += ("verdict", "defect_type", "feedback_label", "audit_stratum")
-    keys: list[ColumnElement[Any]] = [INSPECTIONS.c[name] for name in columns]
-    keys += [INSPECTIONS.c.audit_probability, INSPECTIONS.c.audit_selected]
+    rows = INSPECTIONS.c
+    keys: list[ColumnElement[Any]] = [rows.product, rows.line_id] if per_line else []
+    keys += [rows.verdict, _defect_type(rows.verdict, rows.defect_type), rows.audit_stratum, rows.audit_probability]
     if hourly:
         keys.append(dialect_time_key(dialect, "hour").label("hour"))
-    conditions = [INSPECTIONS.c.received_at >= start, INSPECTIONS.c.received_at < end]
+    conditions = [rows.received_at >= start, rows.received_at < end]
     if product is not None:
-        conditions.append(INSPECTIONS.c.product == product)
+        conditions.append(rows.product == product)
     if line_id is not None:
-        conditions.append(INSPECTIONS.c.line_id == line_id)
-    return select(*keys, *_no_line(per_line), func.count().label("n_rows")).where(*conditions).group_by(*keys)
+        conditions.append(rows.line_id == line_id)
+    label = rows.feedback_label
+    sums = _cell_sums(literal_column("1"), rows.audit_selected.is_(True), label.is_not(None), label == GOOD_LABEL)
+    return select(*keys, *_no_line(per_line), *sums).where(*conditions).group_by(*keys)
