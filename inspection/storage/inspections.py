@@ -172,7 +172,11 @@ def list_inspection_page(
         after_at, after_id = _decode_cursor(cursor)
         beyond = Inspection.received_at > after_at if where.audit else Inspection.received_at < after_at
         query = query.where(or_(beyond, and_(Inspection.received_at == after_at, Inspection.id > after_id)))
-    capped = select(literal(1)).select_from(Inspection).where(*conditions).limit(TOTAL_CAP + 1)
+    # Counted in the page's order: the newest matches, through the index the page itself reads. Unordered,
+    # PostgreSQL gathered the matches partition by partition from the oldest day, each through a bitmap of the
+    # whole day's rows for the product, so the cap cost what a day holds (6.7 ms at 10M rows, 2.2 at 1M; 2.7 both
+    # ordered).
+    capped = select(literal(1)).select_from(Inspection).where(*conditions).order_by(order[0]).limit(TOTAL_CAP + 1)
     with sessions() as session:
         total = int(session.scalar(select(func.count()).select_from(capped.subquery())) or 0)
         rows = list(session.scalars(query.order_by(*order).limit(limit).offset(offset)))
