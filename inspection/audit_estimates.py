@@ -9,18 +9,17 @@ stratified inverse-probability (Hájek) estimate of the defective parts among pa
 verdicts; the rates are ratios of those totals, each corrected for the ratio's second-order bias (a ratio of
 noisy totals is biased low by about B Var(A) / (A + B)^3: a point at a 25 % miss rate and 2 % of passes audited).
 
-The 95 % interval is simulated: each cell's defective share is drawn from its Jeffreys posterior
-Beta(k + 1/2, m - k + 1/2) (k defective among m audited) and the unaudited frames of the cell from a binomial at
-that share (a rounded normal with its mean and variance where the unaudited frames outnumber the audited ones 20 to
-1), so a fully audited cell has no sampling error and zero escapes in m audited passes still bound the miss rate
-from above. Coverage is checked by simulation in tests/inspection/test_audit_estimates.py; the reasons are
-in docs/decisions/0014-audit-sampling.md.
+The 95 % interval is simulated (inspection.audit_simulation): each cell's defective share is drawn from its
+Jeffreys posterior Beta(k + 1/2, m - k + 1/2) (k defective among m audited) and the unaudited frames of the cell
+from a binomial at that share (a rounded normal with its mean and variance where the unaudited frames outnumber the
+audited ones 20 to 1), so a fully audited cell has no sampling error and zero escapes in m audited passes still
+bound the miss rate from above. Coverage is checked by simulation in tests/inspection/test_audit_estimates.py; the
+reasons are in docs/decisions/0014-audit-sampling.md.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,15 +28,13 @@ from typing import Any
 import numpy as np
 
 from inspection.audit import DEFECT_STRATUM
+from inspection.audit_simulation import CellKey, DesignCell, clear_streams, defectives, interval, shares_of
 
 METHOD = "stratified inverse-probability (Hájek) estimate; 95% interval from each cell's Jeffreys posterior"
 DRAWS = 4000
-# A chart's buckets (168 for an hourly week) each get an interval; at 4,000 draws their simulation was most of the
-# chart's cost (about 2 ms a bucket). 1,000 draws keep the band's ends within a few percent of its width and their
-# coverage is checked like the totals' (tests/inspection/test_audit_estimates.py).
+# A chart's buckets (168 for an hourly week) each get an interval, at 1,000 draws: their coverage is checked like
+# the totals' (tests/inspection/test_audit_estimates.py), at an hour's counts too.
 BUCKET_DRAWS = 1000
-NORMAL_FROM = 20  # unaudited frames per audited one from which a cell's binomial draw is a normal one (_binomial_draws)
-PRIOR = 0.5  # Jeffreys
 WIDE_INTERVAL = 0.2  # a rate interval wider than this cannot tell a good line from a bad one: say so
 GOOD = "good"
 
@@ -55,22 +52,12 @@ class AuditCount:
 
 
 @dataclass
-class _Cell:
-    """One design cell's counts: rows, selected, audited (selected and labelled), defective among audited."""
-
-    n: int = 0
-    selected: int = 0
-    audited: int = 0
-    defective: int = 0
-
-
-@dataclass
 class AuditCells:
     """What the estimates need of a group of rows: each design cell's counts (verdict, stratum, probability) and
     the rows answered before audit sampling, which belong to no design. Statistics read them summed in SQL
     (inspection.storage.rollup_reads) rather than one AuditCount per label."""
 
-    cells: defaultdict[tuple[str, str, float], _Cell] = field(default_factory=lambda: defaultdict(_Cell))
+    cells: defaultdict[CellKey, DesignCell] = field(default_factory=lambda: defaultdict(DesignCell))
     outside: int = 0
 
     def add(
@@ -108,32 +95,6 @@ class AuditCells:
         )
 
 
-def _seed(cells: dict[tuple[str, str, float], _Cell]) -> int:
-    # The same counts give the same interval on every refresh and every replica.
-    text = repr(sorted((key, cell.n, cell.audited, cell.defective) for key, cell in cells.items()))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-
-
-@functools.lru_cache(maxsize=8)
-def _quantile_plan(draws: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Where np.quantile's linear interpolation reads the 2.5 % and 97.5 % points of `draws` sorted values: the
-    ranks below and above each, the weight of the one above, and the ranks a partial sort must place."""
-    positions = np.array([0.025, 0.975]) * (draws - 1)
-    below = np.floor(positions).astype(int)
-    above = np.minimum(below + 1, draws - 1)
-    return below, above, positions - below, np.unique(np.concatenate([below, above]))
-
-
-def _interval(draws: np.ndarray, estimate: float) -> list[float]:
-    # np.quantile's numbers from one partial sort: np.quantile itself cost ten times as much on these small arrays
-    # (its overhead, not the sort), and a chart asks for hundreds of them.
-    below, above, weights, ranks = _quantile_plan(len(draws))
-    ordered = np.partition(draws, ranks)
-    low, high = (ordered[below] * (1 - weights) + ordered[above] * weights).tolist()
-    # The point estimate lies inside its interval (with zero escapes the estimate is 0, the bound above is not).
-    return [float(min(low, estimate)), float(max(high, estimate))]
-
-
 def _ratio(a: float, var_a: float, b: float, var_b: float) -> float | None:
     """A / (A + B) of two independent estimated totals, less its second-order (Jensen) bias; None when A + B = 0."""
     total = a + b
@@ -143,15 +104,10 @@ def _ratio(a: float, var_a: float, b: float, var_b: float) -> float | None:
     return min(max(corrected, 0.0), 1.0)
 
 
-def _shares(sims_a: np.ndarray, sims_b: np.ndarray) -> np.ndarray:
-    total = sims_a + sims_b
-    return np.divide(sims_a, total, out=np.zeros_like(sims_a), where=total > 0)
-
-
 def _rate(estimate: float | None, draws: np.ndarray | None) -> dict[str, Any]:
     if estimate is None or draws is None:
         return {"estimate": None, "ci95": None, "method": METHOD}
-    return {"estimate": estimate, "ci95": _interval(draws, estimate), "method": METHOD}
+    return {"estimate": estimate, "ci95": interval(draws, estimate), "method": METHOD}
 
 
 def audit_estimates(counts: Iterable[AuditCount], draws: int = DRAWS) -> dict[str, Any]:
@@ -169,8 +125,9 @@ def estimates_for(audit: AuditCells, draws: int = DRAWS) -> dict[str, Any]:
 
 
 def clear_audit_cache() -> None:
-    """Forget every kept block (a benchmark timing the first request of a chart)."""
+    """Forget every kept block and random stream, as a restart does (a benchmark timing a chart's first request)."""
     _estimates_of.cache_clear()
+    clear_streams()
 
 
 def _copied(block: dict[str, Any]) -> dict[str, Any]:
@@ -188,9 +145,9 @@ def _copied(block: dict[str, Any]) -> dict[str, Any]:
 # a function of the counts alone (the simulation is seeded by them), so it is kept rather than simulated again.
 @functools.lru_cache(maxsize=8192)
 def _estimates_of(
-    key: tuple[tuple[tuple[str, str, float], tuple[int, int, int, int]], ...], outside: int, draws: int
+    key: tuple[tuple[CellKey, tuple[int, int, int, int]], ...], outside: int, draws: int
 ) -> dict[str, Any]:
-    cells = {cell_key: _Cell(*counts) for cell_key, counts in key}
+    cells = {cell_key: DesignCell(*counts) for cell_key, counts in key}
     n_selected = sum(cell.selected for cell in cells.values())
     n_audited = sum(cell.audited for cell in cells.values())
     n_pass = sum(cell.n for (verdict, _, _), cell in cells.items() if verdict != DEFECT_STRATUM)
@@ -202,9 +159,8 @@ def _estimates_of(
         "n_outside_design": outside,
     }
     problems = _unestimable(cells)
-    rng = np.random.default_rng(_seed(cells))
-    escapes = _defectives(cells, rng, draws, flagged=False) if not problems["pass"] else None
-    flagged_defects = _defectives(cells, rng, draws, flagged=True) if not problems["defect"] else None
+    escapes = defectives(cells, draws, flagged=False) if not problems["pass"] else None
+    flagged_defects = defectives(cells, draws, flagged=True) if not problems["defect"] else None
 
     miss: tuple[float | None, np.ndarray | None] = (None, None)
     fdr: tuple[float | None, np.ndarray | None] = (None, None)
@@ -215,12 +171,12 @@ def _estimates_of(
             ppm = (1e6 * point / n_pass, 1e6 * sims / n_pass)
         if flagged_defects is not None:
             f_point, f_sims, f_variance = flagged_defects
-            miss = (_ratio(point, variance, f_point, f_variance), _shares(sims, f_sims))
+            miss = (_ratio(point, variance, f_point, f_variance), shares_of(sims, f_sims))
             # Good parts: flagged ones are the flagged less their defects, passed ones the passes less the escapes.
             good_flagged, good_passed = n_flagged - f_point, n_pass - point
             fdr = (
                 _ratio(good_flagged, f_variance, good_passed, variance),
-                _shares(n_flagged - f_sims, n_pass - sims),
+                shares_of(n_flagged - f_sims, n_pass - sims),
             )
     block["miss_rate"] = _rate(*miss)
     block["false_detection_rate"] = _rate(*fdr)
@@ -229,7 +185,7 @@ def _estimates_of(
     return block
 
 
-def _unestimable(cells: dict[tuple[str, str, float], _Cell]) -> dict[str, list[str]]:
+def _unestimable(cells: dict[CellKey, DesignCell]) -> dict[str, list[str]]:
     """Per side (passes, defect verdicts), why their defective count cannot be estimated (empty when it can)."""
     problems: dict[str, list[str]] = {"pass": [], "defect": []}
     audited_in: defaultdict[tuple[str, str], int] = defaultdict(int)
@@ -246,48 +202,8 @@ def _unestimable(cells: dict[tuple[str, str, float], _Cell]) -> dict[str, list[s
     return problems
 
 
-def _defectives(
-    cells: dict[tuple[str, str, float], _Cell], rng: np.random.Generator, draws: int, *, flagged: bool
-) -> tuple[float, np.ndarray, float]:
-    """The estimated number of defective parts among passes (or among defect verdicts), simulated draws of it, and
-    its estimated sampling variance (the stratified formula with the finite-population correction)."""
-    pooled: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for (verdict, stratum, _), cell in cells.items():
-        pooled[verdict, stratum][0] += cell.defective
-        pooled[verdict, stratum][1] += cell.audited
-    point, variance, sims = 0.0, 0.0, np.zeros(draws)
-    for (verdict, stratum, _), cell in sorted(cells.items()):
-        if (verdict == DEFECT_STRATUM) != flagged or cell.n == 0:
-            continue
-        # A cell with no audited frame of its own (its probability was in force only briefly) borrows the share
-        # of the rest of its stratum, which was drawn by the same rule at another rate.
-        k, m = (cell.defective, cell.audited) if cell.audited else tuple(pooled[verdict, stratum])
-        unaudited = cell.n - cell.audited
-        point += cell.defective + unaudited * k / m
-        if cell.audited > 1:
-            share_seen = cell.defective / cell.audited
-            variance += cell.n * unaudited * share_seen * (1 - share_seen) / (cell.audited - 1)
-        share = rng.beta(k + PRIOR, m - k + PRIOR, size=draws)
-        sims += cell.defective + _binomial_draws(rng, unaudited, share, audited=m)
-    return point, sims, variance
-
-
-def _binomial_draws(rng: np.random.Generator, n: int, shares: np.ndarray, *, audited: int) -> np.ndarray:
-    """Binomial(n, share) for each drawn share: the defective parts among a cell's n unaudited frames.
-
-    Where the unaudited frames outnumber the audited ones NORMAL_FROM times or more, the binomial's own variance is
-    at most about 1/NORMAL_FROM of the share's (their ratio is about (audited + 1) / n), so a rounded normal draw
-    with the binomial's mean and variance stands in for it: about a tenth of numpy's binomial sampler's cost, which sets
-    up its algorithm afresh for every share. The coverage simulation runs in this regime.
-    """
-    if n < NORMAL_FROM * (audited + 1):
-        return rng.binomial(n, shares)
-    spread = np.sqrt(n * shares * (1 - shares))
-    return np.clip(np.rint(n * shares + spread * rng.standard_normal(len(shares))), 0, n)
-
-
 def _warning(
-    cells: dict[tuple[str, str, float], _Cell], block: dict[str, Any], problems: dict[str, list[str]], outside: int
+    cells: dict[CellKey, DesignCell], block: dict[str, Any], problems: dict[str, list[str]], outside: int
 ) -> str:
     """Plain sentences for a plant manager: what the audit cannot say yet, and what would let it."""
     notes: list[str] = []
