@@ -138,7 +138,7 @@ def _cell_sums(n: Any, selected: Any, labelled: Any, good: Any) -> list[ColumnEl
 
 
 def _defect_type(verdict: Any, defect_type: Any) -> Any:
-    # Only a defect verdict's type is counted (per_type); a pass's would split its cell for nothing.
+    # Only a defect verdict's type is counted (per_type); a pass's type, if one were stored, is not shown.
     return case((verdict == DEFECT_VERDICT, defect_type), else_=null()).label("defect_type")
 
 
@@ -151,25 +151,35 @@ def _rollup_query(
     per_line: bool = True,
     table: Table = ROLLUPS,
 ) -> Any:
-    keys: list[ColumnElement[Any]] = [
+    # Grouped by the stored columns and only then read through NULLIF and CASE: SQLite sorted its groups by those
+    # expressions evaluated on every cell (14 ms against 9.6 for a product's hourly week at 10M rows).
+    grouped: list[ColumnElement[Any]] = [
+        table.c.verdict,
+        table.c.defect_type,
+        table.c.audit_stratum,
+        table.c.audit_probability,
+    ]
+    shown: list[ColumnElement[Any]] = [
         table.c.verdict,
         _defect_type(table.c.verdict, func.nullif(table.c.defect_type, ROLLUP_NONE)),
         func.nullif(table.c.audit_stratum, ROLLUP_NONE).label("audit_stratum"),
         func.nullif(table.c.audit_probability, NO_PROBABILITY).label("audit_probability"),
     ]
     if hourly:
-        keys.append(table.c.hour)
+        grouped.append(table.c.hour)
+        shown.append(table.c.hour)
     if per_line:
-        keys += [table.c.product, func.nullif(table.c.line_id, ROLLUP_NONE).label("line_id")]
+        grouped += [table.c.product, table.c.line_id]
+        shown += [table.c.product, func.nullif(table.c.line_id, ROLLUP_NONE).label("line_id")]
     unit: TimeUnit = "day" if table is DAILY else "hour"
     first = format_time_key(start, unit) if start is not None else None
     last = format_time_key(end, unit) if end is not None else None
     label = table.c.feedback_label
     sums = _cell_sums(table.c.n, table.c.audit_selected.is_(True), label != ROLLUP_NONE, label == GOOD_LABEL)
     return (
-        select(*keys, *_no_line(per_line), *sums)
+        select(*shown, *_no_line(per_line), *sums)
         .where(*rollup_conditions(product, line_id, first, last, table))
-        .group_by(*keys)
+        .group_by(*grouped)
         .having(func.sum(table.c.n) > 0)
     )
 
