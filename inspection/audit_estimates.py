@@ -28,13 +28,22 @@ from typing import Any
 import numpy as np
 
 from inspection.audit import DEFECT_STRATUM
-from inspection.audit_simulation import CellKey, DesignCell, clear_streams, defectives, interval, shares_of
+from inspection.audit_simulation import (
+    WARM_DRAWS,
+    CellKey,
+    DesignCell,
+    clear_streams,
+    defectives,
+    interval,
+    shares_of,
+    warm_streams,
+)
 
 METHOD = "stratified inverse-probability (Hájek) estimate; 95% interval from each cell's Jeffreys posterior"
 DRAWS = 4000
 # A chart's buckets (168 for an hourly week) each get an interval, at 1,000 draws: their coverage is checked like
 # the totals' (tests/inspection/test_audit_estimates.py), at an hour's counts too.
-BUCKET_DRAWS = 1000
+BUCKET_DRAWS = WARM_DRAWS
 WIDE_INTERVAL = 0.2  # a rate interval wider than this cannot tell a good line from a bad one: say so
 GOOD = "good"
 
@@ -125,9 +134,15 @@ def estimates_for(audit: AuditCells, draws: int = DRAWS) -> dict[str, Any]:
 
 
 def clear_audit_cache() -> None:
-    """Forget every kept block and random stream, as a restart does (a benchmark timing a chart's first request)."""
+    """Forget every kept block and every kept random stream but those a server draws at its start
+    (warm_audit_streams): the state of a server after a restart, for a benchmark timing a chart's first request."""
     _estimates_of.cache_clear()
-    clear_streams()
+    clear_streams(but_warm=True)
+
+
+def warm_audit_streams() -> None:
+    """Draw the chart buckets' kept random streams now (a server's start), not on the first chart's request."""
+    warm_streams()
 
 
 def _copied(block: dict[str, Any]) -> dict[str, Any]:

@@ -115,8 +115,26 @@ class _PlaceStreams:
     normals: np.ndarray
 
 
-@functools.lru_cache(maxsize=64)
+_KEPT: dict[tuple[int, int], _PlaceStreams] = {}  # by (place, draws)
+_KEPT_LOCK = threading.Lock()
+_KEPT_MOST = 64  # (place, draws) pairs kept; past this (a group of dozens of cells) all but the warm ones go
+WARM_PLACES = 4  # a group's cells: a defect verdicts' cell and a few of passes (bands, a changed audit rate)
+WARM_DRAWS = 1000  # the chart buckets' draws (inspection.audit_estimates.BUCKET_DRAWS)
+
+
 def _streams(place: int, draws: int) -> _PlaceStreams:
+    streams = _KEPT.get((place, draws))
+    if streams is None:
+        with _KEPT_LOCK:
+            streams = _KEPT.get((place, draws))
+            if streams is None:
+                if len(_KEPT) >= _KEPT_MOST:
+                    _forget(but_warm=True)
+                streams = _KEPT[place, draws] = _new_streams(place, draws)
+    return streams
+
+
+def _new_streams(place: int, draws: int) -> _PlaceStreams:
     rng = np.random.default_rng([_HALVES, place, draws])
     # |Z| for a standard normal Z from its quantile function (P(|Z| <= z) = 2 Phi(z) - 1), halved and squared.
     halves = np.stack([special.ndtri((1 + _stratified(rng, draws)) / 2) ** 2 / 2 for _ in range(2)])
@@ -139,9 +157,27 @@ def _stratified(rng: np.random.Generator, draws: int) -> np.ndarray:
     return (rng.permutation(draws) + rng.random(draws)) / draws
 
 
-def clear_streams() -> None:
-    """Forget the kept streams (they are drawn again, identically, when asked for)."""
-    _streams.cache_clear()
+def warm_streams() -> None:
+    """Draw the tables of the first WARM_PLACES places at WARM_DRAWS in full (about 2.6 MB and 5 ms each), as a
+    server does at its start, so that a chart's first request reads them instead of drawing them."""
+    for place in range(WARM_PLACES):
+        streams = _streams(place, WARM_DRAWS)
+        streams.sums_x.upto(GAMMA_ROWS + 1)
+        streams.sums_y.upto(GAMMA_ROWS + 1)
+        streams.uniforms.upto(BERNOULLI_ROWS)
+
+
+def clear_streams(*, but_warm: bool = False) -> None:
+    """Forget the kept streams (drawn again, identically, when asked for); with `but_warm`, all but those that
+    warm_streams draws, which leaves what a server has after its start."""
+    with _KEPT_LOCK:
+        _forget(but_warm=but_warm)
+
+
+def _forget(*, but_warm: bool) -> None:
+    for place, draws in list(_KEPT):
+        if not (but_warm and draws == WARM_DRAWS and place < WARM_PLACES):
+            del _KEPT[place, draws]
 
 
 def _share_draws(k: int, m: int, place: int, draws: int) -> np.ndarray:

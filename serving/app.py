@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
+from inspection.audit_estimates import warm_audit_streams
 from inspection.settings import Settings
 from inspection.storage.database import make_engine, open_database, session_factory
 from inspection.storage.minute_counts import prune_minute_counts
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             settings=settings, sessions=sessions, rows=InspectionRowWriter(sessions), metrics=app.state.metrics
         )
         await sync_engines(state)
+        await asyncio.to_thread(warm_audit_streams)  # drawn once here, not by the first chart's request
         if settings.mqtt_url:
             state.rejects = RejectPublisher(settings.mqtt_url, settings.mqtt_topic_prefix, app.state.metrics.registry)
             state.rejects.start()
