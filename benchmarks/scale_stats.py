@@ -44,6 +44,12 @@ SIZES = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}  # 100k: a quick l
 # A folder where the filled databases are kept and found again (their fill's end time beside them), so a change
 # to the request path or a migration can be timed without filling 10M rows again. Unset: fresh and dropped.
 KEEP = os.environ.get("INSPECTION_BENCH_SCALE_KEEP")
+ROLLUP_TABLES = (
+    "inspection_rollups",
+    "inspection_daily_rollups",
+    "inspection_product_rollups",
+    "inspection_minute_counts",
+)
 console = Console(stderr=True)
 
 
@@ -193,7 +199,7 @@ def open_postgres(size: str, now: datetime, stack: ExitStack) -> tuple[Filled, d
     # As after any bulk load or restore: the planner's statistics, and the visibility map that lets an index-only
     # read skip the rows (autovacuum would get there later, and the timings would depend on when).
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as plain:
-        for table in ("inspections", "inspection_rollups", "inspection_daily_rollups", "inspection_minute_counts"):
+        for table in ("inspections", *ROLLUP_TABLES):
             plain.execute(f"VACUUM (ANALYZE) {table}")
     with engine.begin() as connection:
         # A partitioned table holds nothing itself: its size is its partitions'.
@@ -206,15 +212,8 @@ def open_postgres(size: str, now: datetime, stack: ExitStack) -> tuple[Filled, d
                 )
             )
         )
-        rollup_bytes = float(
-            connection.scalar(
-                text(
-                    "SELECT pg_total_relation_size('inspection_rollups')"
-                    " + pg_total_relation_size('inspection_daily_rollups')"
-                    " + pg_total_relation_size('inspection_minute_counts')"
-                )
-            )
-        )
+        sizes_sql = " + ".join(f"pg_total_relation_size('{table}')" for table in ROLLUP_TABLES)
+        rollup_bytes = float(connection.scalar(text(f"SELECT {sizes_sql}")))
     sizes = {
         f"pg_bytes_per_row_{size}": rows_bytes / SIZES[size],
         f"pg_rollup_bytes_per_row_{size}": rollup_bytes / SIZES[size],

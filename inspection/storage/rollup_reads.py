@@ -1,5 +1,5 @@
-"""Reading the rollups: a statistic's counts for a window, from day cells, hour cells and at most two partial
-hours of rows (inspection.storage.rollups keeps the cells)."""
+"""Reading the rollups: a statistic's counts for a window, from day cells, hour cells (a line's, or a product's
+summed over its lines) and at most two partial hours of rows (inspection.storage.rollups keeps the cells)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from sqlalchemy import ColumnElement, Table, and_, case, func, literal_column, n
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.names import DEFECT_VERDICT, GOOD_LABEL
-from inspection.storage.rollups import DAILY, INSPECTIONS, NO_PROBABILITY, ROLLUP_NONE, ROLLUPS, day_floor
+from inspection.storage.rollups import (
+    DAILY,
+    INSPECTIONS,
+    NO_PROBABILITY,
+    PRODUCT_HOURS,
+    ROLLUP_NONE,
+    ROLLUPS,
+    day_floor,
+)
 from inspection.storage.time_keys import TimeUnit, dialect_time_key, format_time_key
 
 
@@ -90,6 +98,8 @@ def grouped_counts(
     queries = []
     if whole:
         for table, start, end in _whole_spans(whole_start, whole_end, hourly):
+            if table is ROLLUPS and not per_line and line_id is None:
+                table = PRODUCT_HOURS  # the lines' cells summed: a product's hour holds as many at any rate
             queries.append(_rollup_query(product, line_id, start, end, hourly, per_line, table))
     for start, end in edges:
         queries.append(_row_query(dialect, product, line_id, start, end, hourly, per_line))

@@ -8,7 +8,9 @@ rows (docs/scale.md); a per-camera chart would get a table of its own.
 
 The same cells summed per UTC day (a second table, kept in the same transactions) serve what a statistic reads in
 whole days: a month is 30 cells per group instead of 720, and the cells an hour holds grow with the line's rate
-(more label and type combinations fill) until every combination is there. Statistics read the cells through
+(more label and type combinations fill) until every combination is there. Summed over a product's lines per hour
+(a third table, the same transactions), they serve a product's and the plant's hourly and shift charts, whose
+hours then hold about as many cells at any rate. Statistics read the cells through
 inspection.storage.rollup_reads.
 """
 
@@ -22,7 +24,7 @@ from sqlalchemy import ColumnElement, Connection, Table, delete, func, insert, s
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from inspection.storage.schema import Inspection, InspectionDailyRollup, InspectionRollup
+from inspection.storage.schema import Inspection, InspectionDailyRollup, InspectionProductRollup, InspectionRollup
 from inspection.storage.time_keys import dialect_time_key, format_time_key, parse_time_key
 
 ROLLUP_NONE = ""  # a NULL line, defect type, label or stratum, in a key column that cannot hold NULL
@@ -54,6 +56,9 @@ ROW_FIELDS = (
 )
 ROLLUPS = cast(Table, InspectionRollup.__table__)
 DAILY = cast(Table, InspectionDailyRollup.__table__)
+PRODUCT_HOURS = cast(Table, InspectionProductRollup.__table__)
+LINE_AT = KEY_COLUMNS.index("line_id")
+PRODUCT_KEY_COLUMNS = tuple(name for name in KEY_COLUMNS if name != "line_id")
 HOUR_AT = KEY_COLUMNS.index("hour")
 DAY_KEY_COLUMNS = tuple("day" if name == "hour" else name for name in KEY_COLUMNS)
 INSPECTIONS = cast(Table, Inspection.__table__)
@@ -101,8 +106,8 @@ def count_rows(rows: Iterable[Mapping[str, Any]]) -> Deltas:
 
 
 def apply_deltas(connection: Connection | Session, deltas: Deltas) -> None:
-    """Add the deltas to their hour cells, and their sums to the day cells, in one upsert each, inside the caller's
-    transaction.
+    """Add the deltas to their hour cells, and their sums to the day cells and the product's hour cells, in one
+    upsert each, inside the caller's transaction.
 
     Cells are written in key order, so two transactions touching the same cells lock them in the same order
     and never deadlock each other on PostgreSQL.
@@ -110,7 +115,12 @@ def apply_deltas(connection: Connection | Session, deltas: Deltas) -> None:
     if not deltas:
         return
     dialect = connection.get_bind().dialect.name if isinstance(connection, Session) else connection.dialect.name
-    for table, columns, cells in ((ROLLUPS, KEY_COLUMNS, deltas), (DAILY, DAY_KEY_COLUMNS, day_deltas(deltas))):
+    tables = (
+        (ROLLUPS, KEY_COLUMNS, deltas),
+        (DAILY, DAY_KEY_COLUMNS, day_deltas(deltas)),
+        (PRODUCT_HOURS, PRODUCT_KEY_COLUMNS, product_deltas(deltas)),
+    )
+    for table, columns, cells in tables:
         values = [
             {**dict(zip(columns, key, strict=True)), "n": n, "latency_ms_sum": latency}
             for key, (n, latency) in sorted(cells.items())
@@ -129,6 +139,16 @@ def day_deltas(deltas: Deltas) -> Deltas:
         old_n, old_latency = days.get(day_key, (0, 0.0))
         days[day_key] = (old_n + n, old_latency + latency)
     return days
+
+
+def product_deltas(deltas: Deltas) -> Deltas:
+    """The hour cells' deltas summed per product hour cell (the line left out of the key)."""
+    products: Deltas = {}
+    for key, (n, latency) in deltas.items():
+        product_key = (*key[:LINE_AT], *key[LINE_AT + 1 :])
+        old_n, old_latency = products.get(product_key, (0, 0.0))
+        products[product_key] = (old_n + n, old_latency + latency)
+    return products
 
 
 # One upsert construct per dialect and table, built once: building it and its cache key on every group commit
@@ -193,14 +213,15 @@ def row_hours(connection: Connection) -> tuple[datetime, datetime] | None:
 
 def rebuild_range(connection: Connection, start: datetime, end: datetime) -> int:
     """Recount the rollups of the UTC hours in [start, end) from the rows, in the caller's transaction, then the
-    day cells of the days they touch from the hour cells; returns the number of hour cells written. Rows outside
-    the range are not read, so a rebuild goes in bounded steps."""
+    day cells of the days they touch and the product hour cells from the hour cells; returns the number of hour
+    cells written. Rows outside the range are not read, so a rebuild goes in bounded steps."""
     dialect = connection.dialect.name
     first, last = format_time_key(start, "hour"), format_time_key(end, "hour")
     connection.execute(delete(ROLLUPS).where(ROLLUPS.c.hour >= first, ROLLUPS.c.hour < last))
     source = _grouped_source(dialect, [INSPECTIONS.c.received_at >= start, INSPECTIONS.c.received_at < end])
     result = connection.execute(insert(ROLLUPS).from_select([*KEY_COLUMNS, "n", "latency_ms_sum"], source))
     refresh_days(connection, start, end - timedelta(microseconds=1))
+    refresh_product_hours(connection, first, last)
     return max(int(result.rowcount or 0), 0)
 
 
@@ -225,6 +246,19 @@ def refresh_days(connection: Connection, first: datetime, last: datetime) -> Non
         .group_by(*keys)
     )
     connection.execute(insert(DAILY).from_select([*DAY_KEY_COLUMNS, "n", "latency_ms_sum"], source))
+
+
+def refresh_product_hours(connection: Connection, first: str, last: str) -> None:
+    """Rewrite the product hour cells of the hour keys in [first, last) as sums of their lines' hour cells."""
+    hours = PRODUCT_HOURS.c.hour
+    connection.execute(delete(PRODUCT_HOURS).where(hours >= first, hours < last))
+    keys = [ROLLUPS.c[name] for name in PRODUCT_KEY_COLUMNS]
+    source = (
+        select(*keys, func.sum(ROLLUPS.c.n), func.sum(ROLLUPS.c.latency_ms_sum))
+        .where(ROLLUPS.c.hour >= first, ROLLUPS.c.hour < last)
+        .group_by(*keys)
+    )
+    connection.execute(insert(PRODUCT_HOURS).from_select([*PRODUCT_KEY_COLUMNS, "n", "latency_ms_sum"], source))
 
 
 def rebuild_rollups(
@@ -263,7 +297,8 @@ def recount_differences(
     sessions: sessionmaker[Session], since: datetime | None = None
 ) -> list[tuple[RollupKey, int, int]]:
     """Cells where the rollups and a recount from the rows disagree: (key, rolled up, recounted); [] when equal.
-    Day cells are compared with the sum of their hour cells (their key holds the day where the hour was).
+    Day cells and product hour cells are compared with the sums of their hour cells (a day cell's key holds the
+    day where the hour was; a product hour cell's has no line).
 
     `since` (an hour start) leaves out the hours before it: those retention pruned, whose rollups outlive the rows.
     """
@@ -297,7 +332,23 @@ def recount_differences(
                 select(*(DAILY.c[name] for name in DAY_KEY_COLUMNS), DAILY.c.n).where(*day_terms)
             )
         }
-    return sorted(_differing(rolled, recount) + _differing(days, summed), key=repr)
+        product_terms = [] if since is None else [PRODUCT_HOURS.c.hour >= format_time_key(since, "hour")]
+        over_lines = [ROLLUPS.c[name] for name in PRODUCT_KEY_COLUMNS]
+        lines_summed = {
+            tuple(row[:-1]): int(row[-1])
+            for row in connection.execute(
+                select(*over_lines, func.sum(ROLLUPS.c.n)).where(*cell_terms).group_by(*over_lines)
+            )
+        }
+        products = {
+            tuple(row[:-1]): int(row[-1])
+            for row in connection.execute(
+                select(*(PRODUCT_HOURS.c[name] for name in PRODUCT_KEY_COLUMNS), PRODUCT_HOURS.c.n).where(
+                    *product_terms
+                )
+            )
+        }
+    return sorted(_differing(rolled, recount) + _differing(days, summed) + _differing(products, lines_summed), key=repr)
 
 
 def _differing(kept: dict[RollupKey, int], counted: dict[RollupKey, int]) -> list[tuple[RollupKey, int, int]]:

@@ -130,8 +130,9 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
-class _RollupCellColumns:
-    """The key and counts an hour cell and a day cell share; each table adds its time column (`hour`, `day`).
+class _ProductCellColumns:
+    """The key and counts of a product's cell, which every rollup table shares; the line's tables add `line_id`,
+    and each table its time column (`hour`, `day`).
 
     Every key column is NOT NULL (a missing value is stored as ROLLUP_NONE, or -1 for a missing audit
     probability) because a unique key treats NULLs as distinct on both databases, and an upsert could never find
@@ -139,7 +140,6 @@ class _RollupCellColumns:
     """
 
     product: Mapped[str] = mapped_column(String(64), primary_key=True)
-    line_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
     defect_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     feedback_label: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -148,6 +148,12 @@ class _RollupCellColumns:
     audit_selected: Mapped[bool] = mapped_column(Boolean, primary_key=True, autoincrement=False)
     n: Mapped[int] = mapped_column(Integer)
     latency_ms_sum: Mapped[float] = mapped_column(Float)
+
+
+class _RollupCellColumns(_ProductCellColumns):
+    """A line's cell: the product's key and its line."""
+
+    line_id: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class InspectionRollup(_RollupCellColumns, Base):
@@ -180,6 +186,22 @@ class InspectionDailyRollup(_RollupCellColumns, Base):
         Index("ix_inspection_daily_rollups_day", "day"),
         Index("ix_inspection_daily_rollups_product_day", "product", "day"),
         Index("ix_inspection_daily_rollups_line_day", "line_id", "day"),
+    )
+
+
+class InspectionProductRollup(_ProductCellColumns, Base):
+    """The hourly rollups summed over a product's lines: what a product's (or the plant's) hourly and shift charts
+    read. A line's hour holds more cells as its rate fills rarer label and type combinations; summed over the
+    lines, a product's hour holds about as many at 1M rows as at 10M (docs/scale.md). Kept in the same
+    transactions as the hourly cells, and refreshed from them by a rebuild (inspection.storage.rollups)."""
+
+    __tablename__ = "inspection_product_rollups"
+
+    hour: Mapped[str] = mapped_column(String(13), primary_key=True)
+
+    __table_args__ = (
+        Index("ix_inspection_product_rollups_product_hour", "product", "hour"),
+        Index("ix_inspection_product_rollups_hour", "hour"),
     )
 
 
