@@ -157,7 +157,8 @@ def _copied(block: dict[str, Any]) -> dict[str, Any]:
 
 
 # A dashboard refreshing an hourly chart asks again for every past hour, whose counts no longer change; the block is
-# a function of the counts alone (the simulation is seeded by them), so it is kept rather than simulated again.
+# a function of the counts alone (its draws are fixed streams: inspection.audit_simulation), so it is kept rather
+# than simulated again.
 @functools.lru_cache(maxsize=8192)
 def _estimates_of(
     key: tuple[tuple[CellKey, tuple[int, int, int, int]], ...], outside: int, draws: int

@@ -8,12 +8,15 @@ draws, each from a stream seeded by what it is, never by a clock:
 - Beta(a, b) is X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b) independent, and Gamma(k + 1/2) is a sum of k standard
   exponentials plus Z^2 / 2 for a standard normal Z. Two kept tables of cumulative sums of exponentials (one for X,
   one for Y) and two kept rows of Z^2 / 2 make any share a table row plus a row, four array operations.
-- Binomial(n, share) is the number of n kept uniform rows below the share.
+- Binomial(n, share) is the number of n kept uniform rows below the share; where a rounded normal stands in for it,
+  its normals are a kept row too.
 So the same counts give the same interval on every refresh and every replica; within a group the cells' draws are
 independent (each place its own streams), which is all an interval needs; and a chart's 168 buckets cost a few
-array operations each instead of fresh gamma and binomial draws, which were most of an hourly chart's cost
-(docs/scale.md). Two groups share their draws' Monte Carlo error where their counts match: their band ends err
-alike instead of apart. Counts beyond the tables (a month's totals) draw afresh, from a stream seeded by them.
+array operations each instead of fresh gamma and binomial draws, which were most of an hourly chart's first
+request (docs/scale.md). Two groups whose counts match share their draws' Monte Carlo error, so an uneven table
+would move their band ends alike: every kept row but the exponential tables is a stratified sample, which fills
+its distribution evenly (the coverage checks in decision 0014 fell short without it). Counts beyond the tables (a
+month's totals) draw afresh, from a stream seeded by them.
 """
 
 from __future__ import annotations
