@@ -167,14 +167,7 @@ def test_statistics_over_whole_days_read_day_cells_and_agree_with_the_hours(sess
     for row in rows[:40]:
         record_feedback(sessions, row["id"], rng.choice(["good", "crack"]), "qa")
     assert recount_differences(sessions) == []  # hour cells against the rows, day cells against the hours
-    read: list[str] = []
-    original = rollup_reads._rollup_query
-
-    def recording(*args, **kwargs):
-        read.append(kwargs.get("table", args[6] if len(args) > 6 else rollups.ROLLUPS).name)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(rollup_reads, "_rollup_query", recording)
+    read = _tables_read(monkeypatch)
     windows = [
         (None, None),
         (START - timedelta(days=4, hours=3, minutes=10), START + timedelta(days=1, hours=5, minutes=20)),
@@ -209,14 +202,7 @@ def test_product_and_plant_hourly_charts_read_the_product_cells_and_agree_with_t
     for row in rows[:30]:
         record_feedback(sessions, row["id"], rng.choice(["good", "spot"]), "qa")
     assert recount_differences(sessions) == []  # the product cells against the sums of the lines' cells
-    read: list[str] = []
-    original = rollup_reads._rollup_query
-
-    def recording(*args, **kwargs):
-        read.append(kwargs.get("table", args[6] if len(args) > 6 else rollups.ROLLUPS).name)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(rollup_reads, "_rollup_query", recording)
+    read = _tables_read(monkeypatch)
     charts = [
         {"product": "widget", "bucket": "hour"},
         {"bucket": "shift"},
@@ -236,3 +222,18 @@ def test_product_and_plant_hourly_charts_read_the_product_cells_and_agree_with_t
     assert recount_differences(sessions) != []
     rebuild_rollups(sessions)
     assert recount_differences(sessions) == []
+
+
+def _tables_read(monkeypatch) -> list[str]:
+    """The names of the rollup tables the statistics read from now on, one per query."""
+    from inspection.storage import rollup_reads, rollups
+
+    read: list[str] = []
+    original = rollup_reads._rollup_query
+
+    def recording(*args, **kwargs):
+        read.append(kwargs.get("table", args[6] if len(args) > 6 else rollups.ROLLUPS).name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rollup_reads, "_rollup_query", recording)
+    return read
