@@ -108,7 +108,7 @@ SELECT gen_random_uuid()::text, 'P' || (line % 3), 'line-' || lpad(line::text, 2
 FROM (SELECT i, floor(random() * 20)::int AS line, floor(random() * 4)::int AS cam, random() < 0.03 AS d,
              floor(random() * 4)::int AS k, random() AS u1, random() AS u2, random() AS u3, random() AS u4,
              random() AS u5
-      FROM generate_series(:first, :last) AS i) AS r
+      FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS i) AS r
 """
 
 
