@@ -16,7 +16,7 @@ inspection.storage.rollup_reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -133,22 +133,21 @@ def apply_deltas(connection: Connection | Session, deltas: Deltas) -> None:
 
 def day_deltas(deltas: Deltas) -> Deltas:
     """The hour cells' deltas summed per day cell (the hour key "YYYY-MM-DDTHH" cut to its day)."""
-    days: Deltas = {}
-    for key, (n, latency) in deltas.items():
-        day_key = (*key[:HOUR_AT], key[HOUR_AT][:10], *key[HOUR_AT + 1 :])
-        old_n, old_latency = days.get(day_key, (0, 0.0))
-        days[day_key] = (old_n + n, old_latency + latency)
-    return days
+    return _summed(deltas, lambda key: (*key[:HOUR_AT], key[HOUR_AT][:10], *key[HOUR_AT + 1 :]))
 
 
 def product_deltas(deltas: Deltas) -> Deltas:
     """The hour cells' deltas summed per product hour cell (the line left out of the key)."""
-    products: Deltas = {}
+    return _summed(deltas, lambda key: (*key[:LINE_AT], *key[LINE_AT + 1 :]))
+
+
+def _summed(deltas: Deltas, coarser: Callable[[RollupKey], RollupKey]) -> Deltas:
+    sums: Deltas = {}
     for key, (n, latency) in deltas.items():
-        product_key = (*key[:LINE_AT], *key[LINE_AT + 1 :])
-        old_n, old_latency = products.get(product_key, (0, 0.0))
-        products[product_key] = (old_n + n, old_latency + latency)
-    return products
+        wider = coarser(key)
+        old_n, old_latency = sums.get(wider, (0, 0.0))
+        sums[wider] = (old_n + n, old_latency + latency)
+    return sums
 
 
 # One upsert construct per dialect and table, built once: building it and its cache key on every group commit
@@ -305,49 +304,30 @@ def recount_differences(
     engine = sessions.kw["bind"]
     row_terms = [] if since is None else [INSPECTIONS.c.received_at >= since]
     cell_terms = [] if since is None else [ROLLUPS.c.hour >= format_time_key(since, "hour")]
+    # The day cells against the hour cells they sum (both outlive the rows, so every day is compared).
+    day_terms = [] if since is None else [DAILY.c.day >= format_time_key(since, "day")]
+    hour_terms = [] if since is None else [ROLLUPS.c.hour >= format_time_key(day_floor(since), "hour")]
+    hour_keys = [_day_of_hour() if name == "hour" else ROLLUPS.c[name] for name in KEY_COLUMNS]
+    product_terms = [] if since is None else [PRODUCT_HOURS.c.hour >= format_time_key(since, "hour")]
+    over_lines = [ROLLUPS.c[name] for name in PRODUCT_KEY_COLUMNS]
     with engine.connect() as connection:
-        recount = {
-            tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
-            for row in connection.execute(_grouped_source(engine.dialect.name, row_terms))
-        }
-        rolled = {
-            tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
-            for row in connection.execute(
-                select(*(ROLLUPS.c[name] for name in KEY_COLUMNS), ROLLUPS.c.n).where(*cell_terms)
-            )
-        }
-        # The day cells against the hour cells they sum (both outlive the rows, so every day is compared).
-        day_terms = [] if since is None else [DAILY.c.day >= format_time_key(since, "day")]
-        hour_terms = [] if since is None else [ROLLUPS.c.hour >= format_time_key(day_floor(since), "hour")]
-        hour_keys = [_day_of_hour() if name == "hour" else ROLLUPS.c[name] for name in KEY_COLUMNS]
-        summed = {
-            tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
-            for row in connection.execute(
-                select(*hour_keys, func.sum(ROLLUPS.c.n)).where(*hour_terms).group_by(*hour_keys)
-            )
-        }
-        days = {
-            tuple(row[: len(KEY_COLUMNS)]): int(row[len(KEY_COLUMNS)])
-            for row in connection.execute(
-                select(*(DAILY.c[name] for name in DAY_KEY_COLUMNS), DAILY.c.n).where(*day_terms)
-            )
-        }
-        product_terms = [] if since is None else [PRODUCT_HOURS.c.hour >= format_time_key(since, "hour")]
-        over_lines = [ROLLUPS.c[name] for name in PRODUCT_KEY_COLUMNS]
-        lines_summed = {
-            tuple(row[:-1]): int(row[-1])
-            for row in connection.execute(
-                select(*over_lines, func.sum(ROLLUPS.c.n)).where(*cell_terms).group_by(*over_lines)
-            )
-        }
-        products = {
-            tuple(row[:-1]): int(row[-1])
-            for row in connection.execute(
-                select(*(PRODUCT_HOURS.c[name] for name in PRODUCT_KEY_COLUMNS), PRODUCT_HOURS.c.n).where(
-                    *product_terms
-                )
-            )
-        }
+
+        def counts(query: Any, keys: int = len(KEY_COLUMNS)) -> dict[RollupKey, int]:
+            """Each row's count by its first `keys` columns (the count comes next)."""
+            return {tuple(row[:keys]): int(row[keys]) for row in connection.execute(query)}
+
+        recount = counts(_grouped_source(engine.dialect.name, row_terms))
+        rolled = counts(select(*(ROLLUPS.c[name] for name in KEY_COLUMNS), ROLLUPS.c.n).where(*cell_terms))
+        summed = counts(select(*hour_keys, func.sum(ROLLUPS.c.n)).where(*hour_terms).group_by(*hour_keys))
+        days = counts(select(*(DAILY.c[name] for name in DAY_KEY_COLUMNS), DAILY.c.n).where(*day_terms))
+        product_keys = len(PRODUCT_KEY_COLUMNS)
+        lines_summed = counts(
+            select(*over_lines, func.sum(ROLLUPS.c.n)).where(*cell_terms).group_by(*over_lines), product_keys
+        )
+        products = counts(
+            select(*(PRODUCT_HOURS.c[name] for name in PRODUCT_KEY_COLUMNS), PRODUCT_HOURS.c.n).where(*product_terms),
+            product_keys,
+        )
     return sorted(_differing(rolled, recount) + _differing(days, summed) + _differing(products, lines_summed), key=repr)
 
 
