@@ -97,9 +97,9 @@ def grouped_counts(
         whole = True
     queries = []
     if whole:
-        for table, start, end in _whole_spans(whole_start, whole_end, hourly):
-            if table is ROLLUPS and not per_line and line_id is None:
-                table = PRODUCT_HOURS  # the lines' cells summed: a product's hour holds as many at any rate
+        # Not by line: the lines' cells summed per product and hour, which hold as many cells at any line rate.
+        hours = ROLLUPS if per_line or line_id is not None else PRODUCT_HOURS
+        for table, start, end in _whole_spans(whole_start, whole_end, hourly, hours):
             queries.append(_rollup_query(product, line_id, start, end, hourly, per_line, table))
     for start, end in edges:
         queries.append(_row_query(dialect, product, line_id, start, end, hourly, per_line))
@@ -111,21 +111,22 @@ def grouped_counts(
 
 
 def _whole_spans(
-    start: datetime | None, end: datetime | None, hourly: bool
+    start: datetime | None, end: datetime | None, hourly: bool, hours: Table
 ) -> list[tuple[Table, datetime | None, datetime | None]]:
     """Whole hours [start, end) (None: unbounded) as the cells to read: the whole days among them from the day
-    cells and the hours before and after those from the hour cells; all hours when the hour itself is wanted."""
+    cells and the hours before and after those from `hours` (a line's or a product's hour cells); all hours when
+    the hour itself is wanted."""
     if hourly:
-        return [(ROLLUPS, start, end)]
+        return [(hours, start, end)]
     first_day = _day_ceil(start) if start is not None else None
     last_day = day_floor(end) if end is not None else None
     if first_day is not None and last_day is not None and first_day >= last_day:
-        return [(ROLLUPS, start, end)]  # no whole day inside
+        return [(hours, start, end)]  # no whole day inside
     spans: list[tuple[Table, datetime | None, datetime | None]] = [(DAILY, first_day, last_day)]
     if start is not None and first_day is not None and start < first_day:
-        spans.append((ROLLUPS, start, first_day))
+        spans.append((hours, start, first_day))
     if end is not None and last_day is not None and last_day < end:
-        spans.append((ROLLUPS, last_day, end))
+        spans.append((hours, last_day, end))
     return spans
 
 

@@ -175,7 +175,7 @@ def test_statistics_over_whole_days_read_day_cells_and_agree_with_the_hours(sess
     ]
     with_days = [compute_stats(sessions, since=since, until=until) for since, until in windows]
     assert read.count(rollups.DAILY.name) == len(windows)
-    monkeypatch.setattr(rollup_reads, "_whole_spans", lambda start, end, hourly: [(rollups.ROLLUPS, start, end)])
+    monkeypatch.setattr(rollup_reads, "_whole_spans", lambda start, end, hourly, hours: [(hours, start, end)])
     for (since, until), stats in zip(windows, with_days, strict=True):
         assert stats == compute_stats(sessions, since=since, until=until)
         expected = [
